@@ -1,0 +1,47 @@
+"""jaxmagic: IPython/Jupyter magics and views that show what JAX is doing.
+
+``%load_ext jaxmagic`` registers the magics. Nothing heavy (jax, flax, treescope) is
+imported here: every public name is resolved lazily on first use so that loading the
+extension stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Resolved on first attribute access (PEP 562).
+_LAZY = {
+    "profile": "jaxmagic.profile",
+    "Profiler": "jaxmagic.profile",
+    "ProfileReport": "jaxmagic.profile",
+    "inspect_call": "jaxmagic.ir",
+    "IRReport": "jaxmagic.ir",
+}
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxmagic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register jaxmagic's magics on ``ipython`` (called by ``%load_ext jaxmagic``)."""
+    from jaxmagic.magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove everything ``load_ipython_extension`` registered (``%unload_ext jaxmagic``)."""
+    from jaxmagic.magics import unregister
+
+    unregister(ipython)
