@@ -13,7 +13,17 @@ from typing import Any
 
 
 class Result:
-    """Mixin for report objects; subclasses provide the four methods below."""
+    """Mixin for report objects; subclasses provide the four methods below.
+
+    Subclasses may be dataclasses: ``__init_subclass__`` pins ``__repr__`` and
+    ``_repr_pretty_`` on each subclass so a generated dataclass ``__repr__`` cannot shadow
+    the short line, and IPython's pretty printer finds the full text first.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
+        cls._repr_pretty_ = Result._repr_pretty_  # type: ignore[method-assign]
 
     def summary(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -43,6 +43,7 @@ CSS = """
 .jm .jm-insight.jm-sev-info{border-left-color:rgba(40,110,220,.8);background:rgba(40,110,220,.06)}
 .jm .jm-bar{display:inline-block;height:9px;background:rgba(40,110,220,.65);vertical-align:middle;border-radius:2px}
 .jm .jm-bar.jm-compile{background:rgba(230,140,0,.75)}
+.jm pre.jm-ir details{display:inline}.jm pre.jm-ir summary{display:inline;list-style:none}.jm pre.jm-ir summary::before{content:'\\25B8 ';opacity:.6}.jm pre.jm-ir details[open]>summary::before{content:'\\25BE '}.jm pre.jm-ir details[open]>summary .jm-ell{display:none}.jm pre.jm-ir details[open]>summary::after{content:'\\A';white-space:pre}
 .jm .hl-kw{color:#a626a4;font-weight:600}.jm .hl-ty{color:#c18401}.jm .hl-var{color:#4078f2}.jm .hl-com{opacity:.6}
 [data-jp-theme-light=false] .jm .hl-kw{color:#c678dd}[data-jp-theme-light=false] .jm .hl-ty{color:#e5c07b}[data-jp-theme-light=false] .jm .hl-var{color:#61afef}
 """

@@ -1,0 +1,455 @@
+"""From raw observations (``Capture``) to a ``ProfileReport`` of plain, frozen data."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from jaxmagic._result import Result
+from jaxmagic.profile import misses as _misses
+from jaxmagic.profile.capture import Capture, Lowering, StageEvent
+
+_JAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("jax").__file__)))
+
+
+@dataclass(frozen=True)
+class Insight:
+    """A plain-language finding about a JAX pitfall seen in the profiled code.
+
+    ``kind`` is a stable identifier (``recompile``, ``eager-ops``, ``compile-dominated``,
+    ``host-sync``, ``donation-unusable``, ``x64-truncated``, ``tracer-conversion``,
+    ``deleted-array``); ``message`` says what happened, ``fix`` what to do about it.
+    """
+
+    kind: str
+    message: str
+    fix: str
+    function: str | None = None
+    line: int | None = None
+    severity: str = "warn"  # "warn" | "info"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "fix": self.fix,
+                "function": self.function, "line": self.line, "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class CompileRecord:
+    """One trace (+ lower + backend compile) of a function."""
+
+    trace_s: float
+    lower_s: float
+    compile_s: float
+    site: str | None          # "line 7" for the profiled cell, else "file.py:12"
+    reasons: tuple[str, ...]  # why the cache missed, in plain words
+    kinds: tuple[str, ...]
+    signature: str | None     # input types, e.g. "x: f32[3], y: f32[]"
+
+    @property
+    def total_s(self) -> float:
+        return self.trace_s + self.lower_s + self.compile_s
+
+
+@dataclass(frozen=True)
+class FunctionProfile:
+    """Everything observed about one function (a ``jit`` function or an eager op)."""
+
+    name: str
+    kind: str                       # "jit" (user function) or "eager" (op outside jit)
+    defined_at: str | None
+    compiles: tuple[CompileRecord, ...]
+    calls: int | None               # None when it cannot be counted cheaply
+    flops: float | None
+    transcendentals: float | None
+    bytes_accessed: float | None
+    memory: dict[str, int] | None   # argument/output/alias/temp/generated_code bytes
+    jaxpr: str | None
+    hlo: str | None
+    donated_args: int = 0
+    device_s: float | None = None   # from --trace
+
+    @property
+    def trace_s(self) -> float:
+        return sum(c.trace_s for c in self.compiles)
+
+    @property
+    def lower_s(self) -> float:
+        return sum(c.lower_s for c in self.compiles)
+
+    @property
+    def compile_s(self) -> float:
+        return sum(c.compile_s for c in self.compiles)
+
+    @property
+    def total_compile_s(self) -> float:
+        return self.trace_s + self.lower_s + self.compile_s
+
+    @property
+    def cache_misses(self) -> list[str]:
+        return ["; ".join(c.reasons) for c in self.compiles if c.reasons]
+
+    @property
+    def sites(self) -> list[str]:
+        seen: list[str] = []
+        for c in self.compiles:
+            if c.site and c.site not in seen:
+                seen.append(c.site)
+        return seen
+
+    @property
+    def intensity(self) -> float | None:
+        if self.flops is None or not self.bytes_accessed:
+            return None
+        return self.flops / self.bytes_accessed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "defined_at": self.defined_at,
+            "compiles": len(self.compiles), "trace_s": self.trace_s, "lower_s": self.lower_s,
+            "compile_s": self.compile_s, "sites": self.sites,
+            "cache_misses": self.cache_misses,
+            "compile_records": [
+                {"trace_s": c.trace_s, "lower_s": c.lower_s, "compile_s": c.compile_s,
+                 "site": c.site, "reasons": list(c.reasons), "kinds": list(c.kinds),
+                 "signature": c.signature} for c in self.compiles],
+            "calls": self.calls, "flops": self.flops, "transcendentals": self.transcendentals,
+            "bytes_accessed": self.bytes_accessed, "arithmetic_intensity": self.intensity,
+            "memory": self.memory, "jaxpr": self.jaxpr, "hlo": self.hlo,
+            "donated_args": self.donated_args, "device_s": self.device_s,
+        }
+
+
+@dataclass(frozen=True)
+class ProfileReport(Result):
+    """What JAX did while a cell (or ``with Profiler()`` block) ran.
+
+    Render it by displaying it (HTML in notebooks, text in terminals) or call
+    ``to_text()``, ``to_html()``, ``to_dict()``.
+    """
+
+    wall_s: float
+    sync_s: float
+    functions: tuple[FunctionProfile, ...]
+    insights: tuple[Insight, ...]
+    eager_ops: dict[str, int]
+    eager_sites: dict[str, int]
+    transfers: dict[str, int]
+    syncs: dict[str, int]
+    complete: bool = True
+    error: str | None = None
+    label: str = "cell"
+    trace_dir: str | None = None
+    timeline: tuple[dict[str, Any], ...] = ()
+    build_s: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # -- totals ----------------------------------------------------------------
+    @property
+    def trace_s(self) -> float:
+        return sum(f.trace_s for f in self.functions)
+
+    @property
+    def lower_s(self) -> float:
+        return sum(f.lower_s for f in self.functions)
+
+    @property
+    def backend_compile_s(self) -> float:
+        return sum(f.compile_s for f in self.functions)
+
+    @property
+    def compile_s(self) -> float:
+        """Trace + lower + backend compile, over every function."""
+        return self.trace_s + self.lower_s + self.backend_compile_s
+
+    @property
+    def run_s(self) -> float:
+        """Wall time not spent compiling: Python, dispatch and device work."""
+        return max(0.0, self.wall_s - self.compile_s)
+
+    @property
+    def n_compiles(self) -> int:
+        return sum(len(f.compiles) for f in self.functions)
+
+    def function(self, name: str) -> FunctionProfile:
+        """The profile of the function called ``name`` (KeyError if none)."""
+        for f in self.functions:
+            if f.name == name:
+                return f
+        raise KeyError(f"no function named {name!r} in this report; have: "
+                       f"{', '.join(f.name for f in self.functions) or 'none'}")
+
+    def insight_kinds(self) -> list[str]:
+        return [i.kind for i in self.insights]
+
+    # -- result protocol -----------------------------------------------------
+    def summary(self) -> str:
+        from jaxmagic._format import fmt_seconds, plural
+
+        user = [f for f in self.functions if f.kind == "jit"]
+        text = (f"{plural(len(user), 'function')}, {plural(self.n_compiles, 'compile')}, "
+                f"{fmt_seconds(self.wall_s)} wall")
+        return text + ("" if self.complete else ", incomplete")
+
+    def to_text(self, width: int = 100) -> str:
+        from jaxmagic.render.profile import profile_text
+
+        return profile_text(self, width=width)
+
+    def to_html(self) -> str:
+        from jaxmagic.render.profile import profile_html
+
+        return profile_html(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
+            "lower_s": self.lower_s, "backend_compile_s": self.backend_compile_s,
+            "run_s": self.run_s, "sync_s": self.sync_s, "complete": self.complete,
+            "error": self.error, "label": self.label,
+            "functions": [f.to_dict() for f in self.functions],
+            "insights": [i.to_dict() for i in self.insights],
+            "eager_ops": dict(self.eager_ops), "eager_sites": dict(self.eager_sites),
+            "transfers": dict(self.transfers), "syncs": dict(self.syncs),
+            "trace_dir": self.trace_dir, "timeline": list(self.timeline), "notes": list(self.notes),
+        }
+
+
+# -- building ------------------------------------------------------------------
+
+def _site_label(site: tuple[str, int] | None, cell_file: str | None) -> str | None:
+    if site is None:
+        return None
+    filename, line = site
+    if cell_file is not None and filename == cell_file:
+        return f"line {line}"
+    return f"{os.path.basename(filename)}:{line}"
+
+
+@dataclass
+class _Unit:
+    """One compile being assembled from its stage events."""
+
+    name: str
+    trace: StageEvent | None = None
+    lower: StageEvent | None = None
+    compile: StageEvent | None = None
+    lowering: Lowering | None = None
+    miss: _misses.Miss | None = None
+
+
+def _assemble_units(cap: Capture) -> list[_Unit]:
+    items: list[tuple[int, str, Any]] = [(e.seq, e.stage, e) for e in cap.events]
+    items += [(lw.seq, "lowering", lw) for lw in cap.lowerings]
+    items += [(m.seq, "miss", m) for m in cap.misses]
+    items.sort(key=lambda t: t[0])
+    units: list[_Unit] = []
+    pending_miss: dict[str, list[_misses.Miss]] = {}
+
+    def attach(name: str, slot: str, obj: Any) -> None:
+        # Stages of one compile arrive in order (trace, lower, lowering, compile), so a
+        # stage belongs to the latest unit of that name unless that one already has it.
+        for u in reversed(units):
+            if u.name == name:
+                if getattr(u, slot) is None:
+                    setattr(u, slot, obj)
+                    return
+                break
+        u = _Unit(name)
+        setattr(u, slot, obj)
+        units.append(u)
+
+    for _, stage, obj in items:
+        if stage == "miss":
+            parsed = _misses.parse(obj.message)
+            if parsed is not None:
+                pending_miss.setdefault(parsed.function, []).append(parsed)
+            continue
+        name = obj.name
+        if stage == "trace":
+            u = _Unit(name, trace=obj)
+            queue = pending_miss.get(name)
+            if queue:
+                u.miss = queue.pop(0)
+            units.append(u)
+        else:
+            attach(name, stage, obj)
+    return units
+
+
+def _signature(lowering: Lowering | None) -> str | None:
+    if lowering is None:
+        return None
+    from jaxmagic._format import shape_str
+
+    try:
+        jaxpr = lowering.closed_jaxpr
+        names = jaxpr.jaxpr.debug_info.arg_names if jaxpr.jaxpr.debug_info else None
+        avals = jaxpr.in_avals
+        parts = []
+        for i, aval in enumerate(avals):
+            typ = shape_str(aval.shape, aval.dtype) if hasattr(aval, "shape") else str(aval)
+            if getattr(aval, "weak_type", False):
+                typ += "(weak)"
+            label = names[i] if names and i < len(names) and names[i] else f"arg{i}"
+            parts.append(f"{label}: {typ}")
+        return ", ".join(parts)
+    except Exception:
+        return None
+
+
+def _defined_at(lowering: Lowering | None, miss: _misses.Miss | None) -> str | None:
+    if miss is not None and miss.defined_at:
+        return miss.defined_at
+    if lowering is None:
+        return None
+    info = lowering.closed_jaxpr.jaxpr.debug_info
+    src = getattr(info, "func_src_info", None) if info is not None else None
+    if src and " at " in src:
+        return src.split(" at ", 1)[1]
+    return None
+
+
+def _is_eager(defined_at: str | None, lowering: Lowering | None) -> bool:
+    if defined_at is not None:
+        return os.path.abspath(defined_at.rsplit(":", 1)[0]).startswith(_JAX_DIR)
+    return lowering is None
+
+
+def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"flops": None, "transcendentals": None, "bytes_accessed": None,
+                           "memory": None, "jaxpr": None, "hlo": None}
+    if lowering is None:
+        return out
+    if want_jaxpr:
+        try:
+            out["jaxpr"] = str(lowering.closed_jaxpr)
+        except Exception as e:  # pretty-printing must never break a report
+            out["jaxpr"] = f"<jaxpr unavailable: {e}>"
+    executable = getattr(lowering.computation, "_executable", None)
+    if executable is None:
+        return out
+    try:
+        cost = executable.cost_analysis()
+        if isinstance(cost, (list, tuple)):
+            cost = cost[0] if cost else None
+        if cost:
+            for key, name in (("flops", "flops"), ("transcendentals", "transcendentals"),
+                              ("bytes_accessed", "bytes accessed")):
+                value = cost.get(name)
+                out[key] = None if value is None or value < 0 else float(value)
+    except Exception:
+        pass
+    try:
+        mem = executable.memory_analysis()
+        if mem is not None:
+            out["memory"] = {
+                "argument_bytes": int(mem.argument_size_in_bytes),
+                "output_bytes": int(mem.output_size_in_bytes),
+                "alias_bytes": int(mem.alias_size_in_bytes),
+                "temp_bytes": int(mem.temp_size_in_bytes),
+                "generated_code_bytes": int(mem.generated_code_size_in_bytes),
+            }
+    except Exception:
+        pass
+    if want_hlo:
+        try:
+            out["hlo"] = executable.as_text()
+        except Exception as e:
+            out["hlo"] = f"<optimized HLO unavailable: {e}>"
+    return out
+
+
+_OPERATOR_TO_JNP = {
+    "add": "add", "sub": "subtract", "mul": "multiply", "truediv": "true_divide",
+    "floordiv": "floor_divide", "pow": "power", "matmul": "matmul", "neg": "negative",
+    "abs": "absolute", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+    "eq": "equal", "ne": "not_equal", "and": "bitwise_and", "or": "bitwise_or", "mod": "remainder",
+    "getitem": "getitem",
+}
+
+
+def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = True,
+                 hlo: bool = False, label: str = "cell", error: str | None = None,
+                 trace: dict[str, Any] | None = None) -> ProfileReport:
+    """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
+
+    Args:
+        cap: the raw observations.
+        cell_file: the filename the profiled code was compiled under; call sites in it are
+            shown as ``line N``.
+        jaxpr / hlo: include jaxpr text / optimized HLO text per function.
+        label: what was profiled, for titles ("cell", "line", "block").
+        error: ``"TypeName: message"`` if the profiled code raised.
+        trace: per-function device times and timeline from ``--trace`` (see ``tracing``).
+    """
+    from jaxmagic.profile.insights import find_insights
+
+    t0 = time.perf_counter()
+    units = _assemble_units(cap)
+    eager_calls: Counter = Counter()
+    for op, n in cap.eager_ops.items():
+        eager_calls[_OPERATOR_TO_JNP.get(op, op)] += n
+
+    groups: dict[tuple[str, str | None], list[_Unit]] = {}
+    for u in units:
+        defined = _defined_at(u.lowering, u.miss)
+        key = (u.name, defined)
+        if defined is None:  # attach to the only known function of that name, if any
+            same = [k for k in groups if k[0] == u.name]
+            if len(same) == 1:
+                key = same[0]
+        groups.setdefault(key, []).append(u)
+
+    from jaxmagic.profile.tracing import sanitize
+
+    device_s = (trace or {}).get("device_s", {})
+    calls_traced = (trace or {}).get("calls", {})
+    functions = []
+    for (name, defined), us in groups.items():
+        records = []
+        for u in us:
+            site_ev = u.trace or u.lower or u.compile
+            site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None), cell_file)
+            if u.miss is not None and cell_file and u.miss.call_file == cell_file:
+                site = f"line {u.miss.call_line}"
+            records.append(CompileRecord(
+                trace_s=u.trace.seconds if u.trace else 0.0,
+                lower_s=u.lower.seconds if u.lower else 0.0,
+                compile_s=u.compile.seconds if u.compile else 0.0,
+                site=site,
+                reasons=u.miss.reasons if u.miss else (),
+                kinds=u.miss.kinds if u.miss else (),
+                signature=_signature(u.lowering)))
+        last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
+        kind = "eager" if _is_eager(defined, last_lowering) else "jit"
+        info = _analyses(last_lowering, jaxpr, hlo)
+        calls = calls_traced.get(sanitize(name))
+        if calls is None and kind == "eager" and name in eager_calls:
+            calls = eager_calls[name]
+        functions.append(FunctionProfile(
+            name=name, kind=kind, defined_at=defined, compiles=tuple(records), calls=calls,
+            donated_args=sum(last_lowering.donated) if last_lowering else 0,
+            device_s=device_s.get(sanitize(name)), **info))
+    functions.sort(key=lambda f: (f.kind != "jit", -f.total_compile_s))
+
+    def sites(counter: Counter) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for site, n in counter.most_common():
+            lbl = _site_label(site, cell_file) or "?"
+            out[lbl] = out.get(lbl, 0) + n
+        return out
+
+    report = ProfileReport(
+        wall_s=cap.wall_s, sync_s=cap.sync_s, functions=tuple(functions), insights=(),
+        eager_ops=dict(eager_calls.most_common()), eager_sites=sites(cap.eager_sites),
+        transfers=sites(cap.transfers), syncs=sites(cap.syncs),
+        complete=cap.exception is None, error=error, label=label,
+        trace_dir=(trace or {}).get("dir"), timeline=tuple((trace or {}).get("timeline", ())),
+        notes=tuple(n for n in [(trace or {}).get("error")] if n),
+    )
+    insights = tuple(find_insights(report, cap))
+    build_s = time.perf_counter() - t0
+    return ProfileReport(**{**report.__dict__, "insights": insights, "build_s": build_s})
