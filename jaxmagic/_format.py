@@ -16,7 +16,14 @@ _DTYPE_SHORT = {
 
 def dtype_short(dtype: Any) -> str:
     """``float32`` -> ``f32`` (equinox / jaxpr convention); unknown names pass through."""
-    name = str(getattr(dtype, "name", dtype))
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        try:
+            import numpy as np
+
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = str(dtype)
     if name.startswith("key<"):
         return name
     return _DTYPE_SHORT.get(name, name)
@@ -63,10 +70,12 @@ def fmt_count(n: float | int | None) -> str:
     if n is None or (isinstance(n, float) and math.isnan(n)) or n < 0:
         return "n/a"
     n = float(n)
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
+    if n < 999.5:
+        return f"{n:.0f}" if n == int(n) else f"{n:.3g}"
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        if n / scale < 999.5 or unit == "T":
             return f"{n / scale:.3g}{unit}"
-    return f"{n:.0f}" if n == int(n) else f"{n:.3g}"
+    raise AssertionError("unreachable")
 
 
 def plural(n: int, word: str, plural_word: str | None = None) -> str:

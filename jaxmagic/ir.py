@@ -119,7 +119,8 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
         raise NotTraceableError(f"JAX could not trace {name}: {type(e).__name__}: "
                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
                                 f"{_user_frame(e)}") from e
-    closed = traced.jaxpr
+    inner = getattr(traced, "traced", traced)  # nnx.jit wraps jax's Traced
+    closed = inner.jaxpr
     info = closed.jaxpr.debug_info
     signature = _types(closed.in_avals, getattr(info, "arg_names", None))
     out_signature = _types(closed.out_avals)
