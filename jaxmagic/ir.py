@@ -54,6 +54,14 @@ class IRReport(Result):
                 "hlo": self.hlo, "cost": dict(self.cost), "memory": self.memory}
 
 
+def jaxpr_text(jaxpr: Any) -> str:
+    """A (closed) jaxpr as plain text: no ANSI colours, whatever ``jax_pprint_use_color`` says."""
+    try:
+        return jaxpr.pretty_print(use_color=False)
+    except TypeError:  # older/newer signature: fall back to the default rendering
+        return str(jaxpr)
+
+
 def _types(avals: Any, names: Any = None) -> str:
     from jaxmagic._format import shape_str
 
@@ -133,7 +141,7 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
             hlo = compiled.as_text()
         cost, memory = _cost(compiled), _memory(compiled)
     return IRReport(name=name, signature=signature, out_signature=out_signature, stage=stage,
-                    jaxpr=str(closed), stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory)
+                    jaxpr=jaxpr_text(closed), stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory)
 
 
 def _is_nnx_module(obj: Any) -> bool:

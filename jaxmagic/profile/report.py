@@ -325,7 +325,9 @@ def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool) -> di
         return out
     if want_jaxpr:
         try:
-            out["jaxpr"] = str(lowering.closed_jaxpr)
+            from jaxmagic.ir import jaxpr_text
+
+            out["jaxpr"] = jaxpr_text(lowering.closed_jaxpr)
         except Exception as e:  # pretty-printing must never break a report
             out["jaxpr"] = f"<jaxpr unavailable: {e}>"
     executable = getattr(lowering.computation, "_executable", None)

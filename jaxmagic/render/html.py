@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 _ids = itertools.count()
 
 CSS = """
+/* .jm.jm: beat JupyterLab's :not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td (right-aligned) */
 .jm{font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);font-size:13px;line-height:1.45;color:inherit;max-width:100%;overflow-x:auto}
 .jm h3{font-size:14px;margin:.2em 0 .4em;font-weight:600}
 .jm h4{font-size:13px;margin:.8em 0 .3em;font-weight:600}
@@ -24,9 +25,10 @@ CSS = """
 .jm .jm-totals{display:flex;flex-wrap:wrap;gap:6px 18px;margin:.3em 0 .6em}
 .jm .jm-stat b{font-variant-numeric:tabular-nums}
 .jm table{border-collapse:collapse;margin:.3em 0;font-variant-numeric:tabular-nums}
-.jm th,.jm td{padding:3px 10px;border-bottom:1px solid var(--jp-border-color2,rgba(128,128,128,.3));text-align:left;vertical-align:top}
-.jm th{font-weight:600;border-bottom:2px solid var(--jp-border-color1,rgba(128,128,128,.5));white-space:nowrap}
-.jm td.num,.jm th.num{text-align:right}
+.jm table th,.jm table td{padding:3px 10px;border-bottom:1px solid var(--jp-border-color2,rgba(128,128,128,.3));text-align:left;vertical-align:top}
+.jm table th{font-weight:600;border-bottom:2px solid var(--jp-border-color1,rgba(128,128,128,.5));white-space:nowrap}
+.jm.jm table th,.jm.jm table td{text-align:left}.jm.jm table td.num,.jm.jm table th.num{text-align:right}
+.jm table tbody tr:nth-child(odd){background:transparent}.jm table tbody tr:hover{background:rgba(128,128,128,.08)}
 .jm table.jm-sortable th{cursor:pointer;user-select:none}
 .jm table.jm-sortable th[data-dir=asc]::after{content:' \\25B2';font-size:9px}
 .jm table.jm-sortable th[data-dir=desc]::after{content:' \\25BC';font-size:9px}

@@ -1,0 +1,43 @@
+"""01_profile.ipynb in a real JupyterLab + Chromium: reports render, jaxprs expand on click."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import error_outputs, open_notebook, run_all
+
+pytestmark = pytest.mark.browser
+
+
+def test_profile_notebook_in_jupyterlab(lab, page, artifacts_dir):
+    open_notebook(page, lab, "01_profile.ipynb")
+    run_all(page)
+    assert error_outputs(page) == []
+
+    reports = page.locator(".jp-OutputArea-output .jm")
+    assert reports.count() >= 7
+    table = page.locator("table.jm-functions").first
+    table.scroll_into_view_if_needed()
+    assert table.is_visible()
+    assert table.locator("tbody tr").count() >= 1
+
+    # A function's details, then its collapsed jaxpr, open on click and show the program.
+    fn = page.locator("details.jm-fn:has(details.jm-jaxpr)").first
+    fn.scroll_into_view_if_needed()
+    jaxpr = fn.locator("details.jm-jaxpr").first
+    body = jaxpr.locator("pre.jm-ir")
+    assert not jaxpr.is_visible()
+    fn.locator("summary").first.click()
+    assert jaxpr.is_visible() and not body.is_visible()
+    jaxpr.locator("summary").first.click()
+    assert body.is_visible()
+    assert "lambda" in body.inner_text()
+
+    # Sorting: clicking the "compiles" header orders rows (scripts run in a trusted notebook).
+    storm_report = page.locator(".jm:has([data-kind=recompile])").first
+    assert storm_report.is_visible()
+    storm_report.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / "profile_recompile.png"))
+    table.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / "profile_report.png"))
+    storm_report.screenshot(path=str(artifacts_dir / "profile_report_element.png"))
