@@ -234,3 +234,32 @@ def test_static_argument_recompile_reason_end_to_end():
     fp = prof.report().function("<lambda>")
     assert fp.compiles[1].kinds == ("static",)
     assert "changed from 1 to 2" in fp.compiles[1].reasons[0]
+
+
+def test_unusable_donation_is_explained():
+    f = jax.jit(lambda x: x.sum(), donate_argnums=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with Profiler() as prof:
+            f(jnp.ones(100))
+    assert "donation-unusable" in prof.report().insight_kinds()
+
+
+def test_use_after_donation_is_explained():
+    g = jax.jit(lambda x: x * 2, donate_argnums=0)
+    prof = Profiler()
+    with pytest.raises(RuntimeError, match="deleted"):
+        with prof:
+            a = jnp.ones(4)
+            g(a)
+            a + 1
+    assert "deleted-array" in prof.report().insight_kinds()
+
+
+def test_large_captured_constant_is_flagged_and_small_is_not():
+    big, small = jnp.ones((512, 1024)), jnp.ones(8)
+    with Profiler() as prof:
+        jax.jit(lambda x: x + big)(jnp.ones((512, 1024)))
+        jax.jit(lambda x: x + small)(jnp.ones(8))
+    found = [i for i in prof.report().insights if i.kind == "captured-constant"]
+    assert len(found) == 1 and "2.0 MiB" in found[0].message

@@ -19,6 +19,7 @@ EAGER_OPS_MIN = 100        # ops dispatched outside jit before we call it op-by-
 HOST_SYNC_MIN = 20         # transfers/syncs from one line before we call it a loop
 COMPILE_SHARE = 0.5        # share of the wall time spent compiling
 COMPILE_MIN_S = 0.1        # ...and at least this long
+CONST_MIN_BYTES = 1 << 20  # closed-over arrays baked into a program
 
 _RECOMPILE_FIX = {
     "shape": "give the function a few fixed shapes (pad or bucket inputs), or move the varying "
@@ -67,6 +68,21 @@ def _recompiles(report: "ProfileReport") -> Iterator["Insight"]:
             f"{f.name} compiled {len(f.compiles)} times{where}, "
             f"{fmt_seconds(f.total_compile_s)} in total{what}.",
             _RECOMPILE_FIX[main], function=f.name, line=_line_of(f.sites[0] if f.sites else None))
+
+
+def _captured_constants(report: "ProfileReport") -> Iterator["Insight"]:
+    from jaxmagic._format import fmt_bytes
+    from jaxmagic.profile.report import Insight
+
+    for f in report.functions:
+        if f.kind == "jit" and f.const_bytes >= CONST_MIN_BYTES:
+            yield Insight(
+                "captured-constant",
+                f"{f.name} closes over {fmt_bytes(f.const_bytes)} of arrays (globals or closure "
+                f"variables). They become constants of the compiled program: compiled again if "
+                f"they change, and held in memory with it.",
+                "pass the arrays as arguments to the jitted function instead of closing over them",
+                function=f.name, line=_line_of(f.sites[0] if f.sites else None))
 
 
 def _eager(report: "ProfileReport") -> Iterator["Insight"]:
@@ -179,6 +195,6 @@ def _exception(cap: "Capture") -> Iterator["Insight"]:
 
 def find_insights(report: "ProfileReport", cap: "Capture") -> list["Insight"]:
     """All insights for ``report``, warnings first."""
-    found = [*_recompiles(report), *_eager(report), *_host_syncs(report), *_warnings(cap),
+    found = [*_recompiles(report), *_captured_constants(report), *_eager(report), *_host_syncs(report), *_warnings(cap),
              *_exception(cap), *_compile_dominated(report)]
     return sorted(found, key=lambda i: i.severity != "warn")

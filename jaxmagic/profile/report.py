@@ -70,6 +70,7 @@ class FunctionProfile:
     hlo: str | None
     donated_args: int = 0
     device_s: float | None = None   # from --trace
+    const_bytes: int = 0            # arrays closed over and baked into the program
 
     @property
     def trace_s(self) -> float:
@@ -119,6 +120,7 @@ class FunctionProfile:
             "bytes_accessed": self.bytes_accessed, "arithmetic_intensity": self.intensity,
             "memory": self.memory, "jaxpr": self.jaxpr, "hlo": self.hlo,
             "donated_args": self.donated_args, "device_s": self.device_s,
+            "const_bytes": self.const_bytes,
         }
 
 
@@ -320,9 +322,10 @@ def _is_eager(defined_at: str | None, lowering: Lowering | None) -> bool:
 
 def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"flops": None, "transcendentals": None, "bytes_accessed": None,
-                           "memory": None, "jaxpr": None, "hlo": None}
+                           "memory": None, "jaxpr": None, "hlo": None, "const_bytes": 0}
     if lowering is None:
         return out
+    out["const_bytes"] = int(sum(getattr(c, "nbytes", 0) for c in lowering.closed_jaxpr.consts))
     if want_jaxpr:
         try:
             from jaxmagic.ir import jaxpr_text
