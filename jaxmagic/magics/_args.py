@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shlex
 from typing import Any, Callable
 
@@ -38,3 +39,38 @@ def split_flags(line: str, takes_value: set[str]) -> tuple[str, str]:
             flags.append(value)
             rest = tail.lstrip()
     return " ".join(shlex.quote(f) for f in flags), rest
+
+
+def evaluate_call(shell: Any, name: str, expr: str) -> tuple[Any, list, dict]:
+    """Evaluate ``f(a, b, k=c)`` in ``shell``'s namespace without calling ``f``.
+
+    Returns ``(f, [a, b], {"k": c})``. Every failure (empty, not an expression, not a call,
+    a name that is not defined, not callable) is a ``UsageError`` that says so; ``name`` is
+    the magic's name for the messages.
+    """
+    expr = expr.strip()
+    if not expr:
+        raise UsageError(f"%{name} needs a call, e.g. %{name} f(x, y)")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise UsageError(f"%{name}: {expr!r} is not a Python expression: {e.msg}") from None
+    call = tree.body
+    if not isinstance(call, ast.Call):
+        raise UsageError(f"%{name} needs a call like f(x, y); {expr!r} is a "
+                         f"{type(call).__name__.lower()}, not a call")
+    capture = "__jaxmagic_capture_call__"
+    pieces = ast.Expression(ast.Tuple([
+        call.func,
+        ast.Call(ast.Name(capture, ast.Load()), call.args, call.keywords)], ast.Load()))
+    ast.fix_missing_locations(pieces)
+    local_ns = dict(shell.user_ns)
+    local_ns[capture] = lambda *a, **k: (list(a), k)
+    try:
+        fn, (call_args, call_kwargs) = eval(compile(pieces, f"<%{name}>", "eval"),
+                                            shell.user_global_ns, local_ns)
+    except Exception as e:
+        raise UsageError(f"%{name}: evaluating {expr!r} failed: {type(e).__name__}: {e}") from None
+    if not callable(fn):
+        raise UsageError(f"%{name}: {ast.unparse(call.func)} is a {type(fn).__name__}, not a function")
+    return fn, call_args, call_kwargs

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import parse, split_flags
+from jaxmagic.magics._args import evaluate_call, parse, split_flags
 
 
 @magics_class
@@ -56,29 +55,4 @@ class IRMagics(Magics):
         return None
 
     def _evaluate_call(self, name: str, expr: str) -> tuple[Any, list, dict]:
-        expr = expr.strip()
-        if not expr:
-            raise UsageError(f"%{name} needs a call, e.g. %{name} f(x, y)")
-        try:
-            tree = ast.parse(expr, mode="eval")
-        except SyntaxError as e:
-            raise UsageError(f"%{name}: {expr!r} is not a Python expression: {e.msg}") from None
-        call = tree.body
-        if not isinstance(call, ast.Call):
-            raise UsageError(f"%{name} needs a call like f(x, y); {expr!r} is a "
-                             f"{type(call).__name__.lower()}, not a call")
-        capture = "__jaxmagic_capture_call__"
-        pieces = ast.Expression(ast.Tuple([
-            call.func,
-            ast.Call(ast.Name(capture, ast.Load()), call.args, call.keywords)], ast.Load()))
-        ast.fix_missing_locations(pieces)
-        local_ns = dict(self.shell.user_ns)
-        local_ns[capture] = lambda *a, **k: (list(a), k)
-        try:
-            fn, (call_args, call_kwargs) = eval(compile(pieces, f"<%{name}>", "eval"),
-                                                self.shell.user_global_ns, local_ns)
-        except Exception as e:
-            raise UsageError(f"%{name}: evaluating {expr!r} failed: {type(e).__name__}: {e}") from None
-        if not callable(fn):
-            raise UsageError(f"%{name}: {ast.unparse(call.func)} is a {type(fn).__name__}, not a function")
-        return fn, call_args, call_kwargs
+        return evaluate_call(self.shell, name, expr)
