@@ -19,6 +19,8 @@ _LAZY = {
     "ProfileReport": "jaxmagic.profile",
     "inspect_call": "jaxmagic.ir",
     "IRReport": "jaxmagic.ir",
+    "check_call": "jaxmagic.check",
+    "CheckReport": "jaxmagic.check",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
