@@ -49,3 +49,93 @@ def test_jit_pipeline_stages_are_shown():
 
 def test_jit_host_sync_in_loop_is_flagged():
     assert 'data-kind="host-sync"' in html_of(JIT, "hostsync")
+
+
+# -- 05 autodiff -----------------------------------------------------------------
+
+AD = "05_autodiff.ipynb"
+
+
+def test_autodiff_values_and_programs():
+    grad = text_of(AD, "grad")
+    first = re.search(r"f'\(1\.0\) = ([\d.]+)\s+expected: ([\d.]+)", grad)
+    assert first and first.group(1) == first.group(2)
+    assert "cos a" in grad and "add_any" in grad              # backward pass in the jaxpr
+    assert "'w': Array([-0.84, -1.01, -1.18]" in text_of(AD, "vgrad")
+    assert "f''(1.0) = 3.00" in text_of(AD, "grad2")
+    assert "jaxpr of g(v: f32[3]) -> f32[3,3]" in text_of(AD, "jac")
+    jvp = text_of(AD, "jvp")
+    assert "J @ e0 = [ 2. -0.  2.] == first column: [ 2. -0.  2.]" in jvp
+
+
+def test_autodiff_stop_gradient_cuts_the_backward_pass():
+    out = text_of(AD, "stopgrad")
+    assert "h'(2.0) = 4.0" in out and "stop_gradient" in out
+
+
+# -- 06 vmap ---------------------------------------------------------------------
+
+VM = "06_vmap.ipynb"
+
+
+def test_vmap_batches_the_matmul_and_gives_per_example_grads():
+    assert "x: f32[5,3]) -> f32[5,2]" in text_of(VM, "vmapjaxpr")
+    out = text_of(VM, "perexample")
+    assert "[(5, 2, 3), (5, 2)]" in out and "equals the batch gradient: True" in out
+
+
+def test_vmap_python_loop_is_flagged_and_vmap_is_not():
+    loop, batched = html_of(VM, "loop"), html_of(VM, "batched")
+    assert 'data-kind="eager-ops"' in loop
+    assert 'data-kind="eager-ops"' not in batched and "1 compile" in text_of(VM, "batched")
+
+
+# -- 08 gotchas -------------------------------------------------------------------
+
+GO = "08_gotchas.ipynb"
+
+
+def test_gotchas_jaxcheck_finds_out_of_bounds_index_nan_and_division():
+    oob = html_of(GO, "oob")
+    assert 'data-kind="index"' in oob and "index 10 is out of bounds for axis 0 with size 5" in oob
+    assert "return x[i] * 2" in oob
+    clean = text_of(GO, "clean")
+    assert "clean: no errors found" in clean and 'data-kind="index"' not in clean
+    nan = html_of(GO, "nan")
+    assert 'data-kind="div"' in nan and 'data-kind="nan"' in nan
+
+
+def test_gotchas_profiler_explains_constants_tracers_and_x64():
+    assert 'data-kind="captured-constant"' in html_of(GO, "constant")
+    tracer = text_of(GO, "tracer")
+    assert "TracerBoolConversionError" in tracer and 'data-kind="tracer-conversion"' in tracer
+    assert 'data-kind="x64-truncated"' in html_of(GO, "x64")
+
+
+def test_gotchas_outputs_show_each_behaviour():
+    assert "JAX arrays are immutable" in text_of(GO, "inplace")
+    assert "sum requires ndarray or scalar arguments" in text_of(GO, "nonarray")
+    prng = text_of(GO, "prng")
+    assert "reused key, same numbers: True" in prng and "split keys, different numbers: True" in prng
+    assert "[0. 2.] -0.0 9.0" in text_of(GO, "fixes")
+    debug = text_of(GO, "debugprint")
+    assert debug.count("python print sees") == 1 and debug.count("debug.print sees") == 2
+    assert "disable_jit: 3.0 0.0" in text_of(GO, "disablejit")
+
+
+# -- 12 MLP on digits ------------------------------------------------------------
+
+MLP = "12_mlp_digits.ipynb"
+
+
+def accuracy(tag: str) -> float:
+    m = re.search(r"test accuracy: ([\d.]+)", text_of(MLP, tag))
+    assert m, f"no accuracy printed by {tag}"
+    return float(m.group(1))
+
+
+def test_mlp_from_scratch_reaches_95_percent_and_compiles_once():
+    assert accuracy("scratch-accuracy") >= 0.95
+    train = text_of(MLP, "scratch-train")
+    assert re.search(r"train_step\s+line \d+\s+1\s", train), "train_step should compile exactly once"
+    assert 'data-kind="recompile"' not in train and 'data-kind="host-sync"' not in train
