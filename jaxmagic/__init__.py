@@ -19,6 +19,13 @@ _LAZY = {
     "ProfileReport": "jaxmagic.profile",
     "inspect_call": "jaxmagic.ir",
     "IRReport": "jaxmagic.ir",
+    "tree": "jaxmagic.trees",
+    "TreeSummary": "jaxmagic.trees",
+    "sharding": "jaxmagic.shardings",
+    "ShardingReport": "jaxmagic.shardings",
+    "SpecError": "jaxmagic.shardings",
+    "devices": "jaxmagic.shardings.devices",
+    "DevicesReport": "jaxmagic.shardings.devices",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

@@ -103,8 +103,9 @@ class TreeSummary(Result):
                                 l.shape is not None))
             else:
                 specs = {l.spec for l in ls}
+                ndev = {l.num_devices for l in ls}
                 rows.append(Row(".".join(key) or "(root)", kinds, f"{len(ls)} leaves", t,
-                                specs.pop() if len(specs) == 1 else None))
+                                specs.pop() if len(specs) == 1 else "(mixed)", ndev.pop() if len(ndev) == 1 else None))
         return rows
 
     # -- Result protocol --------------------------------------------------------------

@@ -71,6 +71,13 @@ def _is_optax_state(x: Any) -> bool:
     return isinstance(x, tuple) and type(x).__module__.startswith("optax")
 
 
+def _looks_optax(x: Any) -> bool:
+    """An Optax state, or a (nested) tuple of them as ``optax.chain`` builds."""
+    if _is_optax_state(x):
+        return True
+    return type(x) is tuple and bool(x) and all(_looks_optax(s) for s in x)
+
+
 def _graph_references(root: Any, nnx: Any) -> tuple[list[str], list[str]]:
     """Paths of shared and cyclic references among NNX graph nodes (the state counts them once)."""
     shared: list[str] = []
@@ -124,7 +131,9 @@ class _Walker:
             if isinstance(x, nnx.Variable):
                 meta = x.get_metadata() if hasattr(x, "get_metadata") else {}
                 value = x.get_value() if hasattr(x, "get_value") else x.value
-                self.out.leaves.append(describe_leaf(value, path, variable_kind(x, nnx),
+                # inside an optimizer state a Param-typed variable is a moment, not a parameter
+                own = "OptState" if kind == "OptState" else variable_kind(x, nnx)
+                self.out.leaves.append(describe_leaf(value, path, own,
                                                      type(x).__name__, _annotation(meta)))
                 return
             if isinstance(x, nnx.GraphDef):
@@ -139,10 +148,10 @@ class _Walker:
                 if cycles:
                     self.out.notes.append(f"{where}: {len(cycles)} cyclic reference(s) not followed: "
                                           + "; ".join(cycles[:5]) + (" …" if len(cycles) > 5 else ""))
-                self.flat_state(nnx.state(x), path)
+                self.flat_state(nnx.state(x), path, kind)
                 return
             if isinstance(x, nnx.State):
-                self.flat_state(x, path)
+                self.flat_state(x, path, kind)
                 return
         if x is None:
             self.out.leaves.append(describe_leaf(None, path, kind))
@@ -151,9 +160,9 @@ class _Walker:
             kind = "OptState"
         self.pytree(x, path, kind, root=False)
 
-    def flat_state(self, state: Any, prefix: tuple[str, ...]) -> None:
+    def flat_state(self, state: Any, prefix: tuple[str, ...], kind: str = "") -> None:
         for key_path, var in self.nnx.to_flat_state(state):
-            self.visit(var, prefix + tuple(str(k) for k in key_path), "")
+            self.visit(var, prefix + tuple(str(k) for k in key_path), kind)
 
     def graphdef(self, g: Any, path: tuple[str, ...]) -> None:
         node_types: Counter = Counter()
@@ -176,14 +185,13 @@ class _Walker:
     def pytree(self, x: Any, prefix: tuple[str, ...], kind: str, root: bool) -> None:
         import jax
 
+        cycle = _container_cycle(x)
+        if cycle is not None:
+            raise ValueError(f"the tree is cyclic: {cycle or '(root)'} contains itself; JAX cannot flatten it")
         linen = root and _is_linen_vars(x)
         if linen:
             self.out.source = "Linen variables"
-        try:
-            flat, _ = jax.tree_util.tree_flatten_with_path(
-                x, is_leaf=lambda y: y is not x and self.special(y))
-        except RecursionError:
-            raise ValueError("the tree is cyclic (a container holds itself); JAX cannot flatten it") from None
+        flat, _ = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x and self.special(y))
         for key_path, leaf in flat:
             path = prefix + tuple(_key_str(k) for k in key_path)
             k = kind
@@ -193,6 +201,28 @@ class _Walker:
                 self.out.leaves.append(describe_leaf(leaf, path, k))
             else:
                 self.visit(leaf, path, k)
+
+
+def _container_cycle(root: Any) -> str | None:
+    """Path of a list/tuple/dict that contains itself, or None. Checked before JAX flattens,
+    because recursing into a cycle inside JAX's C++ flattening leaves the interpreter's
+    recursion accounting broken for the rest of the process."""
+    stack: list[tuple[Any, str, frozenset]] = [(root, "", frozenset())]
+    while stack:
+        node, path, ancestors = stack.pop()
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, (list, tuple)):
+            items = enumerate(node)
+        else:
+            continue
+        if id(node) in ancestors:
+            return path
+        inner = ancestors | {id(node)}
+        for k, v in items:
+            if isinstance(v, (dict, list, tuple)):
+                stack.append((v, f"{path}.{k}" if path else str(k), inner))
+    return None
 
 
 def _is_linen_vars(x: Any) -> bool:
@@ -223,7 +253,7 @@ def walk(obj: Any) -> Walk:
     elif nnx is not None and isinstance(obj, nnx.Variable):
         w.out.source = f"NNX {type(obj).__name__}"
         w.visit(obj, (), "")
-    elif _is_optax_state(obj) or (isinstance(obj, tuple) and obj and all(_is_optax_state(s) for s in obj)):
+    elif _looks_optax(obj):
         w.out.source = "Optax state"
         w.pytree(obj, (), "OptState", root=False)
     else:
