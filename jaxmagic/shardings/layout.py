@@ -8,6 +8,7 @@ tests check the arithmetic against JAX on many meshes, specs and ranks.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -73,13 +74,20 @@ class ArrayLayout:
             return np.full(len(self.device_ids), self.itemsize, dtype=np.int64)
         return np.prod(self.stops - self.starts, axis=1).astype(np.int64) * self.itemsize
 
-    @property
+    @functools.cached_property
     def shard_ids(self) -> np.ndarray:
         """Distinct-shard number per device, numbered in order of first appearance."""
         if self.rank == 0:
             return np.zeros(len(self.device_ids), dtype=np.int64)
-        keys = np.concatenate([self.starts, self.stops], axis=1)
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        radix = [d + 1 for d in self.shape]
+        if math.prod(radix) ** 2 < 2 ** 62:  # one integer per (start, stop) box: a fast 1-D unique
+            keys = np.zeros(len(self.device_ids), dtype=np.int64)
+            for d, r in enumerate(radix):
+                keys = (keys * r + self.starts[:, d]) * r + self.stops[:, d]
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        else:
+            boxes = np.concatenate([self.starts, self.stops], axis=1)
+            _, first, inverse = np.unique(boxes, axis=0, return_index=True, return_inverse=True)
         order = np.argsort(np.argsort(first))
         return order[inverse.reshape(-1)]
 

@@ -81,10 +81,20 @@ function render({ model, el: root }) {
 
   const hl = () => (local.pinned !== null ? local.pinned : local.highlight);
 
+  // Hover only re-colours (rebuilding the DOM under the pointer would fight the user);
+  // a click pins the device and redraws, adding the "device k holds" column to the table.
+  function applyHighlight() {
+    const d = hl();
+    box.querySelectorAll(".jmx-dev").forEach((n) => n.classList.toggle("jmx-hl", +n.dataset.device === d));
+    box.querySelectorAll("table.jmx-grid td").forEach((n) => {
+      const devs = n.dataset.devices ? n.dataset.devices.split(",").map(Number) : [];
+      n.classList.toggle("jmx-hl", d !== null && devs.includes(d));
+    });
+  }
+
   function setHighlight(dev, pin) {
-    if (pin) local.pinned = local.pinned === dev ? null : dev;
-    else local.highlight = dev;
-    draw();
+    if (pin) { local.pinned = local.pinned === dev ? null : dev; draw(); }
+    else { local.highlight = dev; applyHighlight(); }
   }
 
   function deviceBars(data) {
