@@ -12,6 +12,7 @@ from typing import Any
 MAGIC_CLASSES = (
     "jaxmagic.magics.profile:ProfileMagics",
     "jaxmagic.magics.ir:IRMagics",
+    "jaxmagic.magics.structure:StructureMagics",
 )
 
 
