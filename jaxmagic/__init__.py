@@ -14,13 +14,19 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it. Resolved on first attribute access (PEP 562).
 _LAZY = {
-    "profile": "jaxmagic.profile",
     "Profiler": "jaxmagic.profile",
     "ProfileReport": "jaxmagic.profile",
     "inspect_call": "jaxmagic.ir",
     "IRReport": "jaxmagic.ir",
     "check_call": "jaxmagic.check",
     "CheckReport": "jaxmagic.check",
+    "tree": "jaxmagic.trees",
+    "TreeSummary": "jaxmagic.trees",
+    "sharding": "jaxmagic.shardings",
+    "ShardingReport": "jaxmagic.shardings",
+    "SpecError": "jaxmagic.shardings",
+    "devices": "jaxmagic.shardings.devices",
+    "DevicesReport": "jaxmagic.shardings.devices",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

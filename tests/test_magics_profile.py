@@ -257,3 +257,15 @@ def test_ir_magic_bad_input(jip, line, message):
     assert not res.success
     assert message in str(res.error_in_exec)
     assert global_state() == before
+
+
+def test_cell_that_turns_on_cache_miss_explanations_keeps_them_on(jip):
+    import jax
+
+    try:
+        res, _ = run(jip, "%%jaxprofile -q\njax.config.update('jax_explain_cache_misses', True)")
+        assert res.success
+        assert jax.config.jax_explain_cache_misses is True
+        assert "update" not in vars(jax.config)  # our watcher is gone
+    finally:
+        jax.config.update("jax_explain_cache_misses", False)

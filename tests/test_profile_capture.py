@@ -32,6 +32,7 @@ def global_state():
         ArrayImpl.__dict__["_value"], ArrayImpl.__dict__.get("block_until_ready"),
         ArrayImpl.__dict__.get("__add__"), ArrayImpl.__dict__.get("__getitem__"),
         warnings.showwarning,
+        "update" in vars(jax.config),
     )
 
 
@@ -263,3 +264,21 @@ def test_large_captured_constant_is_flagged_and_small_is_not():
         jax.jit(lambda x: x + small)(jnp.ones(8))
     found = [i for i in prof.report().insights if i.kind == "captured-constant"]
     assert len(found) == 1 and "2.0 MiB" in found[0].message
+
+
+def test_nnx_jit_functions_are_profiled_like_jax_jit():
+    from flax import nnx
+
+    model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
+
+    @nnx.jit
+    def loss(m, x):
+        return (m(x) ** 2).mean()
+
+    with Profiler() as prof:
+        loss(model, jnp.ones((3, 4)))
+        loss(model, jnp.ones((5, 4)))
+    fp = prof.report().function("loss")
+    assert fp.kind == "jit" and len(fp.compiles) == 2
+    assert fp.compiles[1].reasons == ("x changed from f32[3,4] to f32[5,4]",)
+    assert fp.flops and fp.flops > 0

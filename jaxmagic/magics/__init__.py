@@ -13,6 +13,7 @@ MAGIC_CLASSES = (
     "jaxmagic.magics.profile:ProfileMagics",
     "jaxmagic.magics.ir:IRMagics",
     "jaxmagic.magics.check:CheckMagics",
+    "jaxmagic.magics.structure:StructureMagics",
 )
 
 

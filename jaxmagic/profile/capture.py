@@ -201,7 +201,30 @@ class _Hooks:
             self._undo.append(lambda logger=logger: logger.removeFilter(flt))
         if not was_on:
             jax.config.update("jax_explain_cache_misses", True)
-            self._undo.append(lambda: jax.config.update("jax_explain_cache_misses", False))
+            user_set: list[bool] = []
+
+            def restore() -> None:
+                if not user_set:  # the profiled code chose a value itself: keep it
+                    jax.config.update("jax_explain_cache_misses", False)
+            self._undo.append(restore)
+            self._watch_config(user_set)
+
+    def _watch_config(self, user_set: list[bool]) -> None:
+        """Note when the profiled code sets ``jax_explain_cache_misses`` itself."""
+        config = jax.config
+        update = config.update
+
+        def watched_update(name: str, value: Any) -> None:
+            if name == "jax_explain_cache_misses":
+                user_set.append(True)
+            return update(name, value)
+
+        config.update = watched_update  # instance attribute shadows the method
+
+        def undo() -> None:
+            if vars(config).get("update") is watched_update:
+                del config.update
+        self._undo.append(undo)
 
     def _wrap_lowering(self) -> None:
         cap = self.cap

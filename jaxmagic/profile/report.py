@@ -430,7 +430,8 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
                 signature=_signature(u.lowering)))
         last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
         kind = "eager" if _is_eager(defined, last_lowering) else "jit"
-        info = _analyses(last_lowering, jaxpr, hlo)
+        # Eager ops are single primitives: their IR is never shown, so skip printing it.
+        info = _analyses(last_lowering, jaxpr and kind == "jit", hlo and kind == "jit")
         calls = calls_traced.get(sanitize(name))
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]

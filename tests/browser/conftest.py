@@ -69,7 +69,9 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
            "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True",
-           "--LabServerApp.open_browser=False", "--allow-root"]
+           "--LabServerApp.open_browser=False"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI often run as root; Jupyter refuses without it
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 120

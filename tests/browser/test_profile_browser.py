@@ -41,3 +41,24 @@ def test_profile_notebook_in_jupyterlab(lab, page, artifacts_dir):
     table.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir / "profile_report.png"))
     storm_report.screenshot(path=str(artifacts_dir / "profile_report_element.png"))
+
+    # Sorting (script runs because the notebook was executed in this session, so trusted).
+    multi = page.locator("table.jm-functions:has(tbody tr:nth-child(2))").first
+    multi.scroll_into_view_if_needed()
+    header = multi.locator("th", has_text="compiles")
+    counts = lambda: [int(t) for t in multi.locator("tbody tr td:nth-child(3)").all_inner_texts()]
+    header.click()
+    assert counts() == sorted(counts())
+    header.click()
+    assert counts() == sorted(counts(), reverse=True)
+
+    # The same report in the dark theme must stay readable (colours are inherited/themed).
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+    page.wait_for_timeout(500)
+    storm_report.screenshot(path=str(artifacts_dir / "profile_report_dark.png"))
+    color = storm_report.evaluate("e => getComputedStyle(e).color")
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'true'")
+    r, g, b = (int(v) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+    assert r + g + b > 3 * 150, f"report text colour {color} is too dark for the dark theme"

@@ -1,0 +1,67 @@
+"""The sharding explorer in real JupyterLab + Chromium: change the grid dimensions, edit a
+spec, see the grid and per-device bytes update; a bad spec shows its reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, run_all
+
+pytestmark = pytest.mark.browser
+
+NB = "02_structure_and_sharding.ipynb"
+
+
+def test_sharding_explorer_in_jupyterlab(lab, page, artifacts_dir):
+    open_notebook(page, lab, NB)
+    run_all(page)
+    dismiss_dialogs(page)
+    assert error_outputs(page) == []
+
+    ex = page.locator(".jmx-root").first
+    ex.wait_for(timeout=60_000)
+    ex.scroll_into_view_if_needed()
+    grid = ex.locator("table.jmx-grid")
+    assert ex.locator(".jmx-array b").first.inner_text() == "model.l1.kernel"
+    assert (grid.get_attribute("data-rows"), grid.get_attribute("data-cols")) == ("4", "1")
+    ex.screenshot(path=str(artifacts_dir / "structure-explorer-initial.png"))
+
+    # change the displayed dimensions: rows <- dim 1, so dim 0 (split 4 ways) becomes the columns
+    ex.locator("select.jmx-dim-row").select_option("1")
+    page.wait_for_function("() => document.querySelector('.jmx-root table.jmx-grid').dataset.cols === '4'")
+    assert grid.get_attribute("data-rows") == "1"
+    cells = [c.get_attribute("data-devices") for c in grid.locator("td").all()]
+    assert cells == ["0,4", "1,5", "2,6", "3,7"]
+
+    bytes_before = ex.locator(".jmx-dev-bytes").all_inner_texts()
+    inputs = ex.locator("input.jmx-spec-input")
+    inputs.nth(0).fill("fsdp")
+    inputs.nth(1).fill("data")
+    ex.locator("button.jmx-apply").click()
+    page.wait_for_function(
+        "() => document.querySelector('.jmx-root .jmx-spec-text').textContent === \"P('fsdp', 'data')\"", timeout=30_000)
+    bytes_after = ex.locator(".jmx-dev-bytes").all_inner_texts()
+    assert len(bytes_after) == 8 and bytes_after != bytes_before
+    cells = [c.get_attribute("data-devices") for c in ex.locator("table.jmx-grid td").all()]
+    assert sorted(cells) == [str(i) for i in range(8)]  # every device now holds its own shard
+    ex.scroll_into_view_if_needed()
+    ex.screenshot(path=str(artifacts_dir / "structure-explorer-edited.png"))
+
+    # hover a device: its cell in the grid is highlighted and the table shows what it holds
+    ex.locator(".jmx-dev[data-device='5'] span").first.click()
+    assert ex.locator("table.jmx-grid td.jmx-hl").count() == 1
+    assert "device 5 holds" in ex.locator("table.jmx-leaves thead").inner_text()
+
+    inputs = ex.locator("input.jmx-spec-input")
+    inputs.nth(1).fill("fsdp")
+    ex.locator("button.jmx-apply").click()
+    err = ex.locator(".jmx-error")
+    err.wait_for(timeout=30_000)
+    assert "mesh axis 'fsdp' is used in dimensions 0 and dimension 1" in err.inner_text()
+    assert ex.locator(".jmx-dev-bytes").all_inner_texts() == bytes_after  # nothing changed
+    ex.screenshot(path=str(artifacts_dir / "structure-explorer-error.png"))
+
+    tree_out = page.locator(".jp-OutputArea-output .jm", has_text="By kind").first
+    tree_out.scroll_into_view_if_needed()
+    tree_out.screenshot(path=str(artifacts_dir / "structure-tree.png"))
+    assert error_outputs(page) == []
