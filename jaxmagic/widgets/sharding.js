@@ -236,7 +236,7 @@ function render({ model, el: root }) {
   }
 
   function draw() {
-    const data = model.get("data");
+    const data = JSON.parse(model.get("data_json") || "{}");
     box.replaceChildren();
     if (!data || !data.arrays || !data.arrays.length) { box.append("nothing to show"); return; }
     const sel = Math.min(model.get("selected") || 0, data.arrays.length - 1);
@@ -247,9 +247,9 @@ function render({ model, el: root }) {
   }
 
   const redraw = () => draw();
-  for (const name of ["data", "selected", "dims", "error", "status"]) model.on(`change:${name}`, redraw);
+  for (const name of ["data_json", "selected", "dims", "error", "status"]) model.on(`change:${name}`, redraw);
   draw();
-  return () => { for (const name of ["data", "selected", "dims", "error", "status"]) model.off(`change:${name}`, redraw); };
+  return () => { for (const name of ["data_json", "selected", "dims", "error", "status"]) model.off(`change:${name}`, redraw); };
 }
 
 export default { render };

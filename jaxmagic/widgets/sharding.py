@@ -9,6 +9,7 @@ and never raises out of the widget.
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -53,7 +54,9 @@ class ShardingExplorer(anywidget.AnyWidget):
     """
 
     _esm = pathlib.Path(__file__).with_name("sharding.js")
-    data = traitlets.Dict().tag(sync=True)
+    # The layout travels as one JSON string: ipywidgets walks nested lists/dicts looking for
+    # binary buffers, which made a 2,000-leaf tree take about a second to send.
+    data_json = traitlets.Unicode("{}").tag(sync=True)
     selected = traitlets.Int(0).tag(sync=True)
     dims = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
     spec_request = traitlets.Dict().tag(sync=True)
@@ -68,8 +71,13 @@ class ShardingExplorer(anywidget.AnyWidget):
         self._report = report
         biggest = max(range(len(report.arrays)), key=lambda i: report.arrays[i].nbytes)
         first = report.arrays[biggest]
-        super().__init__(data=payload(report), selected=biggest,
+        super().__init__(data_json=json.dumps(payload(report)), selected=biggest,
                          dims=list(report.grid_dims(first)), **kwargs)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What the browser draws (decoded from ``data_json``)."""
+        return json.loads(self.data_json)
 
     @property
     def report(self) -> ShardingReport:
@@ -120,7 +128,7 @@ class ShardingExplorer(anywidget.AnyWidget):
                 self._report = self._report.with_spec(name, spec)
                 lay = next(a for a in self._report.arrays if a.name == name)
                 self.error, self.status = "", f"{name}: {lay.spec_text}"
-            self.data = payload(self._report)
+            self.data_json = json.dumps(payload(self._report))
         except Exception as e:  # the widget reports, it never raises into the comm handler
             self.error = f"{e}" if isinstance(e, (ValueError, KeyError)) else f"{type(e).__name__}: {e}"
 

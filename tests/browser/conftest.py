@@ -7,6 +7,7 @@ tests can run JupyterLab commands exactly as the menus do.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
@@ -27,6 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic", "--disable-dev-shm-usage"]
 TOKEN = "jaxmagic-test-token"
+_workspace_ids = itertools.count()
 
 pytestmark = pytest.mark.browser
 
@@ -103,11 +105,24 @@ def browser(lab):
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, lab):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     yield pg
     context.close()
+    shutdown_kernels(lab)
+
+
+def shutdown_kernels(lab: Lab) -> None:
+    """Stop every kernel the test started, so later tests get the CPU (2 cores here)."""
+    with urllib.request.urlopen(lab.url("api/kernels"), timeout=10) as resp:
+        kernels = json.load(resp)
+    for k in kernels:
+        req = urllib.request.Request(lab.url(f"api/kernels/{k['id']}"), method="DELETE")
+        try:
+            urllib.request.urlopen(req, timeout=30).close()
+        except Exception:
+            pass
 
 
 def dismiss_dialogs(page) -> None:
@@ -126,7 +141,10 @@ def dismiss_dialogs(page) -> None:
 
 def open_notebook(page, lab: Lab, name: str, *, timeout: float = 120_000) -> None:
     """Open ``notebooks/<name>`` in JupyterLab and wait for an idle kernel."""
-    page.goto(lab.url(f"lab/tree/{name}"))
+    # A fresh workspace per page: otherwise JupyterLab restores notebooks earlier tests opened
+    # and the one under test may not be the current widget.
+    workspace = "t" + "".join(ch for ch in name if ch.isalnum()) + str(next(_workspace_ids))
+    page.goto(lab.url(f"lab/workspaces/{workspace}/tree/{name}?reset"))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout)
     wait_kernel_idle(page, timeout=timeout)
     dismiss_dialogs(page)
