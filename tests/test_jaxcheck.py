@@ -291,3 +291,11 @@ def test_reload_keeps_one_registration(ip):
     assert "jaxcheck" not in ip.magics_manager.magics["line"]
     ip.run_line_magic("load_ext", "jaxmagic")
     assert "jaxcheck" in ip.magics_manager.magics["line"]
+
+
+def test_clean_verdict_names_only_the_enabled_checks():
+    html = check_call(lambda x: x * 2, jnp.ones(2), checks="nan").to_html()
+    assert "No errors found: no NaN produced." in html and "out-of-bounds" not in html
+    html = check_call(lambda x: x * 2, jnp.ones(2)).to_html()
+    assert ("No errors found: no out-of-bounds index, NaN produced, division by zero or failed "
+            "checkify.check.") in html

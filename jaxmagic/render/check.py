@@ -10,6 +10,16 @@ def _head(r) -> str:
     return f"jaxcheck of {r.name}({r.signature})"
 
 
+_PHRASES = {"index": "out-of-bounds index", "nan": "NaN produced", "div": "division by zero",
+            "user": "failed checkify.check"}
+
+
+def _none_of(checks) -> str:
+    """``no out-of-bounds index, NaN produced or division by zero`` for the enabled checks."""
+    words = [_PHRASES[c] for c in checks]
+    return "no " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
+
+
 def _headline(f) -> str:
     same = f.message.lower().rstrip(".") == f.title
     return f.title if same else f"{f.title}: {f.message}"
@@ -51,8 +61,7 @@ def check_html(r) -> str:
             f" · {H.esc(fmt_seconds(r.seconds))}</div>")
     parts = [head]
     if r.clean:
-        parts.append(f"<p class='jm-check-verdict'>No errors found: no out-of-bounds index, NaN or "
-                     f"division by zero among the enabled checks ({H.esc(checks)}).</p>")
+        parts.append(f"<p class='jm-check-verdict'>No errors found: {H.esc(_none_of(r.checks))}.</p>")
     for f in r.findings:
         where = ""
         if f.location():
