@@ -251,7 +251,7 @@ class Trainer:
             return new, logs, new["bad"] + 0
         return call
 
-    def _steps_per_call(self, steps_per_call: int | str, feed: Any) -> int:
+    def _steps_per_call(self, steps_per_call: int | str, feed: Any, epoch_bound: bool) -> int:
         if steps_per_call == "auto":
             n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._state["params"]))
             flops = max(1.0, 6.0 * n_params * feed.batch_size)
@@ -262,7 +262,7 @@ class Trainer:
         else:
             raise ValueError(f"steps_per_call must be 'auto' or a positive int, got {steps_per_call!r}")
         spe = feed.steps_per_epoch
-        if spe:  # equal-length calls that tile an epoch exactly where possible
+        if spe and epoch_bound:  # equal-length calls that tile an epoch exactly where possible
             k = min(k, spe)
             k = math.ceil(spe / math.ceil(spe / k))
         return k
@@ -501,7 +501,10 @@ class Trainer:
             eval_batches, eval_local = self._host_batches(eval_data, eval_batch_size or feed.batch_size,
                                                           "eval_data")
             self._check_against_train(eval_batches, "eval_data", spec)
-        k = self._steps_per_call(steps_per_call, feed)
+        # calls end at epoch ends only when something happens there (eval, checkpoint)
+        epoch_bound = bool(feed.steps_per_epoch) and (
+            (eval_batches is not None and eval_every is None) or (self._ckpt is not None and self.save_every_epoch))
+        k = self._steps_per_call(steps_per_call, feed, epoch_bound)
         view = resolve_progress(progress) if jax.process_index() == 0 else None
         cbs = CallbackList([*callbacks, *([view] if view else [])])
         if isinstance(feed, IterFeed) and self._data_position:
@@ -537,7 +540,7 @@ class Trainer:
                 if target is not None and start >= target:
                     run["message"] = f"already at step {start} (target {target}): nothing to do"
                 else:
-                    prefetcher = Prefetcher(feed, plan(start, target, k, feed.steps_per_epoch), depth=prefetch)
+                    prefetcher = Prefetcher(feed, plan(start, target, k, feed.steps_per_epoch if epoch_bound else None), depth=prefetch)
                     self._loop(fns, feed, prefetcher, cbs, eval_batches, eval_local, eval_every, target)
                 self._finish(feed, cbs, eval_batches, eval_local, fns)
         except BaseException as e:  # noqa: BLE001 - recorded, model synced, then re-raised
@@ -578,7 +581,6 @@ class Trainer:
                 x.copy_to_host_async()
             if pending is not None:
                 t_mark = self._consume(pending, feed, cbs, t_mark)
-            pending = (chunk, logs, bad)
             end = chunk.start + chunk.length
             epoch_end = bool(spe) and end % spe == 0
             eval_due = eval_batches is not None and (
@@ -587,19 +589,21 @@ class Trainer:
             save_due = self._ckpt is not None and (
                 (self.save_every is not None and chunk.start // self.save_every != end // self.save_every)
                 or (self.save_every_epoch and epoch_end))
-            if epoch_end or eval_due or save_due or self._stop_reason:
+            # the epoch record waits for the eval when one is due at the same boundary
+            pending = (chunk, logs, bad, not (epoch_end and eval_due))
+            if eval_due or save_due or self._stop_reason:
+                # these need the state after this call: read it now (the only syncs in the loop)
                 t_mark = self._consume(pending, feed, cbs, t_mark)
                 pending = None
                 if self._stop_reason:
                     break
                 ev = self._run_eval(fns, eval_batches, eval_local, cbs) if eval_due else {}
-                if epoch_end:
+                if epoch_end and eval_due:
                     self._epoch_end(end // spe, ev, cbs)
                 if save_due:
                     self._save("epoch" if epoch_end and self.save_every_epoch else "interval", feed, cbs,
                                score=self._score(ev))
-                if eval_due or save_due:
-                    t_mark = time.perf_counter()
+                t_mark = time.perf_counter()
                 self.progress.status = "training"
         if pending is not None:
             self._consume(pending, feed, cbs, t_mark)
@@ -610,7 +614,7 @@ class Trainer:
 
     def _consume(self, pending: tuple, feed: Any, cbs: Callback, t_mark: float | None) -> float:
         """Read one call's metrics (started copying one call ago), record them, detect divergence."""
-        chunk, logs, bad = pending
+        chunk, logs, bad, epoch_record = pending
         host = {k: np.asarray(v) for k, v in logs.items()}
         bad = int(np.asarray(bad))
         now = time.perf_counter()
@@ -633,6 +637,10 @@ class Trainer:
                 self.progress.epoch = feed.position(self._step - 1)[0] if self._step else 0
             self.progress.last.update({k: float(v[-1]) for k, v in host_ok.items()})
             cbs.on_steps(self, steps, host_ok)
+            spe = feed.steps_per_epoch
+            if spe and epoch_record:  # epochs that ended inside this call
+                for e in range(chunk.start // spe + 1, self._step // spe + 1):
+                    self._epoch_end(e, {}, cbs)
         if bad >= 0 and self._diverged is None:
             value = float(host["loss"][bad - 1 - chunk.start]) if 0 <= bad - 1 - chunk.start < chunk.length else math.nan
             self._diverged = (bad, value)
@@ -653,12 +661,18 @@ class Trainer:
 
     def _epoch_end(self, epoch: int, ev: dict[str, float], cbs: Callback) -> None:
         spe = self.history.config["steps_per_epoch"]
-        lo = (epoch - 1) * spe
-        steps = self.history.steps
-        mask = (steps > lo) & (steps <= epoch * spe)
-        logs = {k: float(np.nanmean(v[mask])) for k, v in self.history.metrics.items() if mask.any()}
+        lo, hi = (epoch - 1) * spe, epoch * spe
+        back = min(len(self.history._steps), 2 * spe + 2 * MAX_STEPS_PER_CALL)
+        tail = np.asarray(self.history._steps[len(self.history._steps) - back:])
+        mask = (tail > lo) & (tail <= hi)
+        logs: dict[str, float] = {}
+        if mask.any():
+            for k, v in self.history._metrics.items():
+                vals = np.asarray(v[len(v) - back:], np.float64)[mask]
+                if np.isfinite(vals).any():
+                    logs[k] = float(np.nanmean(vals))
         logs.update(ev)
-        self.history.epochs.append({"epoch": epoch, "step": self._step, **logs})
+        self.history.epochs.append({"epoch": epoch, "step": min(self._step, hi), **logs})
         cbs.on_epoch_end(self, epoch, logs)
 
     def _finish(self, feed: Any, cbs: Callback, eval_batches: Any, eval_local: bool, fns: StepFns) -> None:
