@@ -105,6 +105,7 @@ class Checkpointer:
         self.keep, self.keep_best, self.best_mode = keep, keep_best, best_mode
         self.manager = ocp.CheckpointManager(
             self.directory,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
             options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True, cleanup_tmp_directories=True,
                                                  enable_async_checkpointing=True),
         )

@@ -215,7 +215,7 @@ class Trainer:
         state, meta = self._ckpt.restore(step, self._state)
         self._state = jax.device_put(state, self._state_shardings)
         self._step = int(meta.get("step", step))
-        self._data_position = int(meta.get("batches_consumed", self._step))
+        self._data_position = int(meta.get("batches_consumed") or 0)
         if meta.get("history"):
             self.history = History.from_dict(meta["history"])
             self.history.truncate(self._step)
