@@ -44,7 +44,7 @@ class BatchSpec:
 
 
 def _path_str(path: tuple) -> str:
-    return jax.tree_util.keystr(path, simple=True, separator="/") if path else ""
+    return jax.tree_util.keystr(path) if path else ""
 
 
 def is_array_data(data: Any) -> bool:

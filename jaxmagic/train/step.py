@@ -115,8 +115,12 @@ class StepFns:
 
     def abstract_loss(self, params: Any, rest: Any, batch: Any) -> Any:
         """``loss_fn``'s abstract output (for input validation before any step)."""
-        return jax.eval_shape(lambda p, r, b: self.loss_fn(self._merge(p, r, train=True), b),
-                              params, rest, batch)
+        def f(p: Any, r: Any, b: Any) -> Any:
+            out = self.loss_fn(self._merge(p, r, train=True), b)
+            check_loss(out)  # on tracers: a clear message instead of JAX's "not a valid JAX type"
+            return out
+
+        return jax.eval_shape(f, params, rest, batch)
 
     def one_step(self, carry: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
         params, rest, opt = carry["params"], carry["rest"], carry["opt"]

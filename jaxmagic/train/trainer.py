@@ -559,54 +559,56 @@ class Trainer:
         pending = None
         t_mark: float | None = None
         spe = feed.steps_per_epoch
-        while True:
-            if self._stop_reason:
-                break
-            chunk = prefetcher.get()
-            if chunk is None:
-                break
-            key = ("train", chunk.length, feed.on_device)
-            if key not in self._compiled:
-                self.progress.status = "compiling"
-                fn = self._compile(key, f"train call ({chunk.length} steps)", call, self._state, chunk.feed, data,
-                                   donate=True, out_shardings=(self._state_shardings, None, None))
-                t_mark = None
-            fn = self._compiled[key]
-            self.progress.status = "training"
-            if t_mark is None:
-                t_mark = time.perf_counter()
-            self._state, logs, bad = fn(self._state, chunk.feed, data)
-            self._model_dirty = True
-            for x in (*jax.tree.leaves(logs), bad):
-                x.copy_to_host_async()
-            if pending is not None:
-                t_mark = self._consume(pending, feed, cbs, t_mark)
-            end = chunk.start + chunk.length
-            epoch_end = bool(spe) and end % spe == 0
-            eval_due = eval_batches is not None and (
-                (eval_every is not None and chunk.start // eval_every != end // eval_every)
-                or (eval_every is None and epoch_end))
-            save_due = self._ckpt is not None and (
-                (self.save_every is not None and chunk.start // self.save_every != end // self.save_every)
-                or (self.save_every_epoch and epoch_end))
-            # the epoch record waits for the eval when one is due at the same boundary
-            pending = (chunk, logs, bad, not (epoch_end and eval_due))
-            if eval_due or save_due or self._stop_reason:
-                # these need the state after this call: read it now (the only syncs in the loop)
-                t_mark = self._consume(pending, feed, cbs, t_mark)
-                pending = None
+        try:
+            while True:
                 if self._stop_reason:
                     break
-                ev = self._run_eval(fns, eval_batches, eval_local, cbs) if eval_due else {}
-                if epoch_end and eval_due:
-                    self._epoch_end(end // spe, ev, cbs)
-                if save_due:
-                    self._save("epoch" if epoch_end and self.save_every_epoch else "interval", feed, cbs,
-                               score=self._score(ev))
-                t_mark = time.perf_counter()
+                chunk = prefetcher.get()
+                if chunk is None:
+                    break
+                key = ("train", chunk.length, feed.on_device)
+                if key not in self._compiled:
+                    self.progress.status = "compiling"
+                    fn = self._compile(key, f"train call ({chunk.length} steps)", call, self._state, chunk.feed, data,
+                                       donate=True, out_shardings=(self._state_shardings, None, None))
+                    t_mark = None
+                fn = self._compiled[key]
                 self.progress.status = "training"
-        if pending is not None:
-            self._consume(pending, feed, cbs, t_mark)
+                if t_mark is None:
+                    t_mark = time.perf_counter()
+                self._state, logs, bad = fn(self._state, chunk.feed, data)
+                self._model_dirty = True
+                for x in (*jax.tree.leaves(logs), bad):
+                    x.copy_to_host_async()
+                if pending is not None:
+                    t_mark = self._consume(pending, feed, cbs, t_mark)
+                end = chunk.start + chunk.length
+                epoch_end = bool(spe) and end % spe == 0
+                eval_due = eval_batches is not None and (
+                    (eval_every is not None and chunk.start // eval_every != end // eval_every)
+                    or (eval_every is None and epoch_end))
+                save_due = self._ckpt is not None and (
+                    (self.save_every is not None and chunk.start // self.save_every != end // self.save_every)
+                    or (self.save_every_epoch and epoch_end))
+                # the epoch record waits for the eval when one is due at the same boundary
+                pending = (chunk, logs, bad, not (epoch_end and eval_due))
+                if eval_due or save_due or self._stop_reason:
+                    # these need the state after this call: read it now (the only syncs in the loop)
+                    t_mark = self._consume(pending, feed, cbs, t_mark)
+                    pending = None
+                    if self._stop_reason:
+                        break
+                    ev = self._run_eval(fns, eval_batches, eval_local, cbs) if eval_due else {}
+                    if epoch_end and eval_due:
+                        self._epoch_end(end // spe, ev, cbs)
+                    if save_due:
+                        self._save("epoch" if epoch_end and self.save_every_epoch else "interval", feed, cbs,
+                                   score=self._score(ev))
+                    t_mark = time.perf_counter()
+                    self.progress.status = "training"
+        finally:
+            if pending is not None:  # also when feeding failed: account for the call that ran
+                self._consume(pending, feed, cbs, t_mark)
 
     def _score(self, ev: dict[str, float]) -> float | None:
         key = self._ckpt.keep_best if self._ckpt else None
