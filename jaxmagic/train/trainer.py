@@ -139,12 +139,10 @@ class Trainer:
         self._rest_shardings = dist.state_shardings(rest, self.mesh)
         params = jax.device_put(params, self._param_shardings)
         rest = jax.device_put(rest, self._rest_shardings)
-        with jax.sharding.use_mesh(self.mesh) if hasattr(jax.sharding, "use_mesh") else contextlib.nullcontext():
-            opt = jax.jit(tx.init)(params)  # created sharded like the parameters
+        # optimizer state is created sharded: moments inherit their parameter's annotation
+        opt_shardings = dist.state_shardings(jax.eval_shape(tx.init, params), self.mesh)
+        opt = jax.jit(tx.init, out_shardings=opt_shardings)(params)
         rep = dist.replicated(self.mesh)
-        mesh_devices = set(self.mesh.devices.flat)
-        # leaves not derived from parameters (counts) come out on one device: replicate them
-        opt = jax.tree.map(lambda x: x if set(x.sharding.device_set) == mesh_devices else jax.device_put(x, rep), opt)
         self._state: dict[str, Any] = {
             "params": params, "rest": rest, "opt": opt,
             "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
