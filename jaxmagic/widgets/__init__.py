@@ -1,0 +1,1 @@
+"""Live notebook views (anywidget). Imported only inside a notebook kernel."""
