@@ -56,7 +56,9 @@ def svg_chart(series: Sequence[dict[str, Any]], *, width: int = 560, height: int
                f'fill="currentColor" opacity=".6" font-size="11">no points yet</text></svg>'
     xs = np.concatenate([d[1] for d in data])
     ys = np.concatenate([d[2] for d in data])
-    x0, x1 = 0.0, float(max(xs.max(), x_max or 0, 1))
+    # show the remaining way to the target, unless that would squash the curve to a sliver
+    target = x_max if x_max and x_max <= 4 * max(float(xs.max()), 1.0) else 0
+    x0, x1 = 0.0, float(max(xs.max(), target, 1))
     y0, y1 = float(ys.min()), float(ys.max())
     if y1 - y0 < 1e-12:
         y0, y1 = y0 - 0.5, y1 + 0.5

@@ -48,7 +48,9 @@ function chart(curves, xMax) {
   }
   let y0 = Math.min(...all.map(p => p[1])), y1 = Math.max(...all.map(p => p[1]));
   if (y1 - y0 < 1e-12) { y0 -= 0.5; y1 += 0.5; }
-  const x1 = Math.max(xMax || 0, ...all.map(p => p[0]), 1);
+  const xData = Math.max(...all.map(p => p[0]), 1);
+  // show the remaining way to the target, unless that would squash the curve to a sliver
+  const x1 = Math.max(xMax && xMax <= 4 * xData ? xMax : 0, xData);
   const sx = x => L + x / x1 * (W - L - R), sy = y => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const el = (tag, attrs, text) => { const e = document.createElementNS(NS, tag);
     for (const k in attrs) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; svg.appendChild(e); return e; };
