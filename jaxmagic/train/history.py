@@ -1,0 +1,177 @@
+"""``History``: what a training run did — per-step metrics, evaluations, epochs, checkpoints,
+compiles and timings. A result object (text, self-contained HTML, ``to_dict``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from jaxmagic._format import fmt_count, fmt_seconds, plural
+from jaxmagic._result import Result
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+class History(Result):
+    """Metrics and events of a trainer's runs, cumulative over ``fit`` calls and resumes.
+
+    Attributes:
+      steps: 1-based step numbers with recorded metrics (``np.ndarray``).
+      metrics: name -> per-step values aligned with ``steps`` (``np.ndarray``; NaN where absent).
+      evals: one dict per evaluation (``step``, ``epoch``, ``eval_*`` values).
+      epochs: one dict per finished epoch (array data): train means and eval values.
+      checkpoints: one dict per checkpoint save (``step``, ``path``, ``reason``).
+      compiles: one dict per compilation (``what``, ``seconds``).
+      runs: one dict per ``fit`` (start/end step, status, message, timings).
+      config: how the last run was set up (batch size, steps per call, devices, ...).
+
+    Example:
+      >>> history = trainer.fit((X, y), epochs=3, batch_size=64)
+      >>> history.metric("loss")[-1], history.status
+      (0.12, 'completed')
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[int] = []
+        self._metrics: dict[str, list[float]] = {}
+        self.evals: list[dict[str, Any]] = []
+        self.epochs: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []
+        self.compiles: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.config: dict[str, Any] = {}
+
+    # -- recording ------------------------------------------------------------------------
+    def add_steps(self, steps: np.ndarray, logs: dict[str, np.ndarray]) -> None:
+        n0 = len(self._steps)
+        self._steps.extend(int(s) for s in steps)
+        for name in set(self._metrics) | set(logs):
+            col = self._metrics.setdefault(name, [math.nan] * n0)
+            vals = logs.get(name)
+            col.extend(np.asarray(vals, np.float64).tolist() if vals is not None else [math.nan] * len(steps))
+
+    def add_step_values(self, name: str, steps: np.ndarray, values: np.ndarray) -> None:
+        """Attach ``values`` of metric ``name`` to already recorded ``steps`` (e.g. the learning rate)."""
+        col = self._metrics.setdefault(name, [math.nan] * len(self._steps))
+        tail = max(0, len(self._steps) - 4 * len(steps) - 16)  # the steps were just recorded
+        index = {s: i for i, s in enumerate(self._steps[tail:], tail)}
+        for s, v in zip(np.asarray(steps).tolist(), np.asarray(values, np.float64).tolist()):
+            i = index.get(int(s))
+            if i is not None:
+                col[i] = v
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def steps(self) -> np.ndarray:
+        return np.asarray(self._steps, np.int64)
+
+    @property
+    def metrics(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, np.float64) for k, v in self._metrics.items()}
+
+    def metric(self, name: str) -> np.ndarray:
+        """Per-step values of a training metric, or per-evaluation values of an ``eval_*`` one."""
+        if name in self._metrics:
+            return np.asarray(self._metrics[name], np.float64)
+        if self.evals and any(name in e for e in self.evals):
+            return np.asarray([e.get(name, math.nan) for e in self.evals], np.float64)
+        known = sorted(self._metrics) + sorted({k for e in self.evals for k in e if k.startswith("eval_")})
+        raise KeyError(f"no metric {name!r}; known: {known}")
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``stopped``, ``interrupted``, ``diverged``, ``failed`` or ``empty``."""
+        return self.runs[-1]["status"] if self.runs else "empty"
+
+    @property
+    def message(self) -> str:
+        return self.runs[-1].get("message", "") if self.runs else ""
+
+    @property
+    def last_step(self) -> int:
+        return self.runs[-1]["end_step"] if self.runs else (self._steps[-1] if self._steps else 0)
+
+    def _totals(self) -> dict[str, float]:
+        steps = sum(r.get("steps", 0) for r in self.runs)
+        train_s = sum(r.get("train_seconds", 0.0) for r in self.runs)
+        examples = sum(r.get("examples", 0) for r in self.runs)
+        compile_s = sum(c["seconds"] for c in self.compiles)
+        return {"steps": steps, "train_seconds": train_s, "compile_seconds": compile_s,
+                "steps_per_second": steps / train_s if train_s > 0 else math.nan,
+                "examples_per_second": examples / train_s if train_s > 0 else math.nan}
+
+    # -- result protocol ------------------------------------------------------------------
+    def summary(self) -> str:
+        t = self._totals()
+        parts = [f"{self.last_step} steps", self.status]
+        if "loss" in self._metrics and self._metrics["loss"]:
+            parts.append(f"loss {self._metrics['loss'][-1]:.4g}")
+        if self.evals:
+            parts.append(f"eval_loss {self.evals[-1].get('eval_loss', math.nan):.4g}")
+        if math.isfinite(t["steps_per_second"]):
+            parts.append(f"{fmt_count(t['steps_per_second'])} steps/s")
+        return ", ".join(parts)
+
+    def to_text(self, width: int = 100) -> str:
+        from jaxmagic.render.training import history_text
+
+        return history_text(self, width=width)
+
+    def to_html(self) -> str:
+        from jaxmagic.render.training import history_html
+
+        return history_html(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({
+            "steps": list(self._steps),
+            "metrics": {k: list(v) for k, v in self._metrics.items()},
+            "evals": self.evals, "epochs": self.epochs, "checkpoints": self.checkpoints,
+            "compiles": self.compiles, "runs": self.runs, "config": self.config,
+            "totals": self._totals(), "status": self.status,
+        })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "History":
+        """Rebuild a History from ``to_dict()`` output (used when resuming from a checkpoint)."""
+        h = cls()
+        h._steps = [int(s) for s in d.get("steps", [])]
+        h._metrics = {k: [math.nan if v is None else float(v) for v in vals]
+                      for k, vals in d.get("metrics", {}).items()}
+        for name in ("evals", "epochs", "checkpoints", "compiles", "runs"):
+            setattr(h, name, [dict(x) for x in d.get(name, [])])
+        h.config = dict(d.get("config", {}))
+        return h
+
+    def truncate(self, step: int) -> None:
+        """Forget per-step records after ``step`` (a resumed run repeats them)."""
+        keep = sum(1 for s in self._steps if s <= step)
+        self._steps = self._steps[:keep]
+        for k in self._metrics:
+            self._metrics[k] = self._metrics[k][:keep]
+        self.evals = [e for e in self.evals if e["step"] <= step]
+        self.epochs = [e for e in self.epochs if e["step"] <= step]
+        self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
+
+
+def describe_rate(steps_per_s: float, examples_per_s: float) -> str:
+    if not math.isfinite(steps_per_s):
+        return "n/a"
+    return f"{fmt_count(steps_per_s)} steps/s, {fmt_count(examples_per_s)} examples/s"
+
+
+__all__ = ["History", "describe_rate", "fmt_seconds", "plural"]

@@ -1,0 +1,732 @@
+"""``Trainer``: fit a Flax NNX model with an Optax optimizer, live progress and Orbax checkpoints.
+
+How a ``fit`` runs (DESIGN.md §4):
+
+1. Everything is validated before the first step: model, loss output (abstractly
+   evaluated), data structure, batch size vs. data-parallel devices, eval data, checkpoint
+   directory. A bad input raises a clear error and changes nothing.
+2. The model is split once into ``graphdef`` + state. One compiled call runs ``K`` steps
+   with ``lax.scan`` over the donated train state; ``K`` is chosen from the model size
+   (``steps_per_call="auto"``) and each distinct call length compiles once (ahead of time,
+   timed, so ETAs exclude it).
+3. A background thread prepares the next calls' inputs. Metrics stay on the device and are
+   read one call behind, so the host never waits for the step it just launched.
+4. ``Ctrl-C`` / the notebook's interrupt, the widget's Stop button, callbacks and early
+   stopping all set a flag that is honoured at the next call boundary; the user's model
+   object is updated in a ``finally`` so it always holds the last completed step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxmagic.train import distributed as dist
+from jaxmagic.train.callbacks import Callback, CallbackList
+from jaxmagic.train.checkpoint import Checkpointer
+from jaxmagic.train.data import ArrayFeed, IterFeed, Prefetcher, check_same, is_array_data, plan, spec_of
+from jaxmagic.train.history import History
+from jaxmagic.train.progress import Progress, resolve_progress
+from jaxmagic.train.step import StepFns, check_loss
+
+MAX_STEPS_PER_CALL = 50
+_FLOPS_PER_CALL = {"cpu": 2e9}  # aim for calls of roughly this much work; accelerators: 1e11
+_DEFAULT_FLOPS_PER_CALL = 1e11
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the gradients became NaN/Inf; the model holds the last finite state."""
+
+    def __init__(self, message: str, step: int, history: History):
+        super().__init__(message)
+        self.step, self.history = step, history
+
+
+def _default_predict(model: Any, batch: Any) -> Any:
+    if isinstance(batch, (tuple, list)):
+        return model(batch[0])
+    if isinstance(batch, dict):
+        raise TypeError("predict() with dict batches needs Trainer(predict_fn=lambda model, batch: ...)")
+    return model(batch)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+class Trainer:
+    """Train an ``nnx.Module`` with an optax optimizer, from a notebook cell or a script.
+
+    Args:
+      model: the Flax NNX model; it is trained in place and always holds the latest state after
+        ``fit`` returns or is interrupted. (A Linen module: wrap it with ``nnx.bridge.ToNNX``.)
+      tx: an optax ``GradientTransformation`` (clipping, schedules, accumulation via
+        ``optax.chain`` / ``optax.MultiSteps``). Applied to ``nnx.Param`` variables.
+      loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, aux)``; ``loss`` a float scalar.
+      metrics: name -> ``fn(aux, batch) -> scalar`` or an ``nnx.metrics`` object (updated with
+        ``loss=``, ``logits=aux`` (or the ``aux`` dict's entries) and ``labels=batch[1]``).
+      checkpoint_dir: enable Orbax checkpoints there; a directory with checkpoints is resumed.
+      mesh: a ``jax.sharding.Mesh``; batches are split over its ``"data"`` axis and parameters
+        sharded by their ``nnx.with_partitioning`` annotations. Default: all devices on ``"data"``.
+      devices: devices for the default 1-D mesh instead (``jax.devices()[:1]``: one device).
+      seed: shuffling seed for array data (with the epoch: the order is reproducible).
+      save_every: also checkpoint every this many steps (at the first call boundary at or after).
+      save_every_epoch: checkpoint at the end of every epoch (array data).
+      keep: keep the last ``keep`` checkpoints.
+      keep_best: also keep the best checkpoint by this evaluation metric (e.g. ``"eval_loss"``).
+      best_mode: ``"min"`` or ``"max"`` for ``keep_best``.
+      predict_fn: ``predict_fn(model, batch) -> outputs`` for :meth:`predict`
+        (default: ``model(batch[0])`` for tuples, ``model(batch)`` for arrays).
+
+    Example:
+      >>> trainer = Trainer(model, optax.adam(1e-3), loss_fn, checkpoint_dir="runs/mlp")
+      >>> history = trainer.fit((X, y), epochs=5, batch_size=64, eval_data=(Xv, yv))
+      >>> trainer.evaluate((Xv, yv))["eval_loss"]
+    """
+
+    def __init__(self, model: nnx.Module, tx: Any, loss_fn: Callable[..., Any], *,
+                 metrics: Mapping[str, Any] | None = None, checkpoint_dir: str | None = None,
+                 mesh: jax.sharding.Mesh | None = None, devices: Sequence[Any] | None = None, seed: int = 0,
+                 save_every: int | None = None, save_every_epoch: bool = True, keep: int = 3,
+                 keep_best: str | None = None, best_mode: str = "min",
+                 predict_fn: Callable[[Any, Any], Any] | None = None):
+        if not isinstance(model, nnx.Module):
+            hint = ""
+            if type(model).__module__.startswith("flax.linen") or hasattr(model, "init") and hasattr(model, "apply"):
+                hint = (" This looks like a Linen module: wrap it with "
+                        "flax.nnx.bridge.ToNNX(linen_module, rngs=nnx.Rngs(0)) and call "
+                        "nnx.bridge.lazy_init(wrapped, example_input) first.")
+            raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__module__}."
+                            f"{type(model).__name__}.{hint}")
+        if not (hasattr(tx, "init") and hasattr(tx, "update")):
+            raise TypeError(f"tx must be an optax GradientTransformation (e.g. optax.adam(1e-3)), "
+                            f"got {type(tx).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
+        if metrics is not None and not isinstance(metrics, Mapping):
+            raise TypeError("metrics must be a dict of name -> function or nnx.metrics object")
+        if save_every is not None and (not _is_int(save_every) or save_every < 1):
+            raise ValueError(f"save_every must be a positive int, got {save_every!r}")
+        self._model, self.tx, self.loss_fn = model, tx, loss_fn
+        self.metrics = dict(metrics or {})
+        for name in self.metrics:
+            if name == "loss" or name.startswith("eval_") or name == "lr":
+                raise ValueError(f"metric name {name!r} is reserved")
+        self.seed = int(seed)
+        self.save_every, self.save_every_epoch = save_every, save_every_epoch
+        self.predict_fn = predict_fn or _default_predict
+        self.mesh = dist.resolve_mesh(mesh, devices)
+        self.history = History()
+        self.progress = Progress()
+        self._stop_reason: str | None = None
+        self._lock = threading.Lock()
+        self._compiled: dict[Any, Any] = {}
+        self._data_position = 0  # batches of an iterable consumed before this trainer resumed
+        self._model_dirty = False
+        self._running = False
+
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self._param_shardings = dist.state_shardings(params, self.mesh)
+        self._rest_shardings = dist.state_shardings(rest, self.mesh)
+        params = jax.device_put(params, self._param_shardings)
+        rest = jax.device_put(rest, self._rest_shardings)
+        # optimizer state is created sharded: moments inherit their parameter's annotation
+        opt_shardings = dist.state_shardings(jax.eval_shape(tx.init, params), self.mesh)
+        opt = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+        rep = dist.replicated(self.mesh)
+        self._state: dict[str, Any] = {
+            "params": params, "rest": rest, "opt": opt,
+            "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
+            "bad": jax.device_put(jnp.full((), -1, jnp.int32), rep),
+        }
+        self._state_shardings = jax.tree.map(lambda x: x.sharding, self._state)
+        nnx.update(model, params, rest)
+        self._step = 0
+
+        self._ckpt: Checkpointer | None = None
+        if checkpoint_dir is not None:
+            self._ckpt = Checkpointer(checkpoint_dir, keep=keep, keep_best=keep_best, best_mode=best_mode)
+            latest = self._ckpt.latest_step()
+            if latest is not None:
+                self._restore(latest)
+
+    # -- public state -----------------------------------------------------------------------
+    @property
+    def model(self) -> nnx.Module:
+        """The user's model, holding the latest trained state."""
+        if self._model_dirty:
+            self._sync_model()
+        return self._model
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken so far (including those restored from a checkpoint)."""
+        return self._step
+
+    @property
+    def checkpoint_dir(self) -> str | None:
+        return str(self._ckpt.directory) if self._ckpt else None
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """Steps with a finished checkpoint on disk."""
+        if not self._ckpt:
+            return []
+        self._ckpt.wait()
+        return self._ckpt.all_steps()
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Stop the running ``fit`` at the next call boundary (thread-safe; used by Stop buttons)."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_reason is not None
+
+    # -- state plumbing -----------------------------------------------------------------------
+    def _sync_model(self) -> None:
+        nnx.update(self._model, self._state["params"], self._state["rest"])
+        self._model_dirty = False
+
+    def _sync_from_model(self) -> None:
+        """Take parameters from the user's model (it may have been edited between fits)."""
+        graphdef, params, rest = nnx.split(self._model, nnx.Param, ...)
+        if graphdef != self.graphdef:
+            raise ValueError("the model's structure changed since this Trainer was created; "
+                             "create a new Trainer for the new model")
+        self._state["params"] = jax.device_put(params, self._param_shardings)
+        self._state["rest"] = jax.device_put(rest, self._rest_shardings)
+
+    def _restore(self, step: int) -> None:
+        assert self._ckpt is not None
+        state, meta = self._ckpt.restore(step, self._state)
+        self._state = jax.device_put(state, self._state_shardings)
+        self._step = int(meta.get("step", step))
+        self._data_position = int(meta.get("batches_consumed") or 0)
+        if meta.get("history"):
+            self.history = History.from_dict(meta["history"])
+            self.history.truncate(self._step)
+        self.history.runs.append({"status": "resumed", "start_step": self._step, "end_step": self._step,
+                                  "steps": 0, "message": f"resumed from checkpoint at step {self._step}"})
+        self._sync_model()
+
+    # -- compilation --------------------------------------------------------------------------
+    def _compile(self, key: Any, what: str, fn: Callable, *args: Any, donate: bool = False,
+                 out_shardings: Any = None) -> Any:
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            t0 = time.perf_counter()
+            jitted = jax.jit(fn, donate_argnums=(0,) if donate else (),
+                             out_shardings=out_shardings)
+            compiled = jitted.lower(*args).compile()
+            seconds = time.perf_counter() - t0
+            entry: dict[str, Any] = {"what": what, "seconds": seconds}
+            try:
+                mem = compiled.memory_analysis()
+                entry["alias_bytes"] = int(getattr(mem, "alias_size_in_bytes", 0))
+                entry["argument_bytes"] = int(getattr(mem, "argument_size_in_bytes", 0))
+            except Exception:  # some backends have no memory analysis
+                pass
+            self.history.compiles.append(entry)
+            self.progress.compile_seconds += seconds
+            self._compiled[key] = compiled
+        return compiled
+
+    def _train_call_fn(self, fns: StepFns) -> Callable:
+        def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any]:
+            new, logs = fns.train_call(state, feed, data)
+            return new, logs, new["bad"] + 0
+        return call
+
+    def _steps_per_call(self, steps_per_call: int | str, feed: Any, epoch_bound: bool) -> int:
+        if steps_per_call == "auto":
+            n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._state["params"]))
+            flops = max(1.0, 6.0 * n_params * feed.batch_size)
+            budget = _FLOPS_PER_CALL.get(jax.default_backend(), _DEFAULT_FLOPS_PER_CALL)
+            k = int(max(1, min(MAX_STEPS_PER_CALL, budget // flops)))
+        elif _is_int(steps_per_call) and steps_per_call >= 1:
+            k = int(steps_per_call)
+        else:
+            raise ValueError(f"steps_per_call must be 'auto' or a positive int, got {steps_per_call!r}")
+        spe = feed.steps_per_epoch
+        if spe and epoch_bound:  # equal-length calls that tile an epoch exactly where possible
+            k = min(k, spe)
+            k = math.ceil(spe / math.ceil(spe / k))
+        return k
+
+    # -- eval / predict plumbing --------------------------------------------------------------
+    def _host_batches(self, data: Any, batch_size: int | None, what: str) -> tuple[list[Any], bool]:
+        """``(batches, local)``: host batches in order; ``local`` if each process holds its share."""
+        if is_array_data(data):
+            data = jax.tree.map(np.asarray, data)
+            n = {int(x.shape[0]) for x in jax.tree.leaves(data)}
+            if len(n) != 1:
+                raise ValueError(f"{what} leaves have different lengths: {sorted(n)}")
+            n_ = n.pop()
+            if n_ == 0:
+                raise ValueError(f"{what} is empty (0 examples)")
+            bs = int(batch_size or n_)
+            return [jax.tree.map(lambda x: x[i:i + bs], data) for i in range(0, n_, bs)], False
+        if data is None:
+            raise ValueError(f"{what} is None")
+        try:
+            batches = list(data)
+        except TypeError:
+            raise TypeError(f"{what} must be arrays or an iterable of batches, got {type(data).__name__}") from None
+        if not batches:
+            raise ValueError(f"{what} is empty: no batches")
+        return batches, True
+
+    def _device_batch(self, batch: Any, local: bool) -> Any:
+        rows = spec_of(batch).batch_size * (jax.process_count() if local else 1)
+        dp = dist.data_parallel_size(self.mesh)
+        sharding = dist.batch_sharding(self.mesh, stacked=False) if rows % dp == 0 else dist.replicated(self.mesh)
+        if local and jax.process_count() > 1:
+            if rows % dp:
+                raise ValueError(f"a batch of {rows} rows cannot be split over {dp} data-parallel devices")
+            return jax.tree.map(lambda x: dist.global_from_local(x, sharding, (rows, *np.shape(x)[1:])), batch)
+        return jax.tree.map(lambda x: dist.global_from_full(np.asarray(x), sharding), batch)
+
+    def _check_against_train(self, batches: list[Any], what: str, spec: Any) -> None:
+        for i, b in enumerate(batches[:1]):
+            check_same(spec, spec_of(b, what=what), what=what, batch_too=False)
+
+    def _evaluate_batches(self, fns: StepFns, batches: list[Any], local: bool) -> dict[str, float]:
+        params, rest = self._state["params"], self._state["rest"]
+        outs, weights = [], []
+        for b in batches:
+            db = self._device_batch(b, local)
+            sig = ("eval", tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
+            fn = self._compile(sig, f"eval ({spec_of(b).batch_size} rows)", fns.eval_batch, params, rest, db,
+                               out_shardings=dist.replicated(self.mesh))
+            outs.append(fn(params, rest, db))
+            weights.append(spec_of(b).batch_size)
+        host = jax.device_get(outs)
+        w = np.asarray(weights, np.float64)
+        return {f"eval_{k}": float(np.sum(w * np.asarray([o[k] for o in host], np.float64)) / w.sum())
+                for k in host[0]}
+
+    def evaluate(self, data: Any, *, batch_size: int | None = None) -> dict[str, float]:
+        """Mean loss and metrics over ``data`` (weighted by batch size; model in eval mode).
+
+        Args:
+          data: arrays (``(X, y)``, dict) batched in order, or an iterable of batches.
+          batch_size: for arrays; default: the whole array at once.
+
+        Returns:
+          ``{"eval_loss": ..., "eval_<metric>": ...}``.
+
+        Example:
+          >>> trainer.evaluate((X_test, y_test), batch_size=128)
+          {'eval_loss': 0.11, 'eval_accuracy': 0.97}
+        """
+        if self._running:
+            raise RuntimeError("evaluate() cannot run while fit() is running")
+        self._sync_from_model()
+        batches, local = self._host_batches(data, batch_size, "evaluation data")
+        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False)
+        check_loss(fns.abstract_loss(self._state["params"], self._state["rest"], batches[0]))
+        return self._evaluate_batches(fns, batches, local)
+
+    def predict(self, data: Any, *, batch_size: int | None = None) -> Any:
+        """Model outputs for ``data``, batch by batch, concatenated on the host (model in eval mode).
+
+        Args:
+          data: an array, ``(X, y)`` / dict arrays, or an iterable of batches.
+          batch_size: for arrays; default: everything at once.
+
+        Returns:
+          The outputs of ``predict_fn`` concatenated along the first axis (numpy).
+
+        Example:
+          >>> logits = trainer.predict(X_test, batch_size=256); logits.shape
+          (360, 10)
+        """
+        if self._running:
+            raise RuntimeError("predict() cannot run while fit() is running")
+        self._sync_from_model()
+        batches, local = self._host_batches(data, batch_size, "prediction data")
+        params, rest = self._state["params"], self._state["rest"]
+        outs = []
+        for b in batches:
+            db = self._device_batch(b, local)
+            sig = ("predict", tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
+            fn = self._compile(sig, f"predict ({spec_of(b).batch_size} rows)",
+                               lambda p, r, bb: StepFns.predict_batch(self.graphdef, self.predict_fn, p, r, bb),
+                               params, rest, db, out_shardings=dist.replicated(self.mesh))
+            outs.append(fn(params, rest, db))
+        host = jax.device_get(outs)
+        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *host)
+
+    # -- interrupts ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _sigint_guard(self) -> Iterator[None]:
+        """Turn SIGINT into a stop request while training; a third one during a save aborts it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        count = [0]
+
+        def handler(signum: int, frame: Any) -> None:
+            count[0] += 1
+            if self._saving and count[0] >= 3:
+                raise KeyboardInterrupt
+            self.request_stop("interrupted")
+
+        self._saving = False
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    _saving = False
+
+    # -- checkpoint ---------------------------------------------------------------------------
+    def _save(self, reason: str, feed: Any, callbacks: Callback, score: float | None = None) -> None:
+        if self._ckpt is None:
+            return
+        epoch, index = (feed.position(self._step) if isinstance(feed, ArrayFeed) else (None, None))
+        meta = {
+            "step": self._step, "epoch": epoch, "index_in_epoch": index, "seed": self.seed,
+            "batch_size": feed.batch_size, "steps_per_epoch": feed.steps_per_epoch, "data": feed.kind,
+            "batches_consumed": self._step if feed.kind == "iterable" else None, "reason": reason,
+        }
+        self.history.checkpoints.append({"step": self._step, "path": self._ckpt.step_path(self._step),
+                                         "reason": reason, "time": time.time()})
+        meta["history"] = self.history.to_dict()
+        self.progress.status = "saving"
+        self._saving = True
+        try:
+            if not self._ckpt.save(self._step, self._state, meta, score=score):
+                self.history.checkpoints.pop()
+                return
+        finally:
+            self._saving = False
+        callbacks.on_checkpoint(self, self._step, self._ckpt.step_path(self._step))
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, data: Any, *, steps: int | None = None, epochs: int | None = None,
+            batch_size: int | None = None, eval_data: Any = None, eval_every: int | None = None,
+            eval_batch_size: int | None = None, steps_per_call: int | str = "auto",
+            callbacks: Sequence[Callback] = (), progress: Any = "auto", shuffle: bool = True,
+            data_on_device: bool | None = None, prefetch: int = 2) -> History:
+        """Train until ``steps`` / ``epochs`` (counted from step 0, so a resumed run continues to
+        the same target) or until an iterable of batches is exhausted.
+
+        Args:
+          data: arrays — ``(X, y)``, a dict of arrays or one array — batched with ``batch_size``,
+            shuffled from ``(seed, epoch)``, final partial batch of each epoch dropped; or any
+            iterable of batches (a list, a generator, a data loader), one step per batch, in order.
+          steps: total optimizer steps to reach.
+          epochs: total epochs to reach (array data).
+          batch_size: rows per step for array data (a multiple of the data-parallel devices).
+          eval_data: arrays or iterable of batches evaluated at every epoch end (array data), every
+            ``eval_every`` steps, and at the end.
+          eval_every: evaluate every this many steps (at the first call boundary at or after).
+          eval_batch_size: batch size for array ``eval_data`` (default: ``batch_size``).
+          steps_per_call: steps fused into one compiled call (``"auto"``: from the model size,
+            at most 50).
+          callbacks: :class:`~jaxmagic.train.Callback` instances.
+          progress: ``"auto"`` (widget in notebooks, one line in terminals), ``"widget"``,
+            ``"text"``, ``None`` or a Callback.
+          shuffle: shuffle array data every epoch.
+          data_on_device: keep array data on device and gather batches there (default: when small).
+          prefetch: device inputs prepared ahead by the background thread.
+
+        Returns:
+          The trainer's :class:`History` (cumulative over fits and resumes).
+
+        Raises:
+          KeyboardInterrupt: after an interrupt — once the model holds the last finished step and
+            (with ``checkpoint_dir``) a checkpoint of it is on disk.
+          TrainingDivergedError: the loss became NaN/Inf; the model holds the last finite state.
+
+        Example:
+          >>> history = trainer.fit((X, y), epochs=10, batch_size=64, eval_data=(Xv, yv))
+        """
+        if self._running:
+            raise RuntimeError("fit() is already running")
+        # ---- validation: nothing below may change any state until training starts ----
+        if steps is not None and epochs is not None:
+            raise ValueError("pass steps= or epochs=, not both")
+        for name, v in (("steps", steps), ("epochs", epochs)):
+            if v is not None and (not _is_int(v) or v < 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if eval_every is not None and (not _is_int(eval_every) or eval_every < 1):
+            raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+        if is_array_data(data):
+            if steps is None and epochs is None:
+                raise ValueError("array data needs steps= or epochs= (an iterable of batches may run "
+                                 "until it is exhausted)")
+            if batch_size is None:
+                raise ValueError("array data needs batch_size=")
+            feed: ArrayFeed | IterFeed = ArrayFeed(data, batch_size=batch_size, seed=self.seed, mesh=self.mesh,
+                                                   shuffle=shuffle, on_device=data_on_device)
+        else:
+            if batch_size is not None:
+                raise ValueError("batch_size= applies to array data; an iterable already yields batches")
+            if epochs is not None:
+                raise ValueError("epochs= needs array data (its length defines an epoch); for an iterable "
+                                 "pass steps= or neither")
+            if isinstance(data, (str, bytes)) or data is None:
+                raise TypeError(f"data must be arrays or an iterable of batches, got {type(data).__name__}")
+            feed = IterFeed(data, mesh=self.mesh)
+        dp = dist.data_parallel_size(self.mesh)
+        if feed.batch_size % dp:
+            raise ValueError(f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
+                             f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer")
+        target = steps if steps is not None else (epochs * feed.steps_per_epoch if epochs else None)
+        self._sync_from_model()
+        spec = feed.spec
+        abstract_batch = spec.treedef.unflatten([
+            jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)])
+        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=feed.on_device)
+        check_loss(fns.abstract_loss(self._state["params"], self._state["rest"], abstract_batch))
+        eval_batches, eval_local = None, False
+        if eval_data is not None:
+            eval_batches, eval_local = self._host_batches(eval_data, eval_batch_size or feed.batch_size,
+                                                          "eval_data")
+            self._check_against_train(eval_batches, "eval_data", spec)
+        # calls end at epoch ends only when something happens there (eval, checkpoint)
+        epoch_bound = bool(feed.steps_per_epoch) and (
+            (eval_batches is not None and eval_every is None) or (self._ckpt is not None and self.save_every_epoch))
+        k = self._steps_per_call(steps_per_call, feed, epoch_bound)
+        view = resolve_progress(progress) if jax.process_index() == 0 else None
+        cbs = CallbackList([*callbacks, *([view] if view else [])])
+        if isinstance(feed, IterFeed) and self._data_position:
+            feed.skip(self._data_position)  # resume an iterable where the checkpoint left it
+        self._data_position = 0
+
+        # ---- run ----
+        start = self._step
+        self._stop_reason = None
+        self.progress = Progress(step=start, start_step=start, target=target, batch_size=feed.batch_size,
+                                 steps_per_epoch=feed.steps_per_epoch,
+                                 epoch=feed.position(start)[0] if isinstance(feed, ArrayFeed) else None)
+        self.history.config = {
+            "batch_size": feed.batch_size, "steps_per_call": k, "data": feed.kind,
+            "data_on_device": feed.on_device, "steps_per_epoch": feed.steps_per_epoch,
+            "dropped_per_epoch": feed.dropped, "devices": int(self.mesh.size),
+            "mesh": {str(a): int(s) for a, s in dict(self.mesh.shape).items()},
+            "processes": jax.process_count(), "target": target, "seed": self.seed,
+        }
+        run = {"start_step": start, "end_step": start, "steps": 0, "status": "running", "message": "",
+               "train_seconds": 0.0, "examples": 0, "started": time.time()}
+        self.history.runs.append(run)
+        info = {"start_step": start, "target": target, "steps_per_call": k, "batch_size": feed.batch_size,
+                "steps_per_epoch": feed.steps_per_epoch, "dropped_per_epoch": feed.dropped,
+                "eval": eval_batches is not None, "checkpoint_dir": self.checkpoint_dir,
+                "metrics": ["loss", *self.metrics]}
+        self._running = True
+        error: BaseException | None = None
+        prefetcher: Prefetcher | None = None
+        try:
+            with self._sigint_guard():
+                cbs.on_train_begin(self, info)
+                if target is not None and start >= target:
+                    run["message"] = f"already at step {start} (target {target}): nothing to do"
+                else:
+                    prefetcher = Prefetcher(feed, plan(start, target, k, feed.steps_per_epoch if epoch_bound else None), depth=prefetch)
+                    self._loop(fns, feed, prefetcher, cbs, eval_batches, eval_local, eval_every, target)
+                self._finish(feed, cbs, eval_batches, eval_local, fns)
+        except BaseException as e:  # noqa: BLE001 - recorded, model synced, then re-raised
+            error = e
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+            self._running = False
+            self._sync_model()
+        return self._end(run, cbs, error)
+
+    def _loop(self, fns: StepFns, feed: Any, prefetcher: Prefetcher, cbs: Callback, eval_batches: Any,
+              eval_local: bool, eval_every: int | None, target: int | None) -> None:
+        call = self._train_call_fn(fns)
+        data = feed.device_data
+        pending = None
+        t_mark: float | None = None
+        spe = feed.steps_per_epoch
+        try:
+            while True:
+                if self._stop_reason:
+                    break
+                chunk = prefetcher.get()
+                if chunk is None:
+                    break
+                key = ("train", chunk.length, feed.on_device)
+                if key not in self._compiled:
+                    self.progress.status = "compiling"
+                    fn = self._compile(key, f"train call ({chunk.length} steps)", call, self._state, chunk.feed, data,
+                                       donate=True, out_shardings=(self._state_shardings, None, None))
+                    t_mark = None
+                fn = self._compiled[key]
+                self.progress.status = "training"
+                if t_mark is None:
+                    t_mark = time.perf_counter()
+                self._state, logs, bad = fn(self._state, chunk.feed, data)
+                self._model_dirty = True
+                for x in (*jax.tree.leaves(logs), bad):
+                    x.copy_to_host_async()
+                if pending is not None:
+                    t_mark = self._consume(pending, feed, cbs, t_mark)
+                end = chunk.start + chunk.length
+                epoch_end = bool(spe) and end % spe == 0
+                eval_due = eval_batches is not None and (
+                    (eval_every is not None and chunk.start // eval_every != end // eval_every)
+                    or (eval_every is None and epoch_end))
+                save_due = self._ckpt is not None and (
+                    (self.save_every is not None and chunk.start // self.save_every != end // self.save_every)
+                    or (self.save_every_epoch and epoch_end))
+                # the epoch record waits for the eval when one is due at the same boundary
+                pending = (chunk, logs, bad, not (epoch_end and eval_due))
+                if eval_due or save_due or self._stop_reason:
+                    # these need the state after this call: read it now (the only syncs in the loop)
+                    t_mark = self._consume(pending, feed, cbs, t_mark)
+                    pending = None
+                    if self._stop_reason:
+                        break
+                    ev = self._run_eval(fns, eval_batches, eval_local, cbs) if eval_due else {}
+                    if epoch_end and eval_due:
+                        self._epoch_end(end // spe, ev, cbs)
+                    if save_due:
+                        self._save("epoch" if epoch_end and self.save_every_epoch else "interval", feed, cbs,
+                                   score=self._score(ev))
+                    t_mark = time.perf_counter()
+                    self.progress.status = "training"
+        finally:
+            if pending is not None:  # also when feeding failed: account for the call that ran
+                self._consume(pending, feed, cbs, t_mark)
+
+    def _score(self, ev: dict[str, float]) -> float | None:
+        key = self._ckpt.keep_best if self._ckpt else None
+        return ev.get(key) if key else None
+
+    def _consume(self, pending: tuple, feed: Any, cbs: Callback, t_mark: float | None) -> float:
+        """Read one call's metrics (started copying one call ago), record them, detect divergence."""
+        chunk, logs, bad, epoch_record = pending
+        host = {k: np.asarray(v) for k, v in logs.items()}
+        bad = int(np.asarray(bad))
+        now = time.perf_counter()
+        n = chunk.length
+        if bad >= 0:  # steps from `bad` on were not applied
+            n = max(0, bad - 1 - chunk.start)
+        if t_mark is not None:
+            self.progress.train_seconds += now - t_mark
+        steps = np.arange(chunk.start + 1, chunk.start + n + 1)
+        host_ok = {k: v[:n] for k, v in host.items()}
+        if n:
+            self._step = chunk.start + n
+            run = self.history.runs[-1]
+            run["steps"] += n
+            run["examples"] += n * feed.batch_size
+            run["end_step"] = self._step
+            self.history.add_steps(steps, host_ok)
+            self.progress.step = self._step
+            if isinstance(feed, ArrayFeed):
+                self.progress.epoch = feed.position(self._step - 1)[0] if self._step else 0
+            self.progress.last.update({k: float(v[-1]) for k, v in host_ok.items()})
+            cbs.on_steps(self, steps, host_ok)
+            spe = feed.steps_per_epoch
+            if spe and epoch_record:  # epochs that ended inside this call
+                for e in range(chunk.start // spe + 1, self._step // spe + 1):
+                    self._epoch_end(e, {}, cbs)
+        if bad >= 0 and self._diverged is None:
+            value = float(host["loss"][bad - 1 - chunk.start]) if 0 <= bad - 1 - chunk.start < chunk.length else math.nan
+            self._diverged = (bad, value)
+            self.request_stop("diverged")
+        return now
+
+    _diverged: tuple[int, float] | None = None
+
+    def _run_eval(self, fns: StepFns, eval_batches: Any, eval_local: bool, cbs: Callback) -> dict[str, float]:
+        self.progress.status = "evaluating"
+        ev = self._evaluate_batches(StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
+                                    eval_batches, eval_local)
+        epoch = self.progress.epoch
+        self.history.evals.append({"step": self._step, "epoch": epoch, **ev})
+        self.progress.last.update(ev)
+        cbs.on_eval(self, self._step, ev)
+        return ev
+
+    def _epoch_end(self, epoch: int, ev: dict[str, float], cbs: Callback) -> None:
+        spe = self.history.config["steps_per_epoch"]
+        lo, hi = (epoch - 1) * spe, epoch * spe
+        back = min(len(self.history._steps), 2 * spe + 2 * MAX_STEPS_PER_CALL)
+        tail = np.asarray(self.history._steps[len(self.history._steps) - back:])
+        mask = (tail > lo) & (tail <= hi)
+        logs: dict[str, float] = {}
+        if mask.any():
+            for k, v in self.history._metrics.items():
+                vals = np.asarray(v[len(v) - back:], np.float64)[mask]
+                if np.isfinite(vals).any():
+                    logs[k] = float(np.nanmean(vals))
+        logs.update(ev)
+        self.history.epochs.append({"epoch": epoch, "step": min(self._step, hi), **logs})
+        cbs.on_epoch_end(self, epoch, logs)
+
+    def _finish(self, feed: Any, cbs: Callback, eval_batches: Any, eval_local: bool, fns: StepFns) -> None:
+        """After the loop: final eval and checkpoint (also on an interrupt: save, then re-raise)."""
+        reason = self._stop_reason
+        if reason == "diverged":
+            return
+        ev: dict[str, float] = {}
+        last_eval = self.history.evals[-1]["step"] if self.history.evals else None
+        if eval_batches is not None and reason != "interrupted" and last_eval != self._step and self._step > 0:
+            ev = self._run_eval(fns, eval_batches, eval_local, cbs)
+        if self._ckpt is not None and self._step > 0:
+            last_ckpt = self.history.checkpoints[-1]["step"] if self.history.checkpoints else None
+            if last_ckpt != self._step:
+                self._save("interrupt" if reason == "interrupted" else "end", feed, cbs, score=self._score(ev))
+            self.progress.status = "saving"
+            self._saving = True
+            try:
+                self._ckpt.wait()  # durable before we return or re-raise; errors surface here
+            finally:
+                self._saving = False
+
+    def _end(self, run: dict, cbs: Callback, error: BaseException | None) -> History:
+        reason = self._stop_reason
+        if self._diverged is not None:
+            bad, value = self._diverged
+            self._diverged = None
+            status = "diverged"
+            msg = (f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
+                   f"model holds the last finite state, after step {bad - 1}")
+        elif isinstance(error, KeyboardInterrupt) or reason == "interrupted":
+            status, msg = "interrupted", f"interrupted at step {self._step}"
+            if self._ckpt is not None and not isinstance(error, KeyboardInterrupt):
+                msg += f"; checkpoint saved in {self.checkpoint_dir}"
+            if error is None:
+                error = KeyboardInterrupt()
+        elif error is not None:
+            status, msg = "failed", f"failed at step {self._step}: {type(error).__name__}: {error}"
+        elif reason:
+            status, msg = "stopped", f"stopped at step {self._step}" + ("" if reason == "stopped" else f": {reason}")
+        else:
+            status = "completed"
+            msg = run.get("message") or f"completed {run['steps']} steps (step {self._step})"
+        run.update(status=status, message=msg, end_step=self._step, train_seconds=self.progress.train_seconds,
+                   compile_seconds=self.progress.compile_seconds, wall_seconds=time.time() - run["started"])
+        self.progress.status, self.progress.message = status, msg
+        try:
+            cbs.on_train_end(self, self.history)
+        except Exception as cb_error:  # a failing view must not hide the training outcome
+            if error is None:
+                error = cb_error
+        self._stop_reason = None
+        if status == "diverged":
+            raise TrainingDivergedError(msg, bad, self.history)
+        if error is not None:
+            raise error
+        return self.history

@@ -1,0 +1,47 @@
+"""A training process for the crash/resume tests: ``python -m tests.train_worker CKPT OUT STEPS``.
+
+Trains a tiny model with dropout (RNG state) and batch norm (batch statistics) on shuffled
+arrays, checkpointing often, slowed by a sleeping callback so a parent can kill it mid-run.
+Writes every leaf of the final train state to OUT (.npz).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from jaxmagic.train import Callback, Trainer  # noqa: E402
+from tests.trainutil import TinyMLP, dataset, loss_fn  # noqa: E402
+
+
+class Slow(Callback):
+    def on_steps(self, trainer, steps, logs):
+        time.sleep(float(os.environ.get("WORKER_SLEEP", "0.05")))
+        print(f"at {int(steps[-1])}", flush=True)
+
+
+def main() -> None:
+    ckpt, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    X, y = dataset(200)
+    model = TinyMLP(rngs=nnx.Rngs(0), dropout=0.2, batchnorm=True)
+    trainer = Trainer(model, optax.adam(1e-2), loss_fn, devices=jax.devices()[:1], checkpoint_dir=ckpt,
+                      save_every=8, save_every_epoch=False, keep=2, seed=3)
+    print(f"start {trainer.step}", flush=True)
+    trainer.fit((X, y), steps=steps, batch_size=16, steps_per_call=4, progress=None, callbacks=[Slow()])
+    leaves = jax.tree_util.tree_flatten_with_path(trainer._state)[0]
+    arrays = {jax.tree_util.keystr(p): np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(
+        x.dtype, jax.dtypes.prng_key) else x) for p, x in leaves}
+    np.savez(out, **arrays)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
