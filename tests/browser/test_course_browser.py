@@ -55,6 +55,17 @@ def _assert_visible(locator, what: str) -> None:
             f"{what} #{i} is not visible (box {box})"
 
 
+def _show(page, locator) -> None:
+    """Scroll ``locator`` to the top of the notebook and wait until JupyterLab has painted it
+    (off-screen cells are not rendered until they scroll in)."""
+    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_function(
+        """(e) => { const r = e.getBoundingClientRect();
+                  return r.height > 0 && r.top >= 0 && r.top < window.innerHeight; }""",
+        arg=locator.element_handle(), timeout=10_000)
+    page.wait_for_timeout(700)
+
+
 @pytest.mark.parametrize("name", COURSE)
 def test_course_notebook_in_jupyterlab(name, lab, page, artifacts_dir):
     open_notebook(page, lab, name)
@@ -78,15 +89,15 @@ def test_course_notebook_in_jupyterlab(name, lab, page, artifacts_dir):
         assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
     assert views.count() == expected["widgets"]
 
-    # The screenshot shows the most telling output: a widget view, else a %jaxcheck finding,
-    # else a profiler insight, else the first report.
-    for selector in (".jp-OutputArea-output.lm-Panel", ".jm .jm-finding", ".jm .jm-insight"):
+    # The screenshot shows the most telling output: a widget view, a training snapshot, a
+    # %jaxcheck finding, a profiler insight, else the first report.
+    for selector in (".jp-OutputArea-output.lm-Panel", ".jm-progress", ".jm .jm-finding", ".jm .jm-insight"):
         focus = page.locator(selector).first
         if focus.count():
             break
     else:
         focus = reports.first
-    focus.scroll_into_view_if_needed()
+    _show(page, focus)
     page.screenshot(path=str(artifacts_dir / f"course-{pathlib.Path(name).stem}.png"))
     assert error_outputs(page) == []
 
