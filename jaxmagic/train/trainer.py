@@ -39,7 +39,7 @@ from jaxmagic.train.progress import Progress, resolve_progress
 from jaxmagic.train.step import StepFns, check_loss
 
 MAX_STEPS_PER_CALL = 200  # tiny models: amortise the per-call host work (measured +8-10% at 200 vs 50)
-_FLOPS_PER_CALL = {"cpu": 2e9}  # aim for calls of roughly this much work; accelerators: 1e11
+_FLOPS_PER_CALL = {"cpu": 1e10}  # ~0.1-0.2 s of CPU work per call: Stop stays responsive; accelerators: 1e11
 _DEFAULT_FLOPS_PER_CALL = 1e11
 
 
