@@ -139,7 +139,7 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
         compiled = lowered.compile()
         if optimized or stage == "hlo":
             hlo = compiled.as_text()
-        cost, memory = _cost(compiled), _memory(compiled)
+        cost, memory = cost_of(compiled), memory_of(compiled)
     return IRReport(name=name, signature=signature, out_signature=out_signature, stage=stage,
                     jaxpr=jaxpr_text(closed), stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory)
 
@@ -152,7 +152,8 @@ def _is_nnx_module(obj: Any) -> bool:
     return isinstance(obj, nnx.Module)
 
 
-def _cost(compiled: Any) -> dict[str, float | None]:
+def cost_of(compiled: Any) -> dict[str, float | None]:
+    """XLA cost analysis of a compiled program; numbers a backend does not report are ``None``."""
     out: dict[str, float | None] = {"flops": None, "transcendentals": None, "bytes_accessed": None}
     try:
         cost = compiled.cost_analysis()
@@ -167,7 +168,8 @@ def _cost(compiled: Any) -> dict[str, float | None]:
     return out
 
 
-def _memory(compiled: Any) -> dict[str, int] | None:
+def memory_of(compiled: Any) -> dict[str, int] | None:
+    """XLA memory analysis (argument/output/alias/temp/code bytes), or ``None`` if unavailable."""
     try:
         m = compiled.memory_analysis()
         return None if m is None else {

@@ -227,3 +227,26 @@ def test_keyboard_interrupt_stops_at_boundary_saves_and_propagates(tmp_path):
     t2 = Trainer(restored, optax.sgd(0.1), loss_fn, devices=one_device(), checkpoint_dir=tmp_path / "ck")
     assert t2.step == trainer.step
     assert all(np.array_equal(a, b) for a, b in zip(params, params_of(restored)))
+
+
+def test_auto_call_length_divides_the_run_so_it_compiles_once():
+    """1100 steps at the automatic 200 per call would need a second program for the last 100."""
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from jaxmagic.train import Trainer
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(256, 8)).astype(np.float32), rng.integers(0, 3, 256).astype(np.int32)
+    model = nnx.Linear(8, 3, rngs=nnx.Rngs(0))
+
+    def loss_fn(m, batch):
+        return optax.softmax_cross_entropy_with_integer_labels(m(batch[0]), batch[1]).mean()
+
+    tr = Trainer(model, optax.sgd(0.1), loss_fn, devices=jax.devices()[:1])
+    tr.fit((X, y), steps=1100, batch_size=8, progress=None)
+    k = tr.history.config["steps_per_call"]
+    assert 1100 % k == 0 and k > 100
+    assert len([c for c in tr.history.compiles if c["what"].startswith("train call")]) == 1

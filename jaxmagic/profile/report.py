@@ -336,29 +336,10 @@ def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool) -> di
     executable = getattr(lowering.computation, "_executable", None)
     if executable is None:
         return out
-    try:
-        cost = executable.cost_analysis()
-        if isinstance(cost, (list, tuple)):
-            cost = cost[0] if cost else None
-        if cost:
-            for key, name in (("flops", "flops"), ("transcendentals", "transcendentals"),
-                              ("bytes_accessed", "bytes accessed")):
-                value = cost.get(name)
-                out[key] = None if value is None or value < 0 else float(value)
-    except Exception:
-        pass
-    try:
-        mem = executable.memory_analysis()
-        if mem is not None:
-            out["memory"] = {
-                "argument_bytes": int(mem.argument_size_in_bytes),
-                "output_bytes": int(mem.output_size_in_bytes),
-                "alias_bytes": int(mem.alias_size_in_bytes),
-                "temp_bytes": int(mem.temp_size_in_bytes),
-                "generated_code_bytes": int(mem.generated_code_size_in_bytes),
-            }
-    except Exception:
-        pass
+    from jaxmagic.ir import cost_of, memory_of
+
+    out.update(cost_of(executable))
+    out["memory"] = memory_of(executable)
     if want_hlo:
         try:
             out["hlo"] = executable.as_text()

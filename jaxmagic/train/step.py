@@ -125,17 +125,25 @@ class StepFns:
     def one_step(self, carry: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
         params, rest, opt = carry["params"], carry["rest"], carry["opt"]
         (loss, (aux, new_rest)), grads = jax.value_and_grad(self._loss, has_aux=True)(params, rest, batch)
-        updates, new_opt = self.tx.update(grads, opt, params)
-        new_params = optax.apply_updates(params, updates)
         # a sum is finite iff every element is (barring overflow of finite values near 1e38)
         grad_sum = sum(jnp.sum(g, dtype=jnp.float32) for g in jax.tree.leaves(grads))
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_sum) & (carry["bad"] < 0)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jax.lax.select(ok, n, o), new, old)
+
+        def apply(_: Any) -> tuple[Any, Any, Any]:
+            updates, new_opt = self.tx.update(grads, opt, params)
+            return optax.apply_updates(params, updates), new_opt, new_rest
+
+        def skip(_: Any) -> tuple[Any, Any, Any]:
+            return params, opt, rest
+
+        # A real conditional, not a select over the whole state: the optimizer update runs only
+        # for finite steps, and a finite step pays no extra pass over params and optimizer state.
+        new_params, new_opt, kept_rest = jax.lax.cond(ok, apply, skip, None)
         logs = self._metrics(loss, aux, batch)
         new = {
-            "params": keep(new_params, params),
-            "rest": keep(new_rest, rest),
-            "opt": keep(new_opt, opt),
+            "params": new_params,
+            "rest": kept_rest,
+            "opt": new_opt,
             "step": carry["step"] + ok.astype(jnp.int32),
             "bad": jnp.where(ok | (carry["bad"] >= 0), carry["bad"], carry["step"] + 1),
         }
