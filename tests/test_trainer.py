@@ -250,3 +250,33 @@ def test_auto_call_length_divides_the_run_so_it_compiles_once():
     k = tr.history.config["steps_per_call"]
     assert 1100 % k == 0 and k > 100
     assert len([c for c in tr.history.compiles if c["what"].startswith("train call")]) == 1
+
+
+def test_learning_rate_logger_feeds_the_live_view():
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from jaxmagic.train import Callback, LearningRateLogger, Trainer
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64).astype(np.int32)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 0.1, 10, 40)
+
+    def loss_fn(m, batch):
+        return optax.softmax_cross_entropy_with_integer_labels(m(batch[0]), batch[1]).mean()
+
+    tr = Trainer(nnx.Linear(4, 2, rngs=nnx.Rngs(0)), optax.sgd(schedule), loss_fn, devices=jax.devices()[:1])
+    seen = []
+
+    class Watch(Callback):  # a progress view: reads what the live widget reads, after user callbacks
+        def on_steps(self, trainer, steps, logs):
+            seen.append(trainer.progress.last.get("lr"))
+
+    tr.fit((X, y), steps=40, batch_size=8, progress=None, steps_per_call=10,
+           callbacks=[LearningRateLogger(schedule), Watch()])
+    import pytest
+
+    assert seen == pytest.approx([float(schedule(s - 1)) for s in (10, 20, 30, 40)], rel=1e-6)
+    assert tr.history.metric("lr")[9] == pytest.approx(float(schedule(9)), rel=1e-6)

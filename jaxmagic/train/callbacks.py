@@ -142,6 +142,8 @@ class LearningRateLogger(Callback):
         lr = np.broadcast_to(lr, np.shape(steps))
         trainer.history.add_step_values("lr", steps, lr)
         logs["lr"] = lr
+        if len(lr):  # shown live: progress views read `progress.last` (they run after user callbacks)
+            trainer.progress.last["lr"] = float(lr[-1])
 
 
 class MetricLogger(Callback):
