@@ -269,3 +269,9 @@ def test_cell_that_turns_on_cache_miss_explanations_keeps_them_on(jip):
         assert "update" not in vars(jax.config)  # our watcher is gone
     finally:
         jax.config.update("jax_explain_cache_misses", False)
+
+
+def test_functions_from_other_cells_are_labelled_by_cell(jip):
+    res, _ = run(jip, "%%jaxprofile -o\nf(jnp.ones(41))")
+    defined = res.result.function("f").defined_at
+    assert defined.startswith("In[") and defined.endswith("]:2"), defined  # the decorator line

@@ -86,9 +86,11 @@ class ProfileMagics(Magics):
                         tracer.stop()
         except BaseException as e:
             error = e
+        cells = getattr(shell.compile, "_filename_map", {})  # IPython's cell file -> In[N]
         report = prof.report(cell_file=filename, jaxpr=not args.no_jaxpr, hlo=args.hlo,
                              label=label, error=_describe(error),
-                             trace=tracer.summary() if tracer is not None else None)
+                             trace=tracer.summary() if tracer is not None else None,
+                             file_labels={f: f"In[{n}]" for f, n in cells.items()})
         if args.json:
             _write_json(report, args.json)
         from IPython.display import display

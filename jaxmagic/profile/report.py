@@ -6,7 +6,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from jaxmagic._result import Result
 from jaxmagic.profile import misses as _misses
@@ -221,13 +221,25 @@ class ProfileReport(Result):
 
 # -- building ------------------------------------------------------------------
 
-def _site_label(site: tuple[str, int] | None, cell_file: str | None) -> str | None:
+def _site_label(site: tuple[str, int] | None, cell_file: str | None,
+                file_labels: Mapping[str, str] | None = None) -> str | None:
+    """``line 7`` in the profiled cell, ``In[3]:2`` in another notebook cell, else ``file.py:12``."""
     if site is None:
         return None
     filename, line = site
     if cell_file is not None and filename == cell_file:
         return f"line {line}"
+    if file_labels and filename in file_labels:
+        return f"{file_labels[filename]}:{line}"
     return f"{os.path.basename(filename)}:{line}"
+
+
+def _relabel(where: str | None, file_labels: Mapping[str, str] | None) -> str | None:
+    """``/tmp/ipykernel_1/123.py:4`` -> ``In[3]:4`` for code defined in a notebook cell."""
+    if not where or not file_labels:
+        return where
+    filename, _, line = where.rpartition(":")
+    return f"{file_labels[filename]}:{line}" if filename in file_labels else where
 
 
 @dataclass
@@ -359,7 +371,8 @@ _OPERATOR_TO_JNP = {
 
 def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = True,
                  hlo: bool = False, label: str = "cell", error: str | None = None,
-                 trace: dict[str, Any] | None = None) -> ProfileReport:
+                 trace: dict[str, Any] | None = None,
+                 file_labels: Mapping[str, str] | None = None) -> ProfileReport:
     """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
 
     Args:
@@ -370,6 +383,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         label: what was profiled, for titles ("cell", "line", "block").
         error: ``"TypeName: message"`` if the profiled code raised.
         trace: per-function device times and timeline from ``--trace`` (see ``tracing``).
+        file_labels: filename -> label (``In[3]``) for code from other notebook cells.
     """
     from jaxmagic.profile.insights import find_insights
 
@@ -398,7 +412,8 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         records = []
         for u in us:
             site_ev = u.trace or u.lower or u.compile
-            site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None), cell_file)
+            site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None),
+                               cell_file, file_labels)
             if u.miss is not None and cell_file and u.miss.call_file == cell_file:
                 site = f"line {u.miss.call_line}"
             records.append(CompileRecord(
@@ -417,7 +432,8 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]
         functions.append(FunctionProfile(
-            name=name, kind=kind, defined_at=defined, compiles=tuple(records), calls=calls,
+            name=name, kind=kind, defined_at=_relabel(defined, file_labels), compiles=tuple(records),
+            calls=calls,
             donated_args=sum(last_lowering.donated) if last_lowering else 0,
             device_s=device_s.get(sanitize(name)), **info))
     functions.sort(key=lambda f: (f.kind != "jit", -f.total_compile_s))
@@ -425,7 +441,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
     def sites(counter: Counter) -> dict[str, int]:
         out: dict[str, int] = {}
         for site, n in counter.most_common():
-            lbl = _site_label(site, cell_file) or "?"
+            lbl = _site_label(site, cell_file, file_labels) or "?"
             out[lbl] = out.get(lbl, 0) + n
         return out
 
