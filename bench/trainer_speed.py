@@ -133,7 +133,9 @@ def main() -> None:
         model = MLP(args.width, nnx.Rngs(0))
         tr = Trainer(model, tx, loss_fn, devices=dev)
         buf = io.StringIO()
-        warm = K * 2
+        # Warm up with a run of the same length: the automatic steps-per-call depends on the run
+        # length, so a shorter warm-up would leave the timed run's program uncompiled.
+        warm = N
         tr.fit((X, y), steps=warm, batch_size=B, progress=TerminalProgress(buf, summary=False))
         t = time.perf_counter()
         tr.fit((X, y), steps=warm + N, batch_size=B, progress=TerminalProgress(buf, summary=True))
