@@ -173,10 +173,10 @@ def _exceptions(error: Any) -> list[Any]:
 
 
 def _user_frame(traceback_info: Any) -> tuple[str, int, str] | None:
-    from jaxmagic.profile.capture import _is_library_file
+    from jaxmagic.profile.capture import is_library_file
 
     for fr in getattr(traceback_info, "frames", ()) or ():  # innermost first
-        if not _is_library_file(fr.file_name):
+        if not is_library_file(fr.file_name):
             return fr.file_name, int(fr.line_num), fr.function_name.rsplit(".", 1)[-1]
     return None
 

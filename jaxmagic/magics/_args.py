@@ -11,12 +11,34 @@ from IPython.core.magic_arguments import parse_argstring
 
 
 def parse(magic: Callable, argstring: str) -> Any:
-    """``parse_argstring`` whose errors name the valid flags (the magic's usage line)."""
+    """``parse_argstring`` whose errors name the valid flags."""
     try:
         return parse_argstring(magic, argstring)
     except UsageError as e:
-        usage = magic.parser.format_usage().strip()
-        raise UsageError(f"{e}\n{usage}\n(see %{magic.parser.prog.lstrip('%')}? for help)") from None
+        flags = sorted({s for a in magic.parser._actions for s in a.option_strings})
+        name = magic.parser.prog.lstrip("%")
+        raise UsageError(f"{e}\nvalid flags: {' '.join(flags)} (see %{name}? for help)") from None
+
+
+def show(result: Any, args: Any, display_obj: Any = None) -> Any:
+    """The ``-o`` / ``-q`` convention: return ``result`` with ``-o``, else display it (or
+    ``display_obj``) unless ``-q``."""
+    if args.output:
+        return result
+    if not args.quiet:
+        from IPython.display import display
+
+        display(display_obj if display_obj is not None else result)
+    return None
+
+
+def cell_label(shell: Any, filename: str) -> str | None:
+    """``In[5]`` for code compiled from a cell of ``shell``; ``None`` for any other file."""
+    try:
+        named = shell.compile.format_code_name(filename)
+    except Exception:
+        return None
+    return named[1] if named else None
 
 
 def split_flags(line: str, takes_value: set[str]) -> tuple[str, str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate_call, parse, split_flags
+from jaxmagic.magics._args import cell_label, evaluate_call, parse, show, split_flags
 
 
 @magics_class
@@ -43,22 +44,8 @@ class CheckMagics(Magics):
             raise UsageError(f"%jaxcheck --checks: {e}") from None
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxcheck", expr)
         try:
-            report = check_call(fn, *call_args, checks=checks, where=self._cell_label,
+            report = check_call(fn, *call_args, checks=checks, where=partial(cell_label, self.shell),
                                 **call_kwargs)
         except (NotTraceableError, TypeError) as e:
             raise UsageError(f"%jaxcheck: {e}") from None
-        if args.output:
-            return report
-        if not args.quiet:
-            from IPython.display import display
-
-            display(report)
-        return None
-
-    def _cell_label(self, filename: str) -> str | None:
-        """``In[5]`` for code that came from a cell of this shell; None otherwise."""
-        try:
-            named = self.shell.compile.format_code_name(filename)
-        except Exception:
-            return None
-        return named[1] if named else None
+        return show(report, args)

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate_call, parse, split_flags
+from jaxmagic.magics._args import evaluate_call, parse, show, split_flags
 
 
 @magics_class
@@ -39,20 +39,11 @@ class IRMagics(Magics):
 
         flags, expr = split_flags(line, set())
         args = parse(magic, flags)
-        fn, call_args, call_kwargs = self._evaluate_call(name, expr)
+        fn, call_args, call_kwargs = evaluate_call(self.shell, name, expr)
         if stage is None:
             stage = "hlo" if args.optimized else "stablehlo"
         try:
             report = inspect_call(fn, *call_args, stage=stage, **call_kwargs)
         except (NotTraceableError, TypeError) as e:
             raise UsageError(f"%{name}: {e}") from None
-        if args.output:
-            return report
-        if not args.quiet:
-            from IPython.display import display
-
-            display(report)
-        return None
-
-    def _evaluate_call(self, name: str, expr: str) -> tuple[Any, list, dict]:
-        return evaluate_call(self.shell, name, expr)
+        return show(report, args)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ast
 import os
 import sys
+from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, output_can_be_silenced
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import parse, split_flags
+from jaxmagic.magics._args import cell_label, parse, split_flags
 
 
 @magics_class
@@ -60,7 +61,7 @@ class ProfileMagics(Magics):
     def _profile(self, source: str, args: Any, *, label: str) -> Any:
         __tracebackhide__ = True
         from jaxmagic.profile import Profiler
-        from jaxmagic.profile.tracing import trace_session
+        from jaxmagic.profile.tracing import TraceSession
 
         shell = self.shell
         transformed = shell.transform_cell(source)
@@ -72,7 +73,7 @@ class ProfileMagics(Magics):
 
         result, error = None, None
         prof = Profiler()
-        tracer = trace_session(args.trace) if args.trace is not None else None
+        tracer = TraceSession(args.trace) if args.trace is not None else None
         try:
             with prof:
                 if tracer is not None:
@@ -86,11 +87,10 @@ class ProfileMagics(Magics):
                         tracer.stop()
         except BaseException as e:
             error = e
-        cells = getattr(shell.compile, "_filename_map", {})  # IPython's cell file -> In[N]
         report = prof.report(cell_file=filename, jaxpr=not args.no_jaxpr, hlo=args.hlo,
                              label=label, error=_describe(error),
                              trace=tracer.summary() if tracer is not None else None,
-                             file_labels={f: f"In[{n}]" for f, n in cells.items()})
+                             cell_label=partial(cell_label, shell))
         if args.json:
             _write_json(report, args.json)
         from IPython.display import display

@@ -7,18 +7,11 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from jaxmagic.magics._args import parse as _parse
 
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
-
-
-def _parse(magic: Any, line: str):
-    """``parse_argstring`` whose usage errors name the valid flags."""
-    try:
-        return parse_argstring(magic, line)
-    except UsageError as e:
-        flags = sorted({s for a in magic.parser._actions for s in a.option_strings})
-        raise UsageError(f"{e}\nvalid flags: {' '.join(flags)} (see %{magic.__name__}?)") from None
 
 
 class _Base(Magics):

@@ -41,7 +41,8 @@ _LIB_DIRS = tuple(
 _EXTRA_LIBS = ("flax", "optax", "orbax", "jaxlib", "treescope")
 
 
-def _is_library_file(filename: str) -> bool:
+def is_library_file(filename: str) -> bool:
+    """True for frames in JAX, Flax, Optax, Orbax, treescope, jaxmagic or the stdlib."""
     if filename.startswith(_LIB_DIRS) or filename.startswith("<frozen"):
         return True
     parts = filename.split(os.sep)
@@ -53,7 +54,7 @@ def user_site(start_depth: int = 2) -> tuple[str, int] | None:
     frame = sys._getframe(start_depth)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not _is_library_file(filename):
+        if not is_library_file(filename):
             return filename, frame.f_lineno
         frame = frame.f_back
     return None

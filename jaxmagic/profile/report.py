@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable
 
 from jaxmagic._result import Result
 from jaxmagic.profile import misses as _misses
@@ -221,25 +222,28 @@ class ProfileReport(Result):
 
 # -- building ------------------------------------------------------------------
 
+CellLabel = Callable[[str], "str | None"]  # filename -> "In[3]" for notebook cells, else None
+
+
 def _site_label(site: tuple[str, int] | None, cell_file: str | None,
-                file_labels: Mapping[str, str] | None = None) -> str | None:
+                cell_label: CellLabel | None = None) -> str | None:
     """``line 7`` in the profiled cell, ``In[3]:2`` in another notebook cell, else ``file.py:12``."""
     if site is None:
         return None
     filename, line = site
     if cell_file is not None and filename == cell_file:
         return f"line {line}"
-    if file_labels and filename in file_labels:
-        return f"{file_labels[filename]}:{line}"
-    return f"{os.path.basename(filename)}:{line}"
+    label = cell_label(filename) if cell_label else None
+    return f"{label or os.path.basename(filename)}:{line}"
 
 
-def _relabel(where: str | None, file_labels: Mapping[str, str] | None) -> str | None:
+def _relabel(where: str | None, cell_label: CellLabel | None) -> str | None:
     """``/tmp/ipykernel_1/123.py:4`` -> ``In[3]:4`` for code defined in a notebook cell."""
-    if not where or not file_labels:
+    if not where or not cell_label:
         return where
     filename, _, line = where.rpartition(":")
-    return f"{file_labels[filename]}:{line}" if filename in file_labels else where
+    label = cell_label(filename)
+    return f"{label}:{line}" if label else where
 
 
 @dataclass
@@ -372,7 +376,7 @@ _OPERATOR_TO_JNP = {
 def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = True,
                  hlo: bool = False, label: str = "cell", error: str | None = None,
                  trace: dict[str, Any] | None = None,
-                 file_labels: Mapping[str, str] | None = None) -> ProfileReport:
+                 cell_label: CellLabel | None = None) -> ProfileReport:
     """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
 
     Args:
@@ -383,7 +387,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         label: what was profiled, for titles ("cell", "line", "block").
         error: ``"TypeName: message"`` if the profiled code raised.
         trace: per-function device times and timeline from ``--trace`` (see ``tracing``).
-        file_labels: filename -> label (``In[3]``) for code from other notebook cells.
+        cell_label: filename -> ``In[3]`` for code from other notebook cells (else ``None``).
     """
     from jaxmagic.profile.insights import find_insights
 
@@ -413,7 +417,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         for u in us:
             site_ev = u.trace or u.lower or u.compile
             site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None),
-                               cell_file, file_labels)
+                               cell_file, cell_label)
             if u.miss is not None and cell_file and u.miss.call_file == cell_file:
                 site = f"line {u.miss.call_line}"
             records.append(CompileRecord(
@@ -432,7 +436,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]
         functions.append(FunctionProfile(
-            name=name, kind=kind, defined_at=_relabel(defined, file_labels), compiles=tuple(records),
+            name=name, kind=kind, defined_at=_relabel(defined, cell_label), compiles=tuple(records),
             calls=calls,
             donated_args=sum(last_lowering.donated) if last_lowering else 0,
             device_s=device_s.get(sanitize(name)), **info))
@@ -441,7 +445,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
     def sites(counter: Counter) -> dict[str, int]:
         out: dict[str, int] = {}
         for site, n in counter.most_common():
-            lbl = _site_label(site, cell_file, file_labels) or "?"
+            lbl = _site_label(site, cell_file, cell_label) or "?"
             out[lbl] = out.get(lbl, 0) + n
         return out
 
@@ -455,4 +459,4 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
     )
     insights = tuple(find_insights(report, cap))
     build_s = time.perf_counter() - t0
-    return ProfileReport(**{**report.__dict__, "insights": insights, "build_s": build_s})
+    return dataclasses.replace(report, insights=insights, build_s=build_s)

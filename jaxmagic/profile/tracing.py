@@ -30,7 +30,8 @@ def sanitize(name: str) -> str:
 
 
 class TraceSession:
-    """Start/stop a ``jax.profiler`` trace into ``directory`` and summarise it."""
+    """Start/stop a ``jax.profiler`` trace into ``directory`` (``""``/None: a new temporary
+    folder) and summarise it."""
 
     def __init__(self, directory: str | None = None):
         self.directory = os.path.abspath(os.path.expanduser(directory)) if directory else \
@@ -98,7 +99,3 @@ def summarise(path: str) -> dict[str, Any]:
             "calls": {_module_to_name(m): n for m, n in calls.items()},
             "timeline": timeline}
 
-
-def trace_session(directory: str | None) -> TraceSession:
-    """A ``TraceSession`` writing to ``directory`` ("" or None: a new temporary folder)."""
-    return TraceSession(directory or None)
