@@ -173,7 +173,7 @@ def _exceptions(error: Any) -> list[Any]:
 
 
 def _user_frame(traceback_info: Any) -> tuple[str, int, str] | None:
-    from jaxmagic.profile.capture import is_library_file
+    from jaxmagic._frames import is_library_file
 
     for fr in getattr(traceback_info, "frames", ()) or ():  # innermost first
         if not is_library_file(fr.file_name):

@@ -80,7 +80,7 @@ def _name_of(fn: Any) -> str:
 
 def _user_frame(exc: BaseException) -> str:
     """The innermost frame of ``exc`` outside JAX/Flax, as ``file:line: source``."""
-    from jaxmagic.profile.capture import is_library_file
+    from jaxmagic._frames import is_library_file
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not is_library_file(f.filename)]
     if not frames:

@@ -10,8 +10,6 @@ hooks run only on compiles, Python-level eager dispatch and device->host transfe
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 import warnings
@@ -24,6 +22,8 @@ from jax._src import core as _core
 from jax._src.array import ArrayImpl
 from jax._src.interpreters import pxla as _pxla
 
+from jaxmagic._frames import is_library_file, user_site  # noqa: F401 (re-exported)
+
 _STAGE_OF_EVENT = {
     "/jax/core/compile/jaxpr_trace_duration": "trace",
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
@@ -31,34 +31,6 @@ _STAGE_OF_EVENT = {
 }
 # Loggers that emit cache-miss explanations when ``jax_explain_cache_misses`` is on.
 _MISS_LOGGERS = ("jax._src.interpreters.partial_eval", "jax._src.pjit", "jax._src.util")
-
-# Frames inside these directories are "library" frames: the user's line is the first
-# frame outside them.
-_LIB_DIRS = tuple(
-    os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-    for m in (jax, logging, threading)  # logging/threading locate the stdlib
-) + (os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep,)
-_EXTRA_LIBS = ("flax", "optax", "orbax", "jaxlib", "treescope")
-
-
-def is_library_file(filename: str) -> bool:
-    """True for frames in JAX, Flax, Optax, Orbax, treescope, jaxmagic or the stdlib."""
-    if filename.startswith(_LIB_DIRS) or filename.startswith("<frozen"):
-        return True
-    parts = filename.split(os.sep)
-    return any(p in _EXTRA_LIBS for p in parts[-4:-1])
-
-
-def user_site(start_depth: int = 2) -> tuple[str, int] | None:
-    """``(filename, line)`` of the innermost frame outside JAX, Flax, jaxmagic and stdlib."""
-    frame = sys._getframe(start_depth)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not is_library_file(filename):
-            return filename, frame.f_lineno
-        frame = frame.f_back
-    return None
-
 
 @dataclass
 class StageEvent:

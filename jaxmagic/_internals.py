@@ -1,0 +1,204 @@
+"""Every private API of JAX, checkify and ipykernel that jaxmagic touches, in one guarded place.
+
+Nothing else in jaxmagic imports ``jax._src`` or reads a private attribute of a JAX object.
+Each accessor checks that the thing still has the shape jaxmagic was written against and
+raises :class:`InternalsChanged` (naming the versions) when it does not; callers catch it and
+degrade with one clear note instead of crashing or showing a wrong number. The versions
+below are the ones the test suite ran against; ``tests/test_internals.py`` checks each hook.
+
+Anchor: equinox guards each ``jax._src`` import and names the version it needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any, Callable, NamedTuple
+
+TESTED_WITH = {"jax": "0.10.2", "ipykernel": "7.4.0"}
+
+
+class InternalsChanged(RuntimeError):
+    """A private API jaxmagic relies on is missing or has another shape in this version."""
+
+
+def installed_version(library: str) -> str:
+    """The installed version of ``library``, or ``"?"``."""
+    try:
+        from importlib.metadata import version
+
+        return version(library)
+    except Exception:
+        return "?"
+
+
+def changed(library: str, what: str) -> InternalsChanged:
+    """The error for a private API that no longer looks as expected, naming both versions."""
+    return InternalsChanged(
+        f"{what} is not as jaxmagic expects in {library} {installed_version(library)} "
+        f"(tested with {library} {TESTED_WITH.get(library, '?')}); this part of the report is "
+        f"turned off. Please report it with your {library} version."
+    )
+
+
+def _require(ok: bool, library: str, what: str) -> None:
+    if not ok:
+        raise changed(library, what)
+
+
+def _attr(path: str, library: str = "jax") -> Any:
+    """Import ``module:attr.attr`` or raise ``InternalsChanged``."""
+    module, _, attrs = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for name in filter(None, attrs.split(".")):
+            obj = getattr(obj, name)
+    except (ImportError, AttributeError):
+        raise changed(library, path) from None
+    return obj
+
+
+# --- jax: lowering (gives the jaxpr and the compiled executable of every jit compile) -------
+
+class LoweringCall(NamedTuple):
+    closed_jaxpr: Any
+    fun_name: str
+    donated_invars: tuple[bool, ...]
+
+
+@functools.cache
+def _lowering_signature() -> inspect.Signature:
+    fn = _attr("jax._src.interpreters.pxla:lower_sharding_computation")
+    sig = inspect.signature(fn)
+    _require({"closed_jaxpr", "fun_name", "donated_invars"} <= set(sig.parameters), "jax",
+             "pxla.lower_sharding_computation(closed_jaxpr, fun_name, donated_invars, ...)")
+    return sig
+
+
+def lowering_target() -> tuple[Any, str]:
+    """``(module, name)`` of the function every ``jit`` lowering goes through."""
+    _lowering_signature()
+    return _attr("jax._src.interpreters:pxla"), "lower_sharding_computation"
+
+
+def lowering_call(args: tuple, kwargs: dict) -> LoweringCall:
+    """The arguments of one ``lower_sharding_computation`` call, bound by name (not position)."""
+    bound = _lowering_signature().bind(*args, **kwargs)
+    a = bound.arguments
+    return LoweringCall(a["closed_jaxpr"], str(a["fun_name"]), tuple(a["donated_invars"]))
+
+
+def executable_of(computation: Any) -> Any | None:
+    """The compiled XLA executable a lowering already holds (``None`` before it compiled).
+
+    Reading it avoids compiling a second time just to get cost and memory analysis.
+    """
+    return getattr(computation, "_executable", None)
+
+
+# --- jax: eager dispatch and device->host copies --------------------------------------------
+
+def eval_trace() -> type:
+    """``EvalTrace``: its ``process_primitive(trace, primitive, args, params)`` runs every op
+    dispatched outside ``jit``."""
+    cls = _attr("jax._src.core:EvalTrace")
+    fn = getattr(cls, "process_primitive", None)
+    _require(fn is not None and len(inspect.signature(fn).parameters) == 4, "jax",
+             "core.EvalTrace.process_primitive(self, primitive, args, params)")
+    return cls
+
+
+def array_impl() -> type:
+    """The concrete ``jax.Array`` class, checked for the ``_value`` property (the single
+    place a device->host copy happens) and the ``_npy_value`` cache it fills."""
+    cls = _attr("jax._src.array:ArrayImpl")
+    _require(isinstance(cls.__dict__.get("_value"), property) and "_npy_value" in _slots(cls),
+             "jax", "ArrayImpl._value property and _npy_value cache")
+    return cls
+
+
+def host_copy_cached(arr: Any) -> bool:
+    """True if ``arr`` already holds its host copy (reading it again copies nothing)."""
+    return arr._npy_value is not None
+
+
+def _slots(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names.update([slots] if isinstance(slots, str) else slots)
+        names.update(vars(klass))
+    return names
+
+
+# --- jax: cache-miss explanations ---------------------------------------------------------
+
+# The loggers JAX writes ``TRACING CACHE MISS`` explanations to while
+# ``jax.explain_cache_misses`` is on (the messages themselves are parsed in profile/misses.py).
+_MISS_LOGGER_MODULES = ("jax._src.interpreters.partial_eval", "jax._src.pjit", "jax._src.util")
+
+
+def cache_miss_loggers() -> tuple[str, ...]:
+    """Names of the loggers that carry cache-miss explanations (checked to exist)."""
+    for name in _MISS_LOGGER_MODULES:
+        _attr(name + ":")
+    return _MISS_LOGGER_MODULES
+
+
+# --- jax: checkify ---------------------------------------------------------------------------
+
+def checkify_errors(error: Any) -> list[tuple[int, Any]]:
+    """Every ``(code, exception)`` a checkify ``Error`` recorded (``get_exception`` gives only
+    the first). Reads its per-effect tables ``_pred``, ``_code``, ``_payload``, ``_metadata``."""
+    import jax
+    import numpy as np
+
+    if not all(hasattr(error, a) for a in ("_pred", "_code", "_payload", "_metadata")):
+        raise changed("jax", "checkify.Error._pred/_code/_payload/_metadata")
+    found = []
+    for effect, pred in error._pred.items():
+        if bool(np.any(np.asarray(pred))):
+            code = int(np.asarray(error._code[effect]).ravel()[0])
+            found.append((code, jax.tree_util.tree_unflatten(error._metadata[code],
+                                                             error._payload[effect])))
+    return sorted(found, key=lambda t: t[0])
+
+
+# --- ipykernel: subshells (Stop button while a cell runs) ----------------------------------
+
+def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None] | None:
+    """Deliver ``comm``'s frontend messages on a new kernel subshell thread, so they arrive while
+    the main thread is busy in a cell. Returns the undo, or ``None`` where unsupported (no
+    kernel, ipykernel < 7, or its private subshell API changed)."""
+    import threading
+
+    try:
+        from ipykernel.kernelbase import Kernel
+    except ImportError:
+        return None
+    if not Kernel.initialized():
+        return None
+    channel = getattr(Kernel.instance(), "shell_channel_thread", None)
+    manager = getattr(channel, "manager", None)
+    needed = ("_create_subshell", "_delete_subshell", "_shell_channel_io_loop")
+    if comm is None or not hasattr(comm, "_reply_subshell_for") or manager is None \
+            or not all(hasattr(manager, n) for n in needed):
+        return None
+    done, box = threading.Event(), {}
+
+    def create() -> None:
+        try:
+            box["id"] = manager._create_subshell()
+        finally:
+            done.set()
+
+    manager._shell_channel_io_loop.add_callback(create)
+    if not done.wait(timeout) or "id" not in box:
+        return None
+    sid = box["id"]
+    comm._reply_subshell_for = lambda data, default: sid
+
+    def undo() -> None:
+        manager._shell_channel_io_loop.add_callback(lambda: manager._delete_subshell(sid))
+    return undo
