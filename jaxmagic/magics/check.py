@@ -6,10 +6,10 @@ from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import cell_label, evaluate_call, parse, show, split_flags
+from jaxmagic.magics._args import cell_label, evaluate_call, parse, show
 
 
 @magics_class
@@ -17,11 +17,13 @@ class CheckMagics(Magics):
     """The ``%jaxcheck`` magic."""
 
     @magic_arguments()
-    @argument("-o", "--output", action="store_true", help="return the CheckReport")
-    @argument("-q", "--quiet", action="store_true", help="do not display it")
+    @argument("call", nargs="*", help="the call to run under checkify, e.g. f(x, 10)")
+    @argument("-o", "--output", action="store_true", help="return the CheckReport instead of displaying it")
+    @argument("-q", "--quiet", action="store_true", help="display nothing")
     @argument("--checks", metavar="LIST", default="all",
               help="comma-separated checks to enable: index, nan, div, user (checkify.check "
                    "assertions) or all (default)")
+    @no_var_expand
     @line_magic
     def jaxcheck(self, line: str) -> Any:
         """Run one call under ``jax.experimental.checkify`` (jitted) and report what plain
@@ -36,8 +38,7 @@ class CheckMagics(Magics):
         from jaxmagic.check import check_call, parse_checks
         from jaxmagic.ir import NotTraceableError
 
-        flags, expr = split_flags(line, {"--checks"})
-        args = parse(self.jaxcheck, flags)
+        args, expr = parse(self.jaxcheck, line)
         try:
             checks = parse_checks(args.checks)
         except ValueError as e:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate_call, parse, show, split_flags
+from jaxmagic.magics._args import evaluate_call, parse, show
 
 
 @magics_class
@@ -16,18 +16,22 @@ class IRMagics(Magics):
     """Magics that show the program JAX builds for one call."""
 
     @magic_arguments()
-    @argument("-o", "--output", action="store_true", help="return the IRReport")
-    @argument("-q", "--quiet", action="store_true", help="do not display it")
+    @argument("call", nargs="*", help="the call to inspect, e.g. f(x, y) or model(x)")
+    @argument("-o", "--output", action="store_true", help="return the IRReport instead of displaying it")
+    @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @no_var_expand
     @line_magic
     def jaxpr(self, line: str) -> Any:
         """Show the jaxpr of one call, e.g. ``%jaxpr f(x, y)`` (nothing is executed)."""
         return self._ir(self.jaxpr, "jaxpr", line, stage="jaxpr")
 
     @magic_arguments()
+    @argument("call", nargs="*", help="the call to inspect, e.g. f(x, y) or model(x)")
     @argument("--optimized", action="store_true",
               help="show the optimized HLO XLA compiled instead of StableHLO")
-    @argument("-o", "--output", action="store_true", help="return the IRReport")
-    @argument("-q", "--quiet", action="store_true", help="do not display it")
+    @argument("-o", "--output", action="store_true", help="return the IRReport instead of displaying it")
+    @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @no_var_expand
     @line_magic
     def jaxhlo(self, line: str) -> Any:
         """Show the StableHLO (or ``--optimized`` HLO) of one call, with XLA cost and memory
@@ -37,8 +41,7 @@ class IRMagics(Magics):
     def _ir(self, magic: Any, name: str, line: str, *, stage: str | None) -> Any:
         from jaxmagic.ir import NotTraceableError, inspect_call
 
-        flags, expr = split_flags(line, set())
-        args = parse(magic, flags)
+        args, expr = parse(magic, line)
         fn, call_args, call_kwargs = evaluate_call(self.shell, name, expr)
         if stage is None:
             stage = "hlo" if args.optimized else "stablehlo"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import inspect
 import os
 import sys
 from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class, output_can_be_silenced
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import cell_label, parse, split_flags
+from jaxmagic.magics._args import cell_label, parse
 
 
 @magics_class
@@ -29,7 +31,7 @@ class ProfileMagics(Magics):
     @argument("--trace", nargs="?", const="", default=None, metavar="DIR",
               help="also record a jax.profiler trace (in DIR, or a new temporary folder) and "
                    "show device time per function and a timeline; in line mode write --trace=DIR")
-    @output_can_be_silenced
+    @no_var_expand
     @line_cell_magic
     def jaxprofile(self, line: str, cell: str | None = None) -> Any:
         """Run a cell (or one statement) exactly as without the magic and show what JAX did.
@@ -45,8 +47,7 @@ class ProfileMagics(Magics):
             %jaxprofile -o f(x)
         """
         __tracebackhide__ = True
-        flag_text, statement = split_flags(line, {"--json"}) if cell is None else (line, "")
-        args = parse(self.jaxprofile, flag_text)
+        args, statement = parse(self.jaxprofile, line, expression=cell is None)
         if cell is None:
             source = statement
             if not source.strip():
@@ -65,11 +66,16 @@ class ProfileMagics(Magics):
 
         shell = self.shell
         transformed = shell.transform_cell(source)
-        filename = shell.compile.cache(transformed, shell.execution_count, raw_code=source)
-        tree = shell.compile.ast_parse(transformed, filename=filename)  # SyntaxError: no report
+        # Name the code after the cell it is in (shell.execution_count may already point at
+        # the next cell), so tracebacks and reports say In[n] of this cell.
+        filename = shell.compile.cache(transformed, _calling_cell_number(shell), raw_code=source)
+        try:
+            tree = shell.compile.ast_parse(transformed, filename=filename)
+        except SyntaxError as e:
+            return _show_syntax_error(shell, e, filename)
         body, last = _split_last_expression(tree)
-        code_body = shell.compile(body, filename, "exec")
-        code_last = shell.compile(last, filename, "eval") if last is not None else None
+        code_body = _compile(shell, body, filename, "exec")
+        code_last = _compile(shell, last, filename, "eval") if last is not None else None
 
         result, error = None, None
         prof = Profiler()
@@ -79,9 +85,9 @@ class ProfileMagics(Magics):
                 if tracer is not None:
                     tracer.start()
                 try:
-                    exec(code_body, shell.user_global_ns, shell.user_ns)
+                    _run(shell, code_body)
                     if code_last is not None:
-                        result = eval(code_last, shell.user_global_ns, shell.user_ns)
+                        result = _run(shell, code_last)
                 finally:
                     if tracer is not None:
                         tracer.stop()
@@ -98,12 +104,80 @@ class ProfileMagics(Magics):
         if not args.quiet and not args.output:  # with -o the returned report is displayed
             display(report)
         if error is not None:
-            raise error.with_traceback(error.__traceback__)
+            raise error.with_traceback(_user_frames(error.__traceback__, filename))
+        if _ends_with_semicolon(transformed):
+            result = None  # IPython's "show nothing" for a cell ending in ';'
         if args.output:
             if result is not None:
                 display(result)  # the cell's own value is still shown
             return report
         return result
+
+
+def _ends_with_semicolon(source: str) -> bool:
+    from IPython.core.displayhook import DisplayHook
+
+    try:
+        return DisplayHook.semicolon_at_end_of_expression(source)
+    except Exception:  # tokenize errors: the cell compiled, so it has no trailing ';' issue
+        return False
+
+
+def _calling_cell_number(shell: Any) -> int:
+    """The number of the cell whose code called this magic (``In[n]``)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        label = cell_label(shell, frame.f_code.co_filename)
+        if label and label.startswith("In[") and label[3:-1].isdigit():
+            return int(label[3:-1])
+        frame = frame.f_back
+    return shell.execution_count
+
+
+def _compile(shell: Any, tree: ast.AST, filename: str, mode: str) -> Any:
+    """Compile like IPython does, top-level ``await`` allowed (as in an unprofiled cell)."""
+    flags = shell.compile.flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    return compile(tree, filename, mode, flags, dont_inherit=True)
+
+
+def _run(shell: Any, code: Any) -> Any:
+    """Run compiled cell code; a cell with top-level ``await`` runs to completion on an event
+    loop of this thread (the kernel's own loop is blocked while the magic runs)."""
+    __tracebackhide__ = True
+    value = eval(code, shell.user_global_ns, shell.user_ns)  # noqa: S307 - the user's cell
+    if not code.co_flags & inspect.CO_COROUTINE:
+        return value
+    outer = asyncio.events._get_running_loop()
+    if outer is None:
+        return shell.loop_runner(value)
+    asyncio.events._set_running_loop(None)
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(value)
+    finally:
+        loop.close()
+        asyncio.events._set_running_loop(outer)
+
+
+def _user_frames(tb: Any, filename: str) -> Any:
+    """The traceback from the first frame of the cell's own code on (no jaxmagic frames)."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename != filename:
+        first = first.tb_next
+    return first if first is not None else tb
+
+
+def _show_syntax_error(shell: Any, error: SyntaxError, filename: str) -> None:
+    """Show a cell's SyntaxError as IPython does for an unprofiled cell (no jaxmagic frames,
+    nothing run, no report) and mark the execution as failed."""
+    try:
+        raise error.with_traceback(None)
+    except SyntaxError:
+        shell.showsyntaxerror(filename)
+    exec_result = getattr(shell.displayhook, "exec_result", None)
+    if exec_result is not None:
+        exec_result.error_in_exec = error
+    return None
 
 
 def _split_last_expression(tree: ast.Module) -> tuple[ast.Module, ast.Expression | None]:

@@ -6,33 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import parse as _parse
+from jaxmagic.magics._args import evaluate, evaluate_path_or_expression, parse, show
 
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
 
 
-class _Base(Magics):
-    def _eval(self, expr: str, what: str = "EXPR") -> Any:
-        if not expr.strip():
-            raise UsageError(f"missing {what}: give an expression to evaluate")
-        try:
-            return eval(expr, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S307 - the user's own code
-        except Exception as e:
-            raise UsageError(f"could not evaluate {expr!r}: {type(e).__name__}: {e}") from None
-
-    def _show(self, result: Any, args: Any, display_obj: Any = None) -> Any:
-        if not args.quiet:
-            from IPython.display import display
-
-            display(display_obj if display_obj is not None else result)
-        return result if args.output else None
-
-
 @magics_class
-class StructureMagics(_Base):
+class StructureMagics(Magics):
+    """Structure, sharding and device views."""
+
     @magic_arguments()
     @argument("expr", nargs="*", help="expression: a PyTree, NNX module/state, Linen variables, Optax state, or a checkpoint path")
     @argument("--depth", type=int, default=None, help="fold the table at N path components")
@@ -40,17 +25,18 @@ class StructureMagics(_Base):
     @argument("--grep", default=None, help="only leaves whose path matches this regular expression")
     @argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     @argument("--deep", action="store_true", help="always include the treescope deep view")
-    @argument("-o", "--output", action="store_true", help="return the TreeSummary")
+    @argument("-o", "--output", action="store_true", help="return the TreeSummary instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @no_var_expand
     @line_magic
     def jaxtree(self, line: str = "") -> Any:
         """Summarise the structure of a tree: paths, kinds, shapes, bytes, shardings, totals.
 
-        Example: ``%jaxtree model --kind Param --depth 1``
+        Examples: ``%jaxtree model --kind Param --depth 1``, ``%jaxtree /tmp/ckpt --step 100``
+        (a bare path is read as a checkpoint directory).
         """
-        args = _parse(self.jaxtree, line)
-        expr = " ".join(args.expr)
-        obj = self._eval(expr)
+        args, expr = parse(self.jaxtree, line)
+        obj = evaluate_path_or_expression(self.shell, "jaxtree", expr, "a tree, a module or a checkpoint path")
         from jaxmagic.trees import tree
 
         try:
@@ -58,7 +44,7 @@ class StructureMagics(_Base):
                           name=expr, deep=True if args.deep else "auto")
         except _USER_ERRORS as e:
             raise UsageError(f"%jaxtree {expr}: {e}") from None
-        return self._show(result, args)
+        return show(result, args)
 
     @magic_arguments()
     @argument("expr", nargs="*", help="expression: a jax.Array, NamedSharding, Mesh, PartitionSpec, PyTree/NNX state or Compiled")
@@ -68,25 +54,30 @@ class StructureMagics(_Base):
     @argument("--dtype", default="float32", help="element type for byte counts when only a shape is given")
     @argument("--dims", default=None, help="the two array dimensions drawn as the grid, e.g. 0,2")
     @argument("--static", action="store_true", help="show the static report instead of the explorer widget")
-    @argument("-o", "--output", action="store_true", help="return the ShardingReport")
+    @argument("-o", "--output", action="store_true", help="return the ShardingReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @no_var_expand
     @line_magic
     def jaxsharding(self, line: str = "") -> Any:
         """Show where every shard lives on the mesh, interactively (edit a spec, pick dims).
 
         Example: ``%jaxsharding state`` or ``%jaxsharding mesh --shape 8,16 --spec "data, model"``
         """
-        args = _parse(self.jaxsharding, line)
-        expr = " ".join(args.expr)
-        obj = self._eval(expr) if expr.strip() else None
-        mesh = self._eval(args.mesh, "--mesh") if args.mesh else None
+        args, expr = parse(self.jaxsharding, line)
+        given = bool(expr)
+        obj = evaluate(self.shell, "jaxsharding", expr) if given else None
+        mesh = evaluate(self.shell, "jaxsharding", args.mesh) if args.mesh else None
         try:
             shape = tuple(int(s) for s in args.shape.replace("(", "").replace(")", "").split(",") if s.strip()) if args.shape else None
             dims = tuple(int(s) for s in args.dims.split(",")) if args.dims else None
         except ValueError:
             raise UsageError(f"--shape and --dims take comma-separated integers, got {args.shape or args.dims!r}") from None
-        if obj is None and args.spec is None:
-            raise UsageError("missing EXPR: give an array, a tree, a sharding, a mesh (with --shape and --spec) or a spec")
+        if not given and args.spec is None:
+            raise UsageError("%jaxsharding: missing EXPR: give an array, a tree, a sharding, a mesh "
+                             "(with --shape and --spec) or a spec, e.g. %jaxsharding x (see %jaxsharding?)")
+        if given and obj is None:
+            raise UsageError(f"%jaxsharding: {expr} is None; give an array, a tree of arrays, a "
+                             "sharding, a mesh or a spec")
         from jaxmagic.shardings import sharding
 
         try:
@@ -95,17 +86,20 @@ class StructureMagics(_Base):
         except _USER_ERRORS as e:
             raise UsageError(f"%jaxsharding {expr}: {e}") from None
         view = None
-        if not args.static and not args.quiet and result.arrays:
+        if not (args.static or args.quiet or args.output) and result.arrays:
             view = result.explore()
-        return self._show(result, args, view)
+        return show(result, args, view)
 
     @magic_arguments()
-    @argument("-o", "--output", action="store_true", help="return the DevicesReport")
+    @argument("-o", "--output", action="store_true", help="return the DevicesReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @no_var_expand
     @line_magic
     def jaxdevices(self, line: str = "") -> Any:
         """List JAX devices: id, platform, kind, process, local or not, memory stats."""
-        args = _parse(self.jaxdevices, line)
+        args, expr = parse(self.jaxdevices, line)
+        if expr:
+            raise UsageError(f"%jaxdevices takes no expression, got {expr!r} (see %jaxdevices?)")
         from jaxmagic.shardings.devices import devices
 
-        return self._show(devices(), args)
+        return show(devices(), args)

@@ -63,7 +63,7 @@ def read_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[A
     Example:
         >>> tree, what, notes = read_checkpoint("/tmp/ckpts", step=100)
     """
-    root = pathlib.Path(path).expanduser()
+    root = pathlib.Path(path).expanduser().absolute()  # Orbax needs absolute paths
     if not root.exists():
         raise CheckpointError(f"{root}: no such file or directory")
     if not root.is_dir():
