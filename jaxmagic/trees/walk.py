@@ -79,21 +79,29 @@ def _looks_optax(x: Any) -> bool:
 
 
 def _graph_references(root: Any, nnx: Any) -> tuple[list[str], list[str]]:
-    """Paths of shared and cyclic references among NNX graph nodes (the state counts them once)."""
+    """Paths of shared and cyclic references among NNX graph nodes (the state counts them once).
+
+    Only graph nodes (``nnx.Pytree`` objects and ``nnx.Variable``) have identity in NNX;
+    plain lists, dicts and tuples are walked but never "shared" (two equal empty tuples are
+    one interned object, not a shared reference). Visited nodes are kept alive so that an
+    ``id`` cannot be reused during the walk.
+    """
     shared: list[str] = []
     cycles: list[str] = []
-    first: dict[int, str] = {}
+    first: dict[int, tuple[str, Any]] = {}
     stack: list[tuple[Any, str, frozenset]] = [(root, "", frozenset())]
     while stack:
         node, path, ancestors = stack.pop()
         nid = id(node)
+        is_graph_node = isinstance(node, (nnx.Pytree, nnx.Variable))
         if nid in ancestors:
-            cycles.append(f"{path or '(root)'} -> {first.get(nid, '(root)') or '(root)'}")
+            cycles.append(f"{path or '(root)'} -> {first.get(nid, ('(root)',))[0] or '(root)'}")
             continue
-        if nid in first:
-            shared.append(f"{path} is {first[nid] or '(root)'}")
-            continue
-        first[nid] = path
+        if is_graph_node:
+            if nid in first:
+                shared.append(f"{path} is {first[nid][0] or '(root)'}")
+                continue
+            first[nid] = (path, node)
         if isinstance(node, nnx.Variable):
             continue
         if isinstance(node, nnx.Pytree):
@@ -104,7 +112,7 @@ def _graph_references(root: Any, nnx: Any) -> tuple[list[str], list[str]]:
             items = list(enumerate(node))
         else:
             continue
-        inner = ancestors | {nid}
+        inner = ancestors | {nid} if is_graph_node or isinstance(node, (Mapping, list)) else ancestors
         for k, v in reversed(items):
             if isinstance(v, (nnx.Pytree, nnx.Variable, Mapping, list, tuple)):
                 stack.append((v, f"{path}.{k}" if path else str(k), inner))
