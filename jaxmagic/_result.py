@@ -1,4 +1,4 @@
-"""The result-object protocol shared by every user-facing report (DESIGN.md §2).
+"""The result-object protocol shared by every user-facing report.
 
 A report implements ``summary()`` (one short line), ``to_text(width)``, ``to_html()`` and
 ``to_dict()``. This mixin turns those into IPython's display protocol:

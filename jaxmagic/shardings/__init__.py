@@ -1,4 +1,7 @@
-"""Layout maths for shardings (no data movement) and the ``jaxmagic.sharding`` report."""
+"""Layout maths for shardings (no data movement) and the ``jaxmagic.sharding`` report.
+
+Plural because ``jaxmagic.sharding`` is the public function; a package of that name would shadow it.
+"""
 
 from jaxmagic.shardings.layout import ArrayLayout, layout_from_sharding, layout_from_spec
 from jaxmagic.shardings.mesh import MeshInfo, mesh_info
