@@ -24,12 +24,30 @@ def _per_device(a: "ArrayLayout") -> int:
     return int(per.max()) if len(per) else 0
 
 
-def report_view(report: "ShardingReport") -> dict[str, Any]:
-    """Title, per-device bytes (raw and drawn) and one formatted row per array."""
+def _array_row(a: "ArrayLayout", kind: str, edited: bool) -> dict[str, Any]:
+    return {"name": a.name, "label": a.name + (" *" if edited else ""), "edited": edited,
+            "shape": list(a.shape), "kind": kind or "-", "type": a.type_str, "spec_text": a.spec_text,
+            "shard": shape_str(a.shard_shape, a.dtype), "per_device": fmt_bytes(_per_device(a))}
+
+
+def report_view(report: "ShardingReport", rows: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Title, per-device bytes (raw and drawn) and one formatted row per array.
+
+    ``rows`` (optional, owned by the caller) caches rows per layout object, so after a spec
+    edit only the edited array's row is formatted again.
+    """
     totals = report.device_bytes()
     peak = max(totals.values(), default=0)
     mesh = report.mesh
     kinds = report.kinds or ("",) * len(report.arrays)
+    edited = set(report.edited)
+    rows = {} if rows is None else rows
+    table = []
+    for a, k in zip(report.arrays, kinds):
+        key = (id(a), k, a.name in edited)
+        if key not in rows or rows[key][0] is not a:  # the layout is kept, so its id is not reused
+            rows[key] = (a, _array_row(a, k, a.name in edited))
+        table.append(rows[key][1])
     skipped = len(report.skipped)
     return {
         "title": report.name,
@@ -38,10 +56,7 @@ def report_view(report: "ShardingReport") -> dict[str, Any]:
         "devices": [{"device": d, "label": f"device {d}", "bytes": fmt_bytes(b),
                      "bar": f"{100 * b / peak if peak else 0:.1f}%"} for d, b in totals.items()],
         "devices_note": f"imbalance max/mean {report.imbalance():.2f} · hover or click a device",
-        "arrays": [{"name": a.name, "label": a.name + (" *" if a.name in report.edited else ""),
-                    "edited": a.name in report.edited, "shape": list(a.shape), "kind": k or "-",
-                    "type": a.type_str, "spec_text": a.spec_text, "shard": shape_str(a.shard_shape, a.dtype),
-                    "per_device": fmt_bytes(_per_device(a))} for a, k in zip(report.arrays, kinds)],
+        "arrays": table,
         "skipped_note": f"{skipped} leaves not placed on devices (see the text view)" if skipped else "",
     }
 

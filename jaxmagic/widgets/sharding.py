@@ -55,11 +55,12 @@ class ShardingExplorer(anywidget.AnyWidget):
         self._report = report
         self._requests = 0
         self._drafts: dict[str, list[str]] = {}
+        self._rows: dict[Any, Any] = {}  # formatted table rows per layout (report_view's cache)
         self._quiet = True  # no observer work until the first views are in place
         biggest = max(range(len(report.arrays)), key=lambda i: report.arrays[i].nbytes)
         super().__init__(selected=biggest, dims=default_dims(report, report.arrays[biggest]), **kwargs)
         self._quiet = False
-        self.data_json = json.dumps(report_view(report))
+        self.data_json = json.dumps(report_view(report, self._rows))
         self._refresh_view()
 
     @property
@@ -97,7 +98,7 @@ class ShardingExplorer(anywidget.AnyWidget):
     # -- observers: every change the browser reports becomes a new view -------------------
     def _refresh_view(self) -> None:
         a = self._report.arrays[self.selected]
-        pinned = self.pinned if self.pinned in self._report.device_bytes() else None
+        pinned = self.pinned if self.pinned >= 0 else None
         self.view_json = json.dumps(array_view(self._report, self.selected, self.dims, self.facet,
                                                pinned, self._drafts.get(a.name)))
 
@@ -162,7 +163,7 @@ class ShardingExplorer(anywidget.AnyWidget):
                 self._drafts.pop(name, None)
                 lay = next(a for a in self._report.arrays if a.name == name)
                 self.error, self.status = "", f"{name}: {lay.spec_text}"
-            self.data_json = json.dumps(report_view(self._report))
+            self.data_json = json.dumps(report_view(self._report, self._rows))
         except Exception as e:  # the widget reports, it never raises into the comm handler
             self.error = f"{e}" if isinstance(e, (ValueError, KeyError)) else f"{type(e).__name__}: {e}"
         self._refresh_view()
