@@ -73,6 +73,9 @@ def test_spec_edit_from_the_browser_sends_the_layout_jax_implies(mesh):
         d: fmt_bytes(b + bias.get(d, 0)) for d, b in shard_bytes.items()}
     row = next(a for a in w.data["arrays"] if a["name"] == "x")
     assert (row["label"], row["per_device"], row["shard"]) == ("x *", fmt_bytes(max(shard_bytes.values())), "f32[2,8]")
+    w.pinned = 5  # device 5 holds a block of x and nothing of the bias
+    holds = {a["name"]: h for a, h in zip(w.data["arrays"], w.view["holds"])}
+    assert holds["b"] == {"text": "—", "held": False} and holds["x"]["held"]
 
 
 def test_bad_spec_keeps_the_layout_and_what_was_typed(mesh):
@@ -106,7 +109,7 @@ def test_dims_facets_and_pinning_are_computed_in_python(mesh):
     w.pinned = 5
     idx = sh.devices_indices_map(x.shape)[next(d for d in jax.devices() if d.id == 5)]
     expected = "[" + ", ".join(_rng(s, n)[1:-1] for s, n in zip(idx, x.shape)) + "] " + fmt_bytes(2 * 6 * 2 * 4)
-    assert w.view["holds_head"] == "device 5 holds" and w.view["holds"] == [expected]
+    assert w.view["holds_head"] == "device 5 holds" and w.view["holds"] == [{"text": expected, "held": True}]
     w.pinned = -1
     assert w.view["holds"] == [] and w.view["holds_head"] == ""
     with pytest.raises(Exception, match="selected must be in 0..0"):

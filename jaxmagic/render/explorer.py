@@ -107,17 +107,17 @@ def _grid_view(a: "ArrayLayout", dims: Sequence[int], facet: dict[int, tuple[int
             "caption": f"rows: {_dim_label(a, rdim)} · cols: {_dim_label(a, cdim)}"}
 
 
-def holds_column(report: "ShardingReport", device: int) -> list[str]:
-    """Per array, the index range and bytes ``device`` holds, or ``—`` where it holds nothing."""
+def holds_column(report: "ShardingReport", device: int) -> list[dict[str, Any]]:
+    """Per array, the index range and bytes ``device`` holds (``held`` False: ``—``, nothing)."""
     out = []
     for a in report.arrays:
         try:
             i = a.device_ids.index(device)
         except ValueError:
-            out.append("—")
+            out.append({"text": "—", "held": False})
             continue
         idx = ", ".join(f"{s}:{e}" for s, e in zip(a.starts[i].tolist(), a.stops[i].tolist()))
-        out.append(f"[{idx}] {fmt_bytes(int(a.device_bytes()[i]))}")
+        out.append({"text": f"[{idx}] {fmt_bytes(int(a.device_bytes()[i]))}", "held": True})
     return out
 
 

@@ -91,11 +91,11 @@ function render({ model, el: root }) {
     const head = ["path", "kind", "type", "spec", "shard", "per device"].concat(v.holds_head ? [v.holds_head] : []);
     const body = data.arrays.map((a, i) => {
       const holds = v.holds_head ? [v.holds[i]] : [];
-      const cls = (i === v.index ? "jm-sel" : "") + (holds[0] === "—" ? " jm-dim" : "");
+      const cls = (i === v.index ? "jm-sel" : "") + (holds.length && !holds[0].held ? " jm-dim" : "");
       return el("tr", { class: cls, "data-index": i, onclick: () => send({ selected: i }) },
         el("td", {}, el("code", {}, a.label)), el("td", {}, a.kind), el("td", {}, el("code", {}, a.type)),
         el("td", {}, el("code", {}, a.spec_text)), el("td", {}, el("code", {}, a.shard)),
-        el("td", { class: "num" }, a.per_device), ...holds.map((h) => el("td", {}, h)));
+        el("td", { class: "num" }, a.per_device), ...holds.map((h) => el("td", {}, h.text)));
     });
     return el("div", { class: "jm-panel jm-scroll" }, el("b", {}, `Arrays (${data.arrays.length})`),
       el("table", { class: "jm-leaves" }, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))), el("tbody", {}, ...body)));

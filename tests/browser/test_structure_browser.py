@@ -12,6 +12,13 @@ pytestmark = pytest.mark.browser
 NB = "02_structure_and_sharding.ipynb"
 
 
+def set_theme(page, theme: str) -> None:
+    page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+    light = "true" if "Light" in theme else "false"
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=30_000)
+    page.wait_for_timeout(500)  # the theme's stylesheet settles
+
+
 def test_sharding_explorer_in_jupyterlab(lab, page, artifacts_dir):
     open_notebook(page, lab, NB)
     run_all(page)
@@ -63,6 +70,15 @@ def test_sharding_explorer_in_jupyterlab(lab, page, artifacts_dir):
     assert "mesh axis 'fsdp' is used in dimensions 0 and dimension 1" in err.inner_text()
     assert ex.locator(".jm-dev-bytes").all_inner_texts() == bytes_after  # nothing changed
     ex.screenshot(path=str(artifacts_dir / "structure-explorer-error.png"))
+
+    # the same widget in JupyterLab's dark theme: colours follow the theme's variables
+    light = err.evaluate("e => getComputedStyle(e).color")
+    set_theme(page, "JupyterLab Dark")
+    try:
+        assert err.evaluate("e => getComputedStyle(e).color") != light
+        ex.screenshot(path=str(artifacts_dir / "structure-explorer-dark.png"))
+    finally:
+        set_theme(page, "JupyterLab Light")
 
     tree_out = page.locator(".jp-OutputArea-output .jm", has_text="By kind").first
     tree_out.scroll_into_view_if_needed()
