@@ -7,8 +7,6 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-
 from jaxmagic._format import fmt_bytes, shape_str
 from jaxmagic.render import html as H
 from jaxmagic.render import text as T

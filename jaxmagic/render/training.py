@@ -225,7 +225,7 @@ def history_html(history: Any, progress: Any = None) -> str:
     if cfg:
         txt = (f"batch {cfg.get('batch_size')} · {cfg.get('steps_per_call')} steps per call · "
                f"{cfg.get('devices')} device(s) · data {cfg.get('data')}"
-               + (f" (on device)" if cfg.get("data_on_device") else "")
+               + (" (on device)" if cfg.get("data_on_device") else "")
                + (f" · {cfg.get('dropped_per_epoch')} examples/epoch dropped (partial batch)"
                   if cfg.get("dropped_per_epoch") else ""))
         body.append(f'<div class="jm-muted">{H.esc(txt)}</div>')

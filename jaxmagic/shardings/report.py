@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
-
-import numpy as np
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
 from jaxmagic.shardings.layout import ArrayLayout, layout_from_sharding, layout_from_spec
-from jaxmagic.shardings.mesh import MeshInfo, mesh_info
-from jaxmagic.shardings.spec import SpecError
+from jaxmagic.shardings.mesh import MeshInfo
 
 
 @dataclass(frozen=True, repr=False)
@@ -223,7 +220,7 @@ def sharding(
         >>> jaxmagic.sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model"))
     """
     import jax
-    from jax.sharding import NamedSharding, PartitionSpec
+    from jax.sharding import PartitionSpec
 
     d = _check_dims(dims)
     title = name or ""
