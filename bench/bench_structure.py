@@ -67,9 +67,11 @@ def main() -> None:
     t_tree, rt = best(lambda: jaxmagic.sharding(tree))
     t_tree_r, ht = best(lambda: (rt.to_html(), rt.to_text()))
     t_w, w = best(lambda: rt.explore(), repeat=1)
+    specs = iter([P("model", "data"), P("data", None)] * 10)
+    t_edit, _ = best(lambda: w.edit_spec("layer5.w", next(specs)))  # Python's half of the round trip
     print(f"2000-leaf sharded tree: layout {t_tree * 1e3:.1f} ms + html/text {t_tree_r * 1e3:.1f} ms "
           f"= {(t_tree + t_tree_r) * 1e3:.1f} ms (target < 1000 ms), HTML {len(ht[0]) / 1e6:.2f} MB; "
-          f"explorer widget build {t_w * 1e3:.1f} ms")
+          f"explorer widget build {t_w * 1e3:.1f} ms, spec edit {t_edit * 1e3:.1f} ms")
     arrays = [jax.device_put(jnp.zeros((64, 32)), NamedSharding(mesh, P("data", "model"))) for _ in range(2000)]
     t_real, rr = best(lambda: jaxmagic.sharding(arrays))
     t_real_r, _ = best(lambda: rr.to_html())

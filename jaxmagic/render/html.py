@@ -1,10 +1,10 @@
 """Building blocks for self-contained HTML reports.
 
-Everything a report needs is inline: CSS scoped under ``.jm`` and, where useful, a few
-lines of JavaScript as progressive enhancement (sorting). Reports stay readable with
-scripts stripped (untrusted notebooks, nbconvert): collapsibles are ``<details>``.
-Colours come from JupyterLab's theme variables with light fallbacks, and text colour is
-inherited, so the same HTML reads well in light and dark themes.
+Everything a report needs is inline: the stylesheet ``jaxmagic.css`` (scoped under ``.jm``,
+shared with the widgets) and, where useful, a few lines of JavaScript as progressive
+enhancement (sorting). Reports stay readable with scripts stripped (untrusted notebooks,
+nbconvert): collapsibles are ``<details>``. Colours come from JupyterLab's theme variables
+with fallbacks, and text colour is inherited, so the same HTML reads in light and dark themes.
 """
 
 from __future__ import annotations
@@ -12,43 +12,16 @@ from __future__ import annotations
 import html as _html
 import itertools
 import os
+import pathlib
+import re
 from typing import Iterable, Sequence
 
 _ids = itertools.count()
 
-CSS = """
-/* .jm.jm: beat JupyterLab's :not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td (right-aligned) */
-.jm{font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);font-size:13px;line-height:1.45;color:inherit;max-width:100%;overflow-x:auto}
-.jm h3{font-size:14px;margin:.2em 0 .4em;font-weight:600}
-.jm h4{font-size:13px;margin:.8em 0 .3em;font-weight:600}
-.jm .jm-muted{opacity:.7}
-.jm .jm-totals{display:flex;flex-wrap:wrap;gap:6px 18px;margin:.3em 0 .6em}
-.jm .jm-stat b{font-variant-numeric:tabular-nums}
-.jm table{border-collapse:collapse;margin:.3em 0;font-variant-numeric:tabular-nums}
-.jm table th,.jm table td{padding:3px 10px;border-bottom:1px solid var(--jp-border-color2,rgba(128,128,128,.3));text-align:left;vertical-align:top}
-.jm table th{font-weight:600;border-bottom:2px solid var(--jp-border-color1,rgba(128,128,128,.5));white-space:nowrap}
-.jm.jm table th,.jm.jm table td{text-align:left}.jm.jm table td.num,.jm.jm table th.num{text-align:right}
-.jm table tbody tr:nth-child(odd){background:transparent}.jm table tbody tr:hover{background:rgba(128,128,128,.08)}
-.jm table.jm-sortable th{cursor:pointer;user-select:none}
-.jm table.jm-sortable th[data-dir=asc]::after{content:' \\25B2';font-size:9px}
-.jm table.jm-sortable th[data-dir=desc]::after{content:' \\25BC';font-size:9px}
-.jm details{margin:.25em 0}
-.jm summary{cursor:pointer}
-.jm pre{font-family:var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace);font-size:12px;background:rgba(128,128,128,.08);border:1px solid var(--jp-border-color2,rgba(128,128,128,.25));border-radius:4px;padding:6px 8px;margin:.3em 0;overflow:auto;max-height:420px;white-space:pre;color:inherit}
-.jm code{font-family:var(--jp-code-font-family,ui-monospace,monospace);font-size:12px}
-.jm .jm-badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600;background:rgba(128,128,128,.18)}
-.jm .jm-warn{background:rgba(230,140,0,.22)}
-.jm .jm-bad{background:rgba(220,50,50,.22)}
-.jm .jm-ok{background:rgba(40,160,80,.22)}
-.jm .jm-info{background:rgba(40,110,220,.2)}
-.jm .jm-insight{border-left:3px solid rgba(230,140,0,.8);padding:2px 8px;margin:4px 0;background:rgba(230,140,0,.07)}
-.jm .jm-insight.jm-sev-info{border-left-color:rgba(40,110,220,.8);background:rgba(40,110,220,.06)}
-.jm .jm-bar{display:inline-block;height:9px;background:rgba(40,110,220,.65);vertical-align:middle;border-radius:2px}
-.jm .jm-bar.jm-compile{background:rgba(230,140,0,.75)}
-.jm pre.jm-ir details{display:inline}.jm pre.jm-ir summary{display:inline;list-style:none}.jm pre.jm-ir summary::before{content:'\\25B8 ';opacity:.6}.jm pre.jm-ir details[open]>summary::before{content:'\\25BE '}.jm pre.jm-ir details[open]>summary .jm-ell{display:none}.jm pre.jm-ir details[open]>summary::after{content:'\\A';white-space:pre}
-.jm .hl-kw{color:#a626a4;font-weight:600}.jm .hl-ty{color:#c18401}.jm .hl-var{color:#4078f2}.jm .hl-com{opacity:.6}
-[data-jp-theme-light=false] .jm .hl-kw{color:#c678dd}[data-jp-theme-light=false] .jm .hl-ty{color:#e5c07b}[data-jp-theme-light=false] .jm .hl-var{color:#61afef}
-"""
+CSS_PATH = pathlib.Path(__file__).with_name("jaxmagic.css")
+#: The one stylesheet of every report and both widgets (their ``_css``), read once; inlined
+#: without comments and line breaks, since every report carries a copy.
+CSS = re.sub(r"/\*.*?\*/|\n", "", CSS_PATH.read_text(encoding="utf-8"), flags=re.S)
 
 _SORT_JS = """
 (function(){var root=document.getElementById(%(id)r);if(!root)return;
@@ -74,9 +47,6 @@ def document(body: str, *, sortable: bool = False) -> str:
     root_id = f"jm-{os.getpid()}-{next(_ids)}"
     script = f"<script>{_SORT_JS % {'id': root_id}}</script>" if sortable else ""
     return f'<div class="jm" id="{root_id}"><style>{CSS}</style>{body}{script}</div>'
-
-
-Cell = "str | tuple[str, object]"
 
 
 def table(

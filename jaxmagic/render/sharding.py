@@ -7,8 +7,6 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-
 from jaxmagic._format import fmt_bytes, shape_str
 from jaxmagic.render import html as H
 from jaxmagic.render import text as T
@@ -184,15 +182,6 @@ def sharding_text(report: "ShardingReport", *, width: int = 100) -> str:
 
 
 # -- HTML ---------------------------------------------------------------------------------
-GRID_CSS = """
-.jm .jm-grid{border-collapse:separate;border-spacing:3px;margin:.3em 0}
-.jm .jm-grid td{border:1px solid rgba(128,128,128,.45);border-radius:4px;text-align:center;min-width:54px;padding:6px 8px;font-variant-numeric:tabular-nums}
-.jm .jm-grid th{border:none;font-weight:400;opacity:.75;font-size:11px;padding:0 4px}
-.jm .jm-grid td small{display:block;opacity:.7;font-size:10px}
-.jm .jm-facet{display:inline-block;vertical-align:top;margin:0 18px 10px 0}
-"""
-
-
 def shard_color(shard: int) -> str:
     """A translucent hue per shard: readable over light and dark backgrounds (text colour inherited)."""
     if shard < 0:
@@ -270,7 +259,7 @@ def sharding_html(report: "ShardingReport") -> str:
     if len(report.arrays) == 1 and not report.skipped:
         a = report.arrays[0]
         parts.append(array_html(a, report.grid_dims(a)))
-        return H.document(f"<style>{GRID_CSS}</style>" + "".join(parts), sortable=True)
+        return H.document("".join(parts), sortable=True)
     parts.append('<div class="jm-totals">'
                  f'<span class="jm-stat">arrays <b>{len(report.arrays)}</b></span>'
                  f'<span class="jm-stat">logical bytes <b>{H.esc(fmt_bytes(report.logical_bytes))}</b></span>'
@@ -297,4 +286,4 @@ def sharding_html(report: "ShardingReport") -> str:
     if report.skipped:
         items = "".join(f"<li><code>{H.esc(p)}</code>: {H.esc(r)}</li>" for p, r in report.skipped[:50])
         parts.append(f"<h4>Not placed on devices ({len(report.skipped)})</h4><ul>{items}</ul>")
-    return H.document(f"<style>{GRID_CSS}</style>" + "".join(parts), sortable=True)
+    return H.document("".join(parts), sortable=True)

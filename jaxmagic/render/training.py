@@ -18,10 +18,11 @@ _STATUS_KIND = {"completed": "ok", "stopped": "info", "interrupted": "warn", "di
 COLORS = ("#2f6fdc", "#e0730b", "#2a9d4b", "#b23fb5", "#c9302c", "#7a7a7a")
 
 
-def _f(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+def fmt_metric(v: Any, digits: int = 4) -> str:
+    """A metric value: floats to ``digits`` significant digits, non-finite or missing -> ``n/a``."""
+    if v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v)):
         return "n/a"
-    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+    return f"{float(v):.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
 def downsample(xs: np.ndarray, ys: np.ndarray, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +74,7 @@ def svg_chart(series: Sequence[dict[str, Any]], *, width: int = 560, height: int
         parts.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{yy:.1f}" y2="{yy:.1f}" '
                      f'stroke="currentColor" stroke-opacity=".15"/>')
         parts.append(f'<text x="{pad_l - 4}" y="{yy + 3:.1f}" text-anchor="end" fill="currentColor" '
-                     f'opacity=".7">{H.esc(_f(yv, 3))}</text>')
+                     f'opacity=".7">{H.esc(fmt_metric(yv, 3))}</text>')
     parts.append(f'<text x="{pad_l}" y="{height - 6}" fill="currentColor" opacity=".7">0</text>')
     parts.append(f'<text x="{width - pad_r}" y="{height - 6}" text-anchor="end" fill="currentColor" '
                  f'opacity=".7">step {int(x1)}</text>')
@@ -130,7 +131,7 @@ def run_summary_text(history: Any, width: int = 100) -> str:
     lines = []
     headers, rows = _table_rows(history)
     if rows:
-        lines.append(T.table(headers, [[_f(v) if isinstance(v, float) else v for v in r] for r in rows[-20:]],
+        lines.append(T.table(headers, [[fmt_metric(v) if isinstance(v, float) else v for v in r] for r in rows[-20:]],
                              numeric=range(len(headers))))
         if len(rows) > 20:
             lines.append(f"({len(rows) - 20} earlier rows not shown)")
@@ -156,7 +157,7 @@ def history_text(history: Any, width: int = 100) -> str:
         ok = ys[np.isfinite(ys)]
         if not len(ok):
             continue
-        lines.append(f"  {name:<12} {_f(float(ok[0])):>9} → {_f(float(ok[-1])):<9} {sparkline(ys, 40)}")
+        lines.append(f"  {name:<12} {fmt_metric(float(ok[0])):>9} → {fmt_metric(float(ok[-1])):<9} {sparkline(ys, 40)}")
     lines.append("")
     lines.append(run_summary_text(history, width))
     if history.compiles:
@@ -174,7 +175,7 @@ def metrics_table_html(history: Any) -> str:
     headers, rows = _table_rows(history)
     if not rows:
         return ""
-    cells = [[H.esc(_f(v)) if isinstance(v, float) else H.esc(v) for v in r] for r in rows]
+    cells = [[H.esc(fmt_metric(v)) if isinstance(v, float) else H.esc(v) for v in r] for r in rows]
     return H.table(headers, cells, numeric=range(len(headers)), cls="jm-metrics")
 
 
@@ -190,10 +191,8 @@ def checkpoints_html(history: Any) -> str:
 def progress_bar_html(fraction: float, label: str) -> str:
     pct = 0.0 if not math.isfinite(fraction) else max(0.0, min(1.0, fraction)) * 100
     return (f'<div class="jm-progress" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
-            f'aria-valuemax="100" style="position:relative;height:14px;border-radius:7px;max-width:560px;'
-            f'background:rgba(128,128,128,.18);overflow:hidden;margin:.3em 0">'
-            f'<div class="jm-progress-fill" style="width:{pct:.1f}%;height:100%;background:rgba(40,110,220,.7)">'
-            f'</div></div><div class="jm-muted">{H.esc(label)}</div>')
+            f'aria-valuemax="100"><div class="jm-progress-fill" style="width:{pct:.1f}%"></div></div>'
+            f'<div class="jm-muted">{H.esc(label)}</div>')
 
 
 def history_html(history: Any, progress: Any = None) -> str:
@@ -215,9 +214,9 @@ def history_html(history: Any, progress: Any = None) -> str:
              ("compile", fmt_seconds(t["compile_seconds"]))]
     metrics = history.metrics
     if "loss" in metrics and len(metrics["loss"]):
-        stats.append(("loss", _f(float(metrics["loss"][-1]))))
+        stats.append(("loss", fmt_metric(float(metrics["loss"][-1]))))
     if history.evals:
-        stats.append(("eval_loss", _f(history.evals[-1].get("eval_loss"))))
+        stats.append(("eval_loss", fmt_metric(history.evals[-1].get("eval_loss"))))
     body.append(stats_html(stats))
     body.append(svg_chart(_series(history), x_max=progress.target if progress is not None and progress.target else None))
     body.append(metrics_table_html(history))
@@ -226,8 +225,38 @@ def history_html(history: Any, progress: Any = None) -> str:
     if cfg:
         txt = (f"batch {cfg.get('batch_size')} · {cfg.get('steps_per_call')} steps per call · "
                f"{cfg.get('devices')} device(s) · data {cfg.get('data')}"
-               + (f" (on device)" if cfg.get("data_on_device") else "")
+               + (" (on device)" if cfg.get("data_on_device") else "")
                + (f" · {cfg.get('dropped_per_epoch')} examples/epoch dropped (partial batch)"
                   if cfg.get("dropped_per_epoch") else ""))
         body.append(f'<div class="jm-muted">{H.esc(txt)}</div>')
     return H.document("".join(body))
+
+
+_LIVE = ("starting", "compiling", "training", "evaluating", "saving", "running")
+LIVE_TABLE_ROWS = 12
+
+
+def progress_view(progress: Any, history: Any) -> dict[str, Any]:
+    """What the live progress widget draws, formatted: status, bar, stats, the SVG chart (the
+    snapshot's own :func:`svg_chart`), the last rows of the metrics table, checkpoints."""
+    running = progress.status in _LIVE
+    frac = progress.fraction if progress.target else 0.0
+    pct = 0.0 if not math.isfinite(frac) else max(0.0, min(1.0, frac)) * 100
+    label = f"step {progress.step}" + (f" / {progress.target}" if progress.target else "")
+    if progress.epoch is not None and progress.steps_per_epoch:
+        label += f" · epoch {progress.epoch + 1}"
+    stats = [["steps/s", fmt_count(progress.steps_per_second)],
+             ["examples/s", fmt_count(progress.examples_per_second)],
+             ["ETA", fmt_seconds(progress.eta_seconds) if running else "—"],
+             ["compile", fmt_seconds(progress.compile_seconds)]]
+    stats += [[k, fmt_metric(v)] for k, v in progress.last.items() if isinstance(v, float) and math.isfinite(v)]
+    headers, rows = _table_rows(history)
+    rows = [[fmt_metric(v) for v in r] for r in rows[-LIVE_TABLE_ROWS:]]
+    ckpt = ""
+    if history.checkpoints:
+        c = history.checkpoints[-1]
+        ckpt = f"checkpoints: {len(history.checkpoints)} saved, last at step {c['step']} ({c.get('reason', '')})"
+    return {"status": progress.status, "status_kind": _STATUS_KIND.get(progress.status, "info"), "running": running,
+            "percent": f"{pct:.1f}%", "aria": f"{pct:.0f}", "label": label, "message": progress.message,
+            "stats": stats, "chart": svg_chart(_series(history), x_max=progress.target or None),
+            "table": {"headers": headers, "rows": rows}, "checkpoints": ckpt}

@@ -69,10 +69,17 @@ class ArrayLayout:
         return tuple(int(s) for s in sizes)
 
     def device_bytes(self) -> np.ndarray:
-        """Bytes held by each device (aligned with ``device_ids``)."""
+        """Bytes held by each device (aligned with ``device_ids``; read-only)."""
+        return self._device_bytes
+
+    @functools.cached_property
+    def _device_bytes(self) -> np.ndarray:
         if self.rank == 0:
-            return np.full(len(self.device_ids), self.itemsize, dtype=np.int64)
-        return np.prod(self.stops - self.starts, axis=1).astype(np.int64) * self.itemsize
+            out = np.full(len(self.device_ids), self.itemsize, dtype=np.int64)
+        else:
+            out = np.prod(self.stops - self.starts, axis=1).astype(np.int64) * self.itemsize
+        out.flags.writeable = False
+        return out
 
     @functools.cached_property
     def shard_ids(self) -> np.ndarray:

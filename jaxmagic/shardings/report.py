@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
-
-import numpy as np
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
 from jaxmagic.shardings.layout import ArrayLayout, layout_from_sharding, layout_from_spec
-from jaxmagic.shardings.mesh import MeshInfo, mesh_info
-from jaxmagic.shardings.spec import SpecError
+from jaxmagic.shardings.mesh import MeshInfo
 
 
 @dataclass(frozen=True, repr=False)
@@ -33,32 +31,39 @@ class ShardingReport(Result):
     dims: tuple[int, int] | None = None
     edited: tuple[str, ...] = ()
 
-    # -- aggregates -------------------------------------------------------------------
+    # -- aggregates (cached: the report is frozen, and the explorer asks on every edit) --------
+    @functools.cached_property
+    def _meshes(self) -> tuple[MeshInfo, ...]:
+        count = Counter(a.mesh for a in self.arrays)
+        return tuple(m for m, _ in count.most_common())
+
     @property
     def meshes(self) -> list[MeshInfo]:
         """Distinct meshes, most used first."""
-        count = Counter(a.mesh for a in self.arrays)
-        return [m for m, _ in count.most_common()]
+        return list(self._meshes)
 
     @property
     def mesh(self) -> MeshInfo | None:
-        m = self.meshes
-        return m[0] if m else None
+        return self._meshes[0] if self._meshes else None
 
-    def device_bytes(self) -> "OrderedDict[int, int]":
-        """Total bytes per device id over every array (devices of every mesh, sorted)."""
+    @functools.cached_property
+    def _device_totals(self) -> tuple[tuple[int, int], ...]:
         totals: dict[int, int] = {}
-        for m in self.meshes:
+        for m in self._meshes:
             for d in m.device_ids:
                 totals.setdefault(d, 0)
         for a in self.arrays:
             for d, b in zip(a.device_ids, a.device_bytes().tolist()):
                 totals[d] = totals.get(d, 0) + int(b)
-        return OrderedDict(sorted(totals.items()))
+        return tuple(sorted(totals.items()))
+
+    def device_bytes(self) -> "OrderedDict[int, int]":
+        """Total bytes per device id over every array (devices of every mesh, sorted)."""
+        return OrderedDict(self._device_totals)
 
     def imbalance(self) -> float:
         """max / mean of per-device bytes (1.0 is perfectly even)."""
-        vals = list(self.device_bytes().values())
+        vals = [b for _, b in self._device_totals]
         mean = sum(vals) / len(vals) if vals else 0
         return max(vals) / mean if mean else 1.0
 
@@ -215,7 +220,7 @@ def sharding(
         >>> jaxmagic.sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model"))
     """
     import jax
-    from jax.sharding import NamedSharding, PartitionSpec
+    from jax.sharding import PartitionSpec
 
     d = _check_dims(dims)
     title = name or ""

@@ -91,6 +91,20 @@ def parse_spec_text(text: str) -> Spec:
     return tuple(_parse_text_entry(p, i) for i, p in enumerate(parts))
 
 
+def parse_spec_entries(texts: Sequence[str]) -> Spec:
+    """One text per dimension, as typed in the explorer's spec editor, into a spec: each names
+    the mesh axes splitting that dimension (``"data"``, ``"data, model"``; empty or ``None``:
+    not split).
+
+    Example:
+        >>> parse_spec_entries(["data, model", ""])
+        (('data', 'model'), ())
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise SpecError(f"expected one text per dimension, got {texts!r}")
+    return tuple(_parse_text_entry(t, i) for i, t in enumerate(texts))
+
+
 def normalize_spec(spec: Any) -> Spec:
     """Any spec form (PartitionSpec, tuple/list of entries, text) -> tuple of axis-name tuples."""
     if spec is None:

@@ -9,76 +9,32 @@ whose thread sets the trainer's stop flag; training ends at the next step-call b
 
 from __future__ import annotations
 
-import math
 import pathlib
-import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import anywidget
 import numpy as np
 import traitlets
 
+from jaxmagic._internals import route_comm_to_subshell
+from jaxmagic.render.html import CSS_PATH
+from jaxmagic.render.training import history_html, progress_view, run_summary_text
 from jaxmagic.train.callbacks import Callback
 
 
 class TrainingProgressWidget(anywidget.AnyWidget):
-    """Progress bar, throughput, ETA, live curves, metrics table, checkpoints and a Stop button."""
+    """Progress bar, throughput, ETA, live curves, metrics table, checkpoints and a Stop button.
+
+    Python computes, the browser draws: ``view`` holds formatted strings and the chart as the
+    SVG :func:`~jaxmagic.render.training.svg_chart` makes (see
+    :func:`~jaxmagic.render.training.progress_view`); the browser reports only Stop.
+    """
 
     _esm = pathlib.Path(__file__).with_name("progress.js")
-    state = traitlets.Dict().tag(sync=True)
-    curves = traitlets.Dict().tag(sync=True)
-    table = traitlets.Dict().tag(sync=True)
-    checkpoints = traitlets.List().tag(sync=True)
+    _css = CSS_PATH
+    view = traitlets.Dict().tag(sync=True)
     stop_requested = traitlets.Bool(False).tag(sync=True)
-
-
-def _route_to_subshell(widget: Any) -> Any:
-    """Deliver this widget's frontend messages on a kernel subshell thread, so they arrive while
-    the main thread runs ``fit``. Returns a token for :func:`_drop_route`, or None if unsupported."""
-    try:
-        from ipykernel.kernelbase import Kernel
-
-        if not Kernel.initialized():
-            return None
-        channel = getattr(Kernel.instance(), "shell_channel_thread", None)
-        comm = getattr(widget, "comm", None)
-        if channel is None or comm is None or not hasattr(comm, "_reply_subshell_for"):
-            return None
-        manager = channel.manager
-        done, box = threading.Event(), {}
-
-        def create() -> None:
-            try:
-                box["id"] = manager._create_subshell()
-            finally:
-                done.set()
-
-        manager._shell_channel_io_loop.add_callback(create)
-        if not done.wait(5) or "id" not in box:
-            return None
-        sid = box["id"]
-        comm._reply_subshell_for = lambda data, default: sid
-        return manager, sid
-    except Exception:  # private ipykernel API: degrade to "Stop works between cells" silently
-        return None
-
-
-def _drop_route(route: Any) -> None:
-    if route is None:
-        return
-    manager, sid = route
-    try:
-        manager._shell_channel_io_loop.add_callback(lambda: manager._delete_subshell(sid))
-    except Exception:
-        pass
-
-
-def _points(xs: np.ndarray, ys: np.ndarray, n: int = 300) -> list[list[float]]:
-    from jaxmagic.render.training import downsample
-
-    x, y = downsample(xs, ys, n)
-    return [[float(a), float(b)] for a, b in zip(x, y)]
 
 
 class WidgetProgress(Callback):
@@ -95,7 +51,7 @@ class WidgetProgress(Callback):
         self.max_rate = float(max_rate)
         self.widget: TrainingProgressWidget | None = None
         self._handle: Any = None
-        self._route: Any = None
+        self._unroute: Callable[[], None] | None = None
         self._last = 0.0
         self._trainer: Any = None
 
@@ -106,7 +62,9 @@ class WidgetProgress(Callback):
         self.widget = TrainingProgressWidget()
         self.widget.observe(self._on_stop, names="stop_requested")
         self._handle = display(self.widget, display_id=True)
-        self._route = _route_to_subshell(self.widget)
+        # Stop must arrive while this cell is busy: route the widget's messages to a subshell
+        # (ipykernel >= 7); without one, Stop takes effect between cells.
+        self._unroute = route_comm_to_subshell(getattr(self.widget, "comm", None))
         self._push(trainer, force=True)
 
     def _on_stop(self, change: dict[str, Any]) -> None:
@@ -118,26 +76,7 @@ class WidgetProgress(Callback):
         if self.widget is None or (not force and now - self._last < 1.0 / self.max_rate):
             return
         self._last = now
-        h = trainer.history
-        p = trainer.progress.to_dict()
-        p["last"] = {k: v for k, v in (p.get("last") or {}).items() if isinstance(v, float) and math.isfinite(v)}
-        curves = {}
-        metrics = h.metrics
-        if "loss" in metrics:
-            curves["loss"] = _points(h.steps, metrics["loss"])
-        if h.evals:
-            curves["eval_loss"] = [[float(e["step"]), float(e["eval_loss"])] for e in h.evals
-                                   if e.get("eval_loss") is not None and math.isfinite(e["eval_loss"])]
-        from jaxmagic.render.training import _table_rows
-
-        headers, rows = _table_rows(h)
-        with self.widget.hold_sync():
-            self.widget.state = p
-            self.widget.curves = curves
-            self.widget.table = {"headers": headers,
-                                 "rows": [[v if not isinstance(v, float) or math.isfinite(v) else None for v in r]
-                                          for r in rows]}
-            self.widget.checkpoints = [{"step": c["step"], "reason": c.get("reason", "")} for c in h.checkpoints]
+        self.widget.view = progress_view(trainer.progress, trainer.history)
 
     def on_steps(self, trainer: Any, steps: np.ndarray, logs: dict[str, np.ndarray]) -> None:
         self._push(trainer)
@@ -149,10 +88,9 @@ class WidgetProgress(Callback):
         self._push(trainer)
 
     def on_train_end(self, trainer: Any, history: Any) -> None:
-        from jaxmagic.render.training import history_html, run_summary_text
-
-        _drop_route(self._route)
-        self._route = None
+        if self._unroute is not None:
+            self._unroute()
+            self._unroute = None
         self._push(trainer, force=True)
         if self._handle is not None:
             snapshot = history_html(history, trainer.progress)

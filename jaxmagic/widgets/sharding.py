@@ -2,48 +2,27 @@
 a device to see everything it holds, and edit a PartitionSpec to see the layout and the
 per-device bytes it would give, without moving any data.
 
-All layout maths runs in Python (the same code the static report and the tests use); the
-browser only draws. An edited spec arrives as ``spec_request``; a bad one sets ``error``
-and never raises out of the widget.
+Python computes, the browser draws: every layout, grid cell, label and colour comes from
+``render/explorer.py`` (the same maths and formatters as the static faces); ``sharding.js``
+only builds DOM from it and reports what the user did through the ``selected``, ``dims``,
+``facet``, ``pinned`` and ``spec_request`` traits. A bad spec sets ``error`` and never raises
+out of the widget.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+from dataclasses import replace
 from typing import Any
 
 import anywidget
 import traitlets
 
+from jaxmagic.render.explorer import array_view, default_dims, fix_dims, report_view
+from jaxmagic.render.html import CSS_PATH
 from jaxmagic.shardings.report import ShardingReport
-from jaxmagic.shardings.spec import normalize_spec
-
-
-def _array_payload(a: Any, kind: str, edited: bool) -> dict[str, Any]:
-    return {
-        "name": a.name, "kind": kind or "-", "shape": list(a.shape), "dtype": a.dtype, "type": a.type_str,
-        "spec": [list(x) for x in a.spec] if a.spec is not None else None, "spec_text": a.spec_text,
-        "itemsize": a.itemsize, "edited": edited, "shard_shape": list(a.shard_shape),
-        "mesh_axes": list(a.mesh.axis_names), "mesh_sizes": list(a.mesh.axis_sizes),
-        "device_ids": [int(d) for d in a.device_ids], "starts": a.starts.tolist(), "stops": a.stops.tolist(),
-        "shard_ids": a.shard_ids.tolist(), "bytes": a.device_bytes().tolist(),
-        "replication": a.replication, "num_shards": a.num_shards,
-    }
-
-
-def payload(report: ShardingReport) -> dict[str, Any]:
-    """What the browser draws: the report as plain JSON (per-device index ranges included)."""
-    kinds = report.kinds or ("",) * len(report.arrays)
-    mesh = report.mesh
-    return {
-        "name": report.name, "source": report.source,
-        "mesh": mesh.to_dict() if mesh else None, "mesh_text": mesh.describe() if mesh else "",
-        "device_bytes": [[d, b] for d, b in report.device_bytes().items()],
-        "imbalance": report.imbalance(),
-        "arrays": [_array_payload(a, k, a.name in report.edited) for a, k in zip(report.arrays, kinds)],
-        "skipped": [list(s) for s in report.skipped],
-    }
+from jaxmagic.shardings.spec import normalize_spec, parse_spec_entries
 
 
 class ShardingExplorer(anywidget.AnyWidget):
@@ -54,12 +33,18 @@ class ShardingExplorer(anywidget.AnyWidget):
     """
 
     _esm = pathlib.Path(__file__).with_name("sharding.js")
-    # The layout travels as one JSON string: ipywidgets walks nested lists/dicts looking for
-    # binary buffers, which made a 2,000-leaf tree take about a second to send.
-    data_json = traitlets.Unicode("{}").tag(sync=True)
+    _css = CSS_PATH
+    # Views travel as JSON strings: ipywidgets walks nested lists/dicts looking for binary
+    # buffers, which made a 2,000-leaf tree take about a second to send.
+    data_json = traitlets.Unicode("{}").tag(sync=True)  # report_view: changes on spec edits
+    view_json = traitlets.Unicode("{}").tag(sync=True)  # array_view: changes on every pick
+    # what the browser reports
     selected = traitlets.Int(0).tag(sync=True)
     dims = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
+    facet = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
+    pinned = traitlets.Int(-1).tag(sync=True)  # device clicked in the bytes list; -1: none
     spec_request = traitlets.Dict().tag(sync=True)
+    # what Python answers besides the views
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
 
@@ -67,17 +52,26 @@ class ShardingExplorer(anywidget.AnyWidget):
         if not report.arrays:
             raise ValueError("nothing to explore: the report has no arrays placed on devices")
         self._original = report
-        self._requests = 0
         self._report = report
+        self._requests = 0
+        self._drafts: dict[str, list[str]] = {}
+        self._rows: dict[Any, Any] = {}  # formatted table rows per layout (report_view's cache)
+        self._quiet = True  # no observer work until the first views are in place
         biggest = max(range(len(report.arrays)), key=lambda i: report.arrays[i].nbytes)
-        first = report.arrays[biggest]
-        super().__init__(data_json=json.dumps(payload(report)), selected=biggest,
-                         dims=list(report.grid_dims(first)), **kwargs)
+        super().__init__(selected=biggest, dims=default_dims(report, report.arrays[biggest]), **kwargs)
+        self._quiet = False
+        self.data_json = json.dumps(report_view(report, self._rows))
+        self._refresh_view()
 
     @property
     def data(self) -> dict[str, Any]:
-        """What the browser draws (decoded from ``data_json``)."""
+        """The report part of what the browser draws (decoded from ``data_json``)."""
         return json.loads(self.data_json)
+
+    @property
+    def view(self) -> dict[str, Any]:
+        """The selected array's part of what the browser draws (decoded from ``view_json``)."""
+        return json.loads(self.view_json)
 
     @property
     def report(self) -> ShardingReport:
@@ -101,36 +95,85 @@ class ShardingExplorer(anywidget.AnyWidget):
         self._requests += 1
         self.spec_request = {"name": name, "reset": True, "n": self._requests}
 
+    # -- observers: every change the browser reports becomes a new view -------------------
+    def _refresh_view(self) -> None:
+        a = self._report.arrays[self.selected]
+        pinned = self.pinned if self.pinned >= 0 else None
+        self.view_json = json.dumps(array_view(self._report, self.selected, self.dims, self.facet,
+                                               pinned, self._drafts.get(a.name)))
+
+    def _set_quietly(self, **traits: Any) -> None:
+        self._quiet = True
+        try:
+            for k, v in traits.items():
+                setattr(self, k, v)
+        finally:
+            self._quiet = False
+
+    @traitlets.validate("selected")
+    def _valid_selected(self, proposal: dict[str, Any]) -> int:
+        value = int(proposal["value"])
+        if not 0 <= value < len(self._original.arrays):
+            raise traitlets.TraitError(f"selected must be in 0..{len(self._original.arrays) - 1}, got {value}")
+        return value
+
     @traitlets.observe("selected")
     def _on_select(self, change: dict[str, Any]) -> None:
-        self.error = ""
+        if self._quiet:
+            return
+        a = self._report.arrays[self.selected]
+        self._set_quietly(dims=default_dims(self._report, a), facet=[], error="")
+        self._refresh_view()
+
+    @traitlets.observe("dims")
+    def _on_dims(self, change: dict[str, Any]) -> None:
+        if self._quiet:
+            return
+        a = self._report.arrays[self.selected]
+        dims = fix_dims(a, change["new"], change["old"], default_dims(self._report, a))
+        self._set_quietly(dims=dims, facet=[])
+        self._refresh_view()
+
+    @traitlets.observe("facet", "pinned")
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        if not self._quiet:
+            self._refresh_view()
 
     @traitlets.observe("spec_request")
     def _on_spec_request(self, change: dict[str, Any]) -> None:
         req = change["new"] or {}
+        name = req.get("name")
         try:
-            name = req.get("name")
             if req.get("reset"):
+                self._report = self._reset(name)
                 if name is None:
-                    self._report = self._original
+                    self._drafts.clear()
                 else:
-                    orig = next(a for a in self._original.arrays if a.name == name)
-                    from dataclasses import replace
-
-                    arrays = tuple(orig if a.name == name else a for a in self._report.arrays)
-                    self._report = replace(self._report, arrays=arrays,
-                                           edited=tuple(e for e in self._report.edited if e != name))
+                    self._drafts.pop(name, None)
                 self.error, self.status = "", f"reset {name or 'all arrays'}"
             else:
-                spec = req.get("spec")
-                if isinstance(spec, list):
-                    spec = tuple(tuple(x) if isinstance(x, list) else x for x in spec)
+                if "entries" in req:  # the editor's texts, one per dimension
+                    self._drafts[name] = [str(t) for t in req["entries"]]
+                    spec: Any = parse_spec_entries(req["entries"])
+                else:
+                    spec = req.get("spec")
+                    if isinstance(spec, list):
+                        spec = tuple(tuple(x) if isinstance(x, list) else x for x in spec)
                 self._report = self._report.with_spec(name, spec)
+                self._drafts.pop(name, None)
                 lay = next(a for a in self._report.arrays if a.name == name)
                 self.error, self.status = "", f"{name}: {lay.spec_text}"
-            self.data_json = json.dumps(payload(self._report))
+            self.data_json = json.dumps(report_view(self._report, self._rows))
         except Exception as e:  # the widget reports, it never raises into the comm handler
             self.error = f"{e}" if isinstance(e, (ValueError, KeyError)) else f"{type(e).__name__}: {e}"
+        self._refresh_view()
+
+    def _reset(self, name: str | None) -> ShardingReport:
+        if name is None:
+            return self._original
+        orig = next(a for a in self._original.arrays if a.name == name)
+        arrays = tuple(orig if a.name == name else a for a in self._report.arrays)
+        return replace(self._report, arrays=arrays, edited=tuple(e for e in self._report.edited if e != name))
 
     # -- static faces -----------------------------------------------------------------
     def __repr__(self) -> str:

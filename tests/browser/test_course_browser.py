@@ -114,14 +114,14 @@ def test_sharding_widget_renders_in_notebook7(lab, page, artifacts_dir):
     dismiss_dialogs(page)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
-    explorer = page.locator(".jp-OutputArea-output.lm-Panel .jmx-root").first
+    explorer = page.locator(".jp-OutputArea-output.lm-Panel .jm-explorer").first
     explorer.wait_for(timeout=240_000)
     explorer.scroll_into_view_if_needed()
     assert explorer.is_visible()
-    grid = explorer.locator("table.jmx-grid")
+    grid = explorer.locator("table.jm-grid")
     grid.wait_for(timeout=30_000)
     assert grid.locator("td").count() >= 8
-    explorer.locator(".jmx-dev[data-device='5'] span").first.click()  # live: device 5's shard lights up
-    assert explorer.locator("table.jmx-grid td.jmx-hl").count() == 1
+    explorer.locator(".jm-dev[data-device='5'] span").first.click()  # live: device 5's shard lights up
+    assert explorer.locator("table.jm-grid td.jm-hl").count() == 1
     assert page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count() == 0
     page.screenshot(path=str(artifacts_dir / "course-notebook7-explorer.png"))

@@ -63,7 +63,7 @@ def test_progress_widget_runs_to_the_end_and_stop_button_stops(lab, page, artifa
 
     # the long run: click Stop while the cell is busy
     long = _cell(page, 2)
-    button = long.locator(".jm-progress-widget button.stop")
+    button = long.locator(".jm-progress-widget button.jm-stop")
     button.wait_for(timeout=180_000)
     long.locator("polyline.jm-series-loss").wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
