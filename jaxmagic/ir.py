@@ -30,6 +30,7 @@ class IRReport(Result):
     hlo: str | None
     cost: dict[str, float | None]
     memory: dict[str, int] | None
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         n = len(self.main_text().splitlines())
@@ -51,7 +52,8 @@ class IRReport(Result):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "signature": self.signature, "out_signature": self.out_signature,
                 "stage": self.stage, "jaxpr": self.jaxpr, "stablehlo": self.stablehlo,
-                "hlo": self.hlo, "cost": dict(self.cost), "memory": self.memory}
+                "hlo": self.hlo, "cost": dict(self.cost), "memory": self.memory,
+                "notes": list(self.notes)}
 
 
 def jaxpr_text(jaxpr: Any) -> str:
@@ -62,24 +64,23 @@ def jaxpr_text(jaxpr: Any) -> str:
         return str(jaxpr)
 
 
-def _types(avals: Any, names: Any = None) -> str:
+def _types(avals: Any) -> str:
     from jaxmagic._format import shape_str
 
-    parts = []
-    for i, a in enumerate(avals):
-        t = shape_str(a.shape, a.dtype) if hasattr(a, "shape") and hasattr(a, "dtype") else str(a)
-        label = names[i] if names and i < len(names) and names[i] else None
-        parts.append(f"{label}: {t}" if label else t)
-    return ", ".join(parts)
+    return ", ".join(shape_str(a.shape, a.dtype) if hasattr(a, "shape") and hasattr(a, "dtype")
+                     else str(a) for a in avals)
 
 
-def _name_of(fn: Any) -> str:
-    inner = getattr(fn, "fun", None) or getattr(fn, "__wrapped__", None) or fn
-    return getattr(inner, "__name__", None) or type(inner).__name__
+def _describe_out(out_info: Any, limit: int = 160) -> str:
+    """``f32[2,10]`` or ``f32[2,10], f32[]`` for the call's value (the leaves' types)."""
+    import jax
+
+    out = _types(jax.tree_util.tree_leaves(out_info))
+    return out if len(out) <= limit else out[:limit - 1].rsplit(", ", 1)[0] + ", …"
 
 
 def _user_frame(exc: BaseException) -> str:
-    """The innermost frame of ``exc`` outside JAX/Flax, as ``file:line: source``."""
+    """The innermost frame of ``exc`` outside JAX/Flax, as `` (at file:line → source)``."""
     from jaxmagic._frames import is_library_file
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not is_library_file(f.filename)]
@@ -90,17 +91,82 @@ def _user_frame(exc: BaseException) -> str:
     return f" (at {f.filename}:{f.lineno}{src})"
 
 
+def not_traceable(name: str, e: BaseException) -> NotTraceableError:
+    """The error for a call JAX could not trace: the cause's first line and the user's line."""
+    text = str(e).strip()
+    hint = ""
+    if type(e).__name__ == "TraceContextError":
+        hint = (". The function changes an NNX object it reaches through a global or a closure "
+                "(an RNG stream, BatchNorm statistics); pass that object as an argument, e.g. "
+                "f(model, x), and it is traced as a copy")
+    return NotTraceableError(f"JAX could not trace {name}: {type(e).__name__}: "
+                             f"{text.splitlines()[0] if text else ''}{_user_frame(e)}{hint}")
+
+
+def trace_safely(fn: Callable, args: tuple, kwargs: dict, name: str, *,
+                 own_trace: bool = True) -> tuple[Any, Any, tuple[str, ...]]:
+    """Trace ``fn(*args, **kwargs)`` without touching the user's objects (see ``_calls``).
+
+    Returns ``(traced, safe_call, notes)``. ``jax.jit`` / ``nnx.jit`` functions are traced
+    through their own ``.trace`` on graph copies (unless ``own_trace`` is False); anything
+    else through ``jax.jit`` of the pure function that merges copies inside the trace
+    (``safe_call.pure()``). If that fails and the call has Python numbers among its
+    arguments (a function that uses one as a Python value, ``range(n)``, or a jitted one
+    that declares it static), it is traced again with numbers static.
+
+    Raises:
+        NotTraceableError: JAX could not trace the call.
+    """
+    import jax
+
+    from jaxmagic._calls import SafeCall, has_own_trace
+
+    try:
+        call = SafeCall(fn, args, kwargs)
+    except Exception as e:
+        raise not_traceable(name, e) from e
+    if own_trace and has_own_trace(call.callee):
+        try:
+            callee, a, k = call.on_copies()
+            return callee.trace(*a, **k), call, ()
+        except Exception as e:
+            raise not_traceable(name, e) from e
+    try:
+        f, inputs = call.pure()
+        return jax.jit(f).trace(*inputs), call, ()
+    except Exception as e:
+        if not call.has_python_numbers:
+            raise not_traceable(name, e) from e
+        first = e
+    try:
+        call = SafeCall(fn, args, kwargs, static_numbers=True)
+        f, inputs = call.pure()
+        traced = jax.jit(f).trace(*inputs)
+    except Exception:
+        raise not_traceable(name, first) from first
+    note = ("Python numbers among the arguments were kept static: traced, the call fails "
+            f"({type(first).__name__}).")
+    return traced, call, (note,)
+
+
 def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool = False,
-                 **kwargs: Any) -> IRReport:
+                 call_name: str | None = None, **kwargs: Any) -> IRReport:
     """Trace, lower and compile ``fn(*args, **kwargs)`` without running it.
 
-    Works for plain functions, ``jax.jit`` / ``nnx.jit`` functions and NNX modules.
+    Works for plain functions, ``jax.jit`` / ``nnx.jit`` functions and methods, bound methods
+    and NNX modules. The user's objects are never touched: NNX modules, optimizers and
+    ``nnx.Rngs`` are traced as copies, so success or failure leaves them as they were.
+    Arrays and Python numbers are traced; Python bool, str, None and callables stay static
+    (``model(x, training=True)`` takes its Python branch); a ``jax.jit`` / ``nnx.jit``
+    function's own ``static_argnums`` decide for it.
 
     Args:
         fn: what to call.
         *args, **kwargs: the call's arguments (arrays, pytrees, NNX modules).
         stage: which IR the report leads with: ``"jaxpr"`` or ``"stablehlo"``/``"hlo"``.
         optimized: also compile and include the optimized HLO (``stage="hlo"`` implies it).
+        call_name: how the title names the callee, e.g. the expression the user wrote
+            (``"model.generate_step"``); default the function's or module class's name.
 
     Returns:
         An ``IRReport``.
@@ -109,29 +175,19 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
 
         inspect_call(jax.jit(lambda x: x * 2), jnp.ones(3)).jaxpr
     """
-    import jax
+    from jaxmagic._calls import describe_args, name_of
 
     if stage not in ("jaxpr", "stablehlo", "hlo"):
         raise ValueError(f"stage must be 'jaxpr', 'stablehlo' or 'hlo', not {stage!r}")
     if not callable(fn):
         raise TypeError(f"{type(fn).__name__} object is not callable")
-    name = _name_of(fn)
-    try:
-        if hasattr(fn, "trace"):
-            traced = fn.trace(*args, **kwargs)
-        elif _is_nnx_module(fn):
-            traced = jax.jit(lambda m, *a, **k: m(*a, **k)).trace(fn, *args, **kwargs)
-        else:
-            traced = jax.jit(fn).trace(*args, **kwargs)
-    except Exception as e:
-        raise NotTraceableError(f"JAX could not trace {name}: {type(e).__name__}: "
-                                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                                f"{_user_frame(e)}") from e
+    name = call_name or name_of(fn)
+    traced, _, notes = trace_safely(fn, args, kwargs, name)
     inner = getattr(traced, "traced", traced)  # nnx.jit wraps jax's Traced
+    out_info = inner.out_info
+    if inner is not traced:  # nnx.jit returns (args' state, kwargs' state, value)
+        out_info = out_info[2]
     closed = inner.jaxpr
-    info = closed.jaxpr.debug_info
-    signature = _types(closed.in_avals, getattr(info, "arg_names", None))
-    out_signature = _types(closed.out_avals)
     lowered = traced.lower()
     stablehlo = lowered.as_text()
     hlo, cost, memory = None, {"flops": None, "transcendentals": None, "bytes_accessed": None}, None
@@ -140,16 +196,9 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
         if optimized or stage == "hlo":
             hlo = compiled.as_text()
         cost, memory = cost_of(compiled), memory_of(compiled)
-    return IRReport(name=name, signature=signature, out_signature=out_signature, stage=stage,
-                    jaxpr=jaxpr_text(closed), stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory)
-
-
-def _is_nnx_module(obj: Any) -> bool:
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is a dependency
-        return False
-    return isinstance(obj, nnx.Module)
+    return IRReport(name=name, signature=describe_args(fn, args, kwargs),
+                    out_signature=_describe_out(out_info), stage=stage, jaxpr=jaxpr_text(closed),
+                    stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory, notes=notes)
 
 
 def cost_of(compiled: Any) -> dict[str, float | None]:
