@@ -137,24 +137,41 @@ class SafeCall:
         return self._rebuild(self.state, self.dynamic_values)
 
 
-def _compact(value: Any, traced: bool) -> str:
-    """``f32[2,8]``, ``MiniGPT``, ``dict(3 arrays)``; with ``traced`` False, a static value as
-    ``=True`` (the caller joins it to the name)."""
+def _kind(value: Any) -> str:
+    """``array``, ``number``, ``node`` (NNX graph node), ``tree`` (a pytree holding arrays or
+    nodes: dicts of params, ``nnx.State``, optax states) or ``static``."""
     import jax
+
+    if _is_array(value):
+        return "array"
+    if _is_number(value):
+        return "number"
+    if _is_graph_node(value):
+        return "node"
+    leaves = jax.tree_util.tree_leaves(value, is_leaf=_is_graph_node)
+    if leaves and not (len(leaves) == 1 and leaves[0] is value) and any(_is_array(x) or _is_graph_node(x) or _is_number(x)
+                                            for x in leaves):
+        return "tree"
+    return "static"
+
+
+def _compact(value: Any, kind: str) -> str:
+    """``f32[2,8]``, ``MiniGPT``, ``dict(3 leaves)``; a static value as ``=True`` (the caller
+    joins it to the parameter name)."""
+    import jax
+    import numpy as np
 
     from jaxmagic._format import shape_str
 
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
+    if kind == "array":
         return shape_str(value.shape, value.dtype)
-    if _is_graph_node(value):
+    if kind == "node":
         return type(value).__name__
-    if _is_number(value) and traced:
-        import numpy as np
-
+    if kind == "number":
         return shape_str((), jax.dtypes.canonicalize_dtype(np.asarray(value).dtype))
-    leaves = jax.tree_util.tree_leaves(value, is_leaf=_is_graph_node)
-    if isinstance(value, (dict, list, tuple)) and leaves:
-        return f"{type(value).__name__}({len(leaves)} leaves)"
+    if kind == "tree":
+        n = len(jax.tree_util.tree_leaves(value, is_leaf=_is_graph_node))
+        return f"{type(value).__name__}({n} leaves)"
     if callable(value) and not isinstance(value, type):
         return "=" + name_of(value)
     text = repr(value)
@@ -192,12 +209,9 @@ def describe_args(fn: Callable, args: tuple, kwargs: dict, *, values: bool = Tru
     """
     parts = []
     for name, value in _bound(fn, args, kwargs):
-        static = not (_is_array(value) or _is_number(value) or _is_graph_node(value)
-                      or isinstance(value, (dict, list, tuple)))
-        if values:
-            text = _compact(value, traced=not static)
-        elif _is_array(value) or _is_graph_node(value):
-            text = _compact(value, traced=True)
+        kind = _kind(value)
+        if values or kind in ("array", "node"):
+            text = _compact(value, kind)
         else:
             text = type(value).__name__
         if text.startswith("="):

@@ -411,3 +411,39 @@ def test_the_fingerprint_sees_each_kind_of_change():
     fp = fingerprint(x)
     jax.jit(lambda a: a, donate_argnums=0)(x)
     assert fingerprint(x) != fp
+
+
+# -- the three faces carry notes and skipped checks --------------------------------------
+
+def test_faces_carry_notes_and_skipped_checks(mip):
+    import json
+
+    from jaxmagic.check import CheckReport
+
+    r = result_of(mip, "%jaxcheck -o train_step(mlp, mlp_optimizer, mlp_batch)")
+    assert "checks: nan, div, user; skipped: index" in r.to_html()
+    assert json.loads(r.to_json())["skipped"] == ["index"]
+    mip.run_cell("def repeat(x, n):\n    for _ in range(n):\n        x = jnp.sin(x)\n    return x")
+    ir = result_of(mip, "%jaxpr -o repeat(x4, 2)")
+    assert "note: Python numbers among the arguments were kept static" in ir.to_html()
+    assert json.loads(ir.to_json())["notes"] == list(ir.notes)
+    nothing = CheckReport(name="f", signature="x: f32[2]", checks=(), findings=(), output="f32[2]",
+                          seconds=0.1, notes=("index checks skipped: ...",), skipped=("index",))
+    assert not nothing.clean and nothing.summary() == "f(x: f32[2]): no checks could run (index skipped)"
+    assert nothing.to_text().splitlines()[1].startswith("nothing checked (no check could run; index skipped)")
+    assert "nothing checked" in nothing.to_html() and "No errors found" not in nothing.to_html()
+
+
+def test_argument_list_names_each_kind_compactly():
+    from jaxmagic._calls import describe_args
+
+    def f(params, state, n, lr, flag, name, fn, rest=None):
+        return params
+
+    lin = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    args = ({"w": jnp.ones(3)}, nnx.state(lin), 3, 0.5, True, "relu", jnp.tanh)
+    assert describe_args(f, args, {}) == ("params: dict(1 leaves), state: State(2 leaves), n: i32[], "
+                                          "lr: f32[], flag=True, name='relu', fn=tanh")
+    assert describe_args(f, args, {}, values=False).startswith(
+        "params: dict, state: State, n: int, lr: float, flag: bool, name: str, fn: ")
+    assert describe_args(lin, (jnp.ones((4, 2)),), {}) == "inputs: f32[4,2]"
