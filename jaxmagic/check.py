@@ -1,6 +1,11 @@
 """Run one call under ``jax.experimental.checkify`` and report what plain JAX silently
-ignores: out-of-bounds indices (clamped or dropped), NaNs produced, divisions by zero, and
-failed ``checkify.check`` assertions (``%jaxcheck``, or ``check_call`` directly).
+ignores: out-of-bounds indices (clamped, filled or dropped, as the operation's mode says), NaNs
+and infs produced, divisions by zero, and failed ``checkify.check`` assertions
+(``%jaxcheck``, or ``check_call`` directly).
+
+The call runs on copies of the user's NNX objects (``jaxmagic._calls``): nothing the user
+holds changes. The plain program is traced first and checkify runs on its jaxpr, whose
+equations also locate the findings (``jaxmagic.jaxpr_sources``).
 
 No IPython here: the magic passes a ``where`` function that turns a file name into a cell
 label (``In[5]``).

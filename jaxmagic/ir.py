@@ -1,5 +1,8 @@
 """The IR of one call at each stage: jaxpr, StableHLO, optimized HLO, plus XLA cost and
-memory analysis (``%jaxpr`` / ``%jaxhlo``, or ``inspect_call`` directly)."""
+memory analysis (``%jaxpr`` / ``%jaxhlo``, or ``inspect_call`` directly).
+
+Nothing runs and nothing the user holds is touched: NNX objects are traced as copies
+(``jaxmagic._calls``), whatever the call does to them while it is traced."""
 
 from __future__ import annotations
 
