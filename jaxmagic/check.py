@@ -421,7 +421,8 @@ def _has_nan_input(values: list) -> bool:
     import numpy as np
 
     for v in values:
-        dtype = getattr(v, "dtype", None) or np.asarray(v).dtype
+        dtype = getattr(v, "dtype", None)
+        dtype = np.asarray(v).dtype if dtype is None else dtype
         if jax.dtypes.issubdtype(dtype, np.inexact) and np.isnan(np.asarray(v)).any():
             return True
     return False
