@@ -220,3 +220,9 @@ def describe_args(fn: Callable, args: tuple, kwargs: dict, *, values: bool = Tru
             parts.append(f"{name}: {text}" if name else text)
     out = ", ".join(parts)
     return out if len(out) <= limit else out[:limit - 1].rsplit(", ", 1)[0] + ", …"
+
+
+def python_numbers(fn: Callable, args: tuple, kwargs: dict) -> str:
+    """``n=3, scale=0.5``: the Python numbers among the call's top-level arguments."""
+    return ", ".join(f"{name}={value!r}" if name else repr(value)
+                     for name, value in _bound(fn, args, kwargs) if _is_number(value))

@@ -122,7 +122,7 @@ def trace_safely(fn: Callable, args: tuple, kwargs: dict, name: str, *,
     """
     import jax
 
-    from jaxmagic._calls import SafeCall, has_own_trace
+    from jaxmagic._calls import SafeCall, has_own_trace, python_numbers
 
     try:
         call = SafeCall(fn, args, kwargs)
@@ -147,8 +147,9 @@ def trace_safely(fn: Callable, args: tuple, kwargs: dict, name: str, *,
         traced = jax.jit(f).trace(*inputs)
     except Exception:
         raise not_traceable(name, first) from first
-    note = ("Python numbers among the arguments were kept static: traced, the call fails "
-            f"({type(first).__name__}).")
+    numbers = python_numbers(fn, args, kwargs)
+    note = (f"Python numbers were kept static{f' ({numbers})' if numbers else ''}: traced as "
+            f"arrays, the call fails with {type(first).__name__}.")
     return traced, call, (note,)
 
 
