@@ -67,18 +67,20 @@ def jaxpr_text(jaxpr: Any) -> str:
         return str(jaxpr)
 
 
-def _types(avals: Any) -> str:
-    from jaxmagic._format import shape_str
-
-    return ", ".join(shape_str(a.shape, a.dtype) if hasattr(a, "shape") and hasattr(a, "dtype")
-                     else str(a) for a in avals)
-
-
 def _describe_out(out_info: Any, limit: int = 160) -> str:
-    """``f32[2,10]`` or ``f32[2,10], f32[]`` for the call's value (the leaves' types)."""
+    """The call's value as the user sees it: ``f32[2,10]``, or for a tuple each element
+    (``TrainState(14 leaves), f32[]``)."""
     import jax
 
-    out = _types(jax.tree_util.tree_leaves(out_info))
+    from jaxmagic._format import shape_str
+
+    def one(v: Any) -> str:
+        if hasattr(v, "shape") and hasattr(v, "dtype"):
+            return shape_str(v.shape, v.dtype)
+        leaves = jax.tree_util.tree_leaves(v)
+        return f"{type(v).__name__}({len(leaves)} leaves)" if leaves else repr(v)
+
+    out = ", ".join(one(v) for v in (out_info if isinstance(out_info, tuple) else (out_info,)))
     return out if len(out) <= limit else out[:limit - 1].rsplit(", ", 1)[0] + ", …"
 
 

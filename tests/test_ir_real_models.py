@@ -449,3 +449,37 @@ def test_argument_list_names_each_kind_compactly():
     assert describe_args(f, args, {}, values=False).startswith(
         "params: dict, state: State, n: int, lr: float, flag: bool, name: str, fn: ")
     assert describe_args(lin, (jnp.ones((4, 2)),), {}) == "inputs: f32[4,2]"
+
+
+def test_linen_train_state_step_titles_its_value_as_the_user_sees_it():
+    import flax.linen as nn
+    import optax
+    from flax.training import train_state
+
+    class Classifier(nn.Module):
+        @nn.compact
+        def __call__(self, x, training: bool = False):
+            x = nn.Dropout(0.5, deterministic=not training)(nn.relu(nn.Dense(4)(x)))
+            return nn.Dense(3)(x)
+
+    model, x = Classifier(), jnp.ones((2, 5))
+    state = train_state.TrainState.create(apply_fn=model.apply, tx=optax.adam(1e-3),
+                                          params=model.init(jax.random.key(0), x)["params"])
+
+    @jax.jit
+    def train_step(state, batch, key):
+        def loss_fn(params):
+            logits = state.apply_fn({"params": params}, batch["x"], training=True,
+                                    rngs={"dropout": key})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return state.apply_gradients(grads=grads), loss
+
+    batch, before = {"x": x, "y": jnp.array([0, 2])}, fingerprint(state)
+    r = inspect_call(train_step, state, batch, jax.random.key(1))
+    assert r.to_text().splitlines()[0] == ("jaxpr of train_step(state: TrainState(14 leaves), "
+                                           "batch: dict(2 leaves), key: key<fry>[]) -> "
+                                           "TrainState(14 leaves), f32[]")
+    assert check_call(train_step, state, batch, jax.random.key(1)).skipped == ("index",)
+    assert fingerprint(state) == before
