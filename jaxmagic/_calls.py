@@ -178,7 +178,7 @@ def _compact(value: Any, kind: str) -> str:
     return "=" + (text if len(text) <= 24 else text[:23] + "…")
 
 
-def _bound(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str | None, Any]]:
+def bound_arguments(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str | None, Any]]:
     """``[(parameter name or None, value)]`` in call order (receivers already bound stay out)."""
     target = fn
     if _is_graph_node(fn):
@@ -201,15 +201,16 @@ def _bound(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str | None, An
 
 
 def describe_args(fn: Callable, args: tuple, kwargs: dict, *, values: bool = True,
-                  limit: int = _MAX_SIGNATURE) -> str:
+                  static: frozenset[str] = frozenset(), limit: int = _MAX_SIGNATURE) -> str:
     """The argument list as the user wrote it: ``tokens: i32[2,8], training=True``.
 
-    Traced values show their type; static ones (``STATIC_RULE``) their value when ``values``,
+    Traced values show their type; static ones (``STATIC_RULE``, and the parameters named in
+    ``static``, e.g. a jitted function's ``static_argnums``) their value when ``values``,
     else their type name. Cut with ``…`` past ``limit`` characters.
     """
     parts = []
-    for name, value in _bound(fn, args, kwargs):
-        kind = _kind(value)
+    for name, value in bound_arguments(fn, args, kwargs):
+        kind = "static" if name in static else _kind(value)
         if values or kind in ("array", "node"):
             text = _compact(value, kind)
         else:
@@ -225,4 +226,4 @@ def describe_args(fn: Callable, args: tuple, kwargs: dict, *, values: bool = Tru
 def python_numbers(fn: Callable, args: tuple, kwargs: dict) -> str:
     """``n=3, scale=0.5``: the Python numbers among the call's top-level arguments."""
     return ", ".join(f"{name}={value!r}" if name else repr(value)
-                     for name, value in _bound(fn, args, kwargs) if _is_number(value))
+                     for name, value in bound_arguments(fn, args, kwargs) if _is_number(value))

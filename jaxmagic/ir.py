@@ -6,6 +6,7 @@ Nothing runs and nothing the user holds is touched: NNX objects are traced as co
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -155,6 +156,21 @@ def trace_safely(fn: Callable, args: tuple, kwargs: dict, name: str, *,
     return traced, call, (note,)
 
 
+def _static_params(traced: Any, call: Any, fn: Callable, args: tuple, kwargs: dict
+                   ) -> frozenset[str]:
+    """Parameters a ``jax.jit`` function declared static (``static_argnums``/``argnames``):
+    those of the call its traced program has no input for."""
+    from jaxmagic._calls import bound_arguments, has_own_trace
+
+    if not has_own_trace(call.callee) or hasattr(traced, "traced"):  # not jax.jit's own trace
+        return frozenset()
+    names = getattr(getattr(traced.jaxpr.jaxpr, "debug_info", None), "arg_names", None)
+    if not names:
+        return frozenset()
+    dynamic = {re.split(r"[\[.]", n, maxsplit=1)[0] for n in names if n}
+    return frozenset(n for n, _ in bound_arguments(fn, args, kwargs) if n and n not in dynamic)
+
+
 def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool = False,
                  call_name: str | None = None, **kwargs: Any) -> IRReport:
     """Trace, lower and compile ``fn(*args, **kwargs)`` without running it.
@@ -188,7 +204,8 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
     if not callable(fn):
         raise TypeError(f"{type(fn).__name__} object is not callable")
     name = call_name or name_of(fn)
-    traced, _, notes = trace_safely(fn, args, kwargs, name)
+    traced, call, notes = trace_safely(fn, args, kwargs, name)
+    static = _static_params(traced, call, fn, args, kwargs)
     inner = getattr(traced, "traced", traced)  # nnx.jit wraps jax's Traced
     out_info = inner.out_info
     if inner is not traced:  # nnx.jit returns (args' state, kwargs' state, value)
@@ -202,7 +219,7 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
         if optimized or stage == "hlo":
             hlo = compiled.as_text()
         cost, memory = cost_of(compiled), memory_of(compiled)
-    return IRReport(name=name, signature=describe_args(fn, args, kwargs),
+    return IRReport(name=name, signature=describe_args(fn, args, kwargs, static=static),
                     out_signature=_describe_out(out_info), stage=stage, jaxpr=jaxpr_text(closed),
                     stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory, notes=notes)
 

@@ -343,8 +343,8 @@ def test_int_used_as_a_loop_count_is_kept_static_with_a_note(mip):
     mip.run_cell("def repeat(x, n):\n    for _ in range(n):\n        x = jnp.sin(x)\n    return x")
     r = result_of(mip, "%jaxpr -o repeat(x4, 3)")
     assert r.jaxpr.count("sin") == 3
-    assert r.notes == ("Python numbers were kept static (n=3): traced as arrays, the call fails "
-                       "with TracerIntegerConversionError.",)
+    assert r.notes == (("Python numbers were kept static (n=3): traced as arrays, the call fails "
+                        "with TracerIntegerConversionError."),)
     assert "note: Python numbers were kept static (n=3)" in r.to_text()
     assert result_of(mip, "%jaxcheck -o repeat(x4, 3)").clean
 
@@ -483,3 +483,16 @@ def test_linen_train_state_step_titles_its_value_as_the_user_sees_it():
                                            "TrainState(14 leaves), f32[]")
     assert check_call(train_step, state, batch, jax.random.key(1)).skipped == ("index",)
     assert fingerprint(state) == before
+
+
+def test_a_jit_functions_static_arguments_show_their_values():
+    import functools
+
+    @functools.partial(jax.jit, static_argnums=1, static_argnames="mode")
+    def smooth(x, n, params, mode="same"):
+        for _ in range(n):
+            x = jnp.sin(x) * params["w"]
+        return x if mode == "same" else -x
+
+    r = inspect_call(smooth, jnp.ones(3), 2, {"w": jnp.ones(3)}, mode="flip")
+    assert r.signature == "x: f32[3], n=2, params: dict(1 leaves), mode='flip'"
