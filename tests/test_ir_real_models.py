@@ -496,3 +496,16 @@ def test_a_jit_functions_static_arguments_show_their_values():
 
     r = inspect_call(smooth, jnp.ones(3), 2, {"w": jnp.ones(3)}, mode="flip")
     assert r.signature == "x: f32[3], n=2, params: dict(1 leaves), mode='flip'"
+
+
+@pytest.mark.parametrize("fn,said", [
+    (lambda x, i: x[i], "the index was clamped into range (a dynamic slice's start index"),
+    (lambda x, i: x[jnp.array([i])], "the out-of-bounds read was clamped to the nearest valid index"),
+    (lambda x, i: jnp.take(x, i), "returned the fill value (NaN) instead of an element"),
+    (lambda x, i: jnp.take(x, i, mode="clip"), "the out-of-bounds read was clamped"),
+    (lambda x, i: x.at[i].set(0.0), "the out-of-bounds write was dropped"),
+    (lambda x, i: x.at[i].set(0.0, mode="clip"), "the out-of-bounds write was clamped"),
+])
+def test_out_of_bounds_findings_say_what_the_operation_did(fn, said):
+    f = check_call(fn, jnp.arange(3.0), 7).finding("index")
+    assert said in f.silent and f.source is not None
