@@ -202,3 +202,56 @@ def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None
     def undo() -> None:
         manager._shell_channel_io_loop.add_callback(lambda: manager._delete_subshell(sid))
     return undo
+
+
+# --- jax: jaxpr equations (source lines, nested bodies, op-by-op evaluation) ----------------
+# Used by %jaxcheck to find the user's line of an error raised inside a jitted library function
+# (jnp.floor_divide, jnp.take: their own frames stop at the jit boundary), to read the mode of
+# an out-of-bounds gather/scatter, and to find where an inf that reaches the result was made.
+
+def traceback_frames(tb: Any) -> list[tuple[str, int, str]]:
+    """``[(file, line, function)]`` of a jaxlib ``Traceback``, innermost first (``[]`` if None)."""
+    if tb is None:
+        return []
+    frames = getattr(tb, "frames", None)
+    _require(frames is not None, "jax", "jaxlib Traceback.frames")
+    return [(f.file_name, int(f.line_num), str(f.function_name)) for f in frames]
+
+
+def equation_traceback(eqn: Any) -> Any:
+    """The traceback recorded when ``eqn`` was traced (the object checkify errors carry)."""
+    info = getattr(eqn, "source_info", None)
+    _require(info is not None and hasattr(info, "traceback"), "jax", "JaxprEqn.source_info.traceback")
+    return info.traceback
+
+
+def sub_jaxprs(eqn: Any) -> list[Any]:
+    """The jaxprs nested in ``eqn`` (a jit body, scan/while/cond bodies, custom rules)."""
+    from jax.extend.core import jaxprs_in_params
+
+    return list(jaxprs_in_params(eqn.params))
+
+
+_CALLS = ("jit", "pjit", "closed_call", "core_call")
+
+
+def call_body(eqn: Any) -> Any | None:
+    """The ``ClosedJaxpr`` a call equation (``jit``/``pjit``/``closed_call``) runs, else None."""
+    if eqn.primitive.name not in _CALLS:
+        return None
+    body = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+    return body if body is not None and hasattr(body, "consts") else None
+
+
+def eval_equation(eqn: Any, invals: list) -> list:
+    """Run one equation eagerly on concrete values; always returns a list of outputs."""
+    import contextlib
+
+    get = getattr(eqn.primitive, "get_bind_params", None)
+    _require(get is not None, "jax", "Primitive.get_bind_params")
+    params = get(eqn.params)
+    _require(isinstance(params, dict), "jax", "Primitive.get_bind_params(params) -> dict")
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
+    with ctx:
+        out = eqn.primitive.bind(*invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]

@@ -1,6 +1,11 @@
 """Run one call under ``jax.experimental.checkify`` and report what plain JAX silently
-ignores: out-of-bounds indices (clamped or dropped), NaNs produced, divisions by zero, and
-failed ``checkify.check`` assertions (``%jaxcheck``, or ``check_call`` directly).
+ignores: out-of-bounds indices (clamped, filled or dropped, as the operation's mode says), NaNs
+and infs produced, divisions by zero, and failed ``checkify.check`` assertions
+(``%jaxcheck``, or ``check_call`` directly).
+
+The call runs on copies of the user's NNX objects (``jaxmagic._calls``): nothing the user
+holds changes. The plain program is traced first and checkify runs on its jaxpr, whose
+equations also locate the findings (``jaxmagic.jaxpr_sources``).
 
 No IPython here: the magic passes a ``where`` function that turns a file name into a cell
 label (``In[5]``).
@@ -9,6 +14,7 @@ label (``In[5]``).
 from __future__ import annotations
 
 import linecache
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,6 +32,8 @@ _SILENT = {
     "div": "Plain JAX raises nothing here: a float division by zero gives inf or NaN, an integer "
            "one an unspecified value.",
     "user": "A checkify.check assertion in the code failed.",
+    "inf": "Plain JAX raises nothing here: the inf flows on into the result (and inf - inf or "
+           "0 * inf turns it into NaN further on).",
 }
 _FIXES = {
     "index": "Check the index (or clip it on purpose with jnp.clip / mode='clip'); "
@@ -34,16 +42,18 @@ _FIXES = {
            "or debug with jax.config.update('jax_debug_nans', True).",
     "div": "Guard the divisor (jnp.where(d == 0, 1, d) or an epsilon) before dividing.",
     "user": "",
+    "inf": "Guard the operation's domain (jnp.where before log/division, jnp.clip before exp, a "
+           "small epsilon), or debug with jax.config.update('jax_debug_infs', True).",
 }
 _TITLES = {"index": "out-of-bounds index", "nan": "NaN produced", "div": "division by zero",
-           "user": "failed check"}
+           "user": "failed check", "inf": "inf produced"}
 
 
 @dataclass(frozen=True)
 class Finding:
     """One error checkify found: what, where (first frame outside JAX/Flax), and why it matters."""
 
-    kind: str                 # "index" | "nan" | "div" | "user"
+    kind: str                 # "index" | "nan" | "div" | "user" | "inf" (part of the nan check)
     message: str              # checkify's own message
     primitive: str | None     # the primitive that raised it (gather, log, div, ...)
     file: str | None
@@ -51,6 +61,7 @@ class Finding:
     function: str | None
     source: str | None        # the source line, stripped
     where: str | None         # a friendly location: "In[5], line 3" or "model.py:12"
+    behaviour: str | None = None  # what plain JAX did here, when known more exactly than by kind
 
     @property
     def title(self) -> str:
@@ -58,7 +69,7 @@ class Finding:
 
     @property
     def silent(self) -> str:
-        return _SILENT[self.kind]
+        return self.behaviour or _SILENT[self.kind]
 
     @property
     def fix(self) -> str:
@@ -79,7 +90,10 @@ class Finding:
 
 @dataclass(frozen=True)
 class CheckReport(Result):
-    """What ``checkify`` found in one call; ``clean`` when nothing."""
+    """What ``checkify`` found in one call; ``clean`` when the checks that ran found nothing.
+
+    ``checks`` are the checks that ran; ``skipped`` those that could not (a note says why).
+    """
 
     name: str
     signature: str
@@ -88,20 +102,25 @@ class CheckReport(Result):
     output: str               # the value the call returned (plain JAX returns the same)
     seconds: float            # checkify trace + compile + run
     notes: tuple[str, ...] = field(default=())
+    skipped: tuple[str, ...] = field(default=())
 
     @property
     def clean(self) -> bool:
-        return not self.findings
+        return not self.findings and bool(self.checks)
 
     def finding(self, kind: str) -> Finding | None:
-        """The finding of ``kind`` (``"index"``, ``"nan"``, ``"div"``, ``"user"``) or None."""
+        """The finding of ``kind`` (``"index"``, ``"nan"``, ``"div"``, ``"user"``, ``"inf"``) or
+        None."""
         return next((f for f in self.findings if f.kind == kind), None)
 
     def summary(self) -> str:
         call = f"{self.name}({self.signature})"
+        skipped = f"; {', '.join(self.skipped)} skipped" if self.skipped else ""
+        if not self.checks:
+            return f"{call}: no checks could run ({', '.join(self.skipped)} skipped)"
         if self.clean:
-            return f"{call}: clean ({', '.join(self.checks)} checks)"
-        return f"{call}: " + ", ".join(f.title for f in self.findings)
+            return f"{call}: clean ({', '.join(self.checks)} checks{skipped})"
+        return f"{call}: " + ", ".join(f.title for f in self.findings) + (f" ({skipped[2:]})" if skipped else "")
 
     def to_text(self, width: int = 100) -> str:
         from jaxmagic.render.check import check_text
@@ -116,7 +135,8 @@ class CheckReport(Result):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "signature": self.signature, "checks": list(self.checks),
                 "clean": self.clean, "findings": [f.to_dict() for f in self.findings],
-                "output": self.output, "seconds": self.seconds, "notes": list(self.notes)}
+                "output": self.output, "seconds": self.seconds, "notes": list(self.notes),
+                "skipped": list(self.skipped)}
 
 
 def parse_checks(spec: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
@@ -150,50 +170,115 @@ def _kind(exc: Any) -> str:
             "FailedCheckError": "user"}.get(type(exc).__name__, "user")
 
 
-def _exceptions(error: Any) -> list[Any]:
-    """Every error checkify recorded (one per kind), in the order they happened.
+def _exceptions(error: Any) -> tuple[list[Any], str | None]:
+    """Every error checkify recorded (one per kind), in the order they happened, and a note
+    when only the first could be read (``Error.get_exception()`` returns only the first; the
+    per-effect tables behind it are private, read in ``_internals``)."""
+    from jaxmagic._internals import InternalsChanged, checkify_errors
 
-    ``Error.get_exception()`` returns only the first; the per-effect tables hold all of
-    them. If their private layout changes, fall back to the first.
-    """
+    try:
+        return [e for _, e in checkify_errors(error)], None
+    except InternalsChanged as e:
+        exc = error.get_exception()
+        return ([] if exc is None else [exc]), f"only the first error is listed: {e}"
+
+
+class _Program:
+    """The plain (unchecked) program of the call, which checkify runs: its equations carry
+    the tracebacks checkify's errors point at, so the user's line behind a jitted library
+    function and the equation that made an inf can be found in it."""
+
+    def __init__(self, closed: Any):
+        self.closed = closed
+
+    def chain_of(self, traceback: Any) -> tuple | None:
+        from jaxmagic import jaxpr_sources
+
+        return jaxpr_sources.chain_of(self.closed, traceback)
+
+
+def _location(frame: tuple[str, int, str] | None, where: Callable[[str], str | None] | None) -> dict:
+    import os
+
+    if frame is None:
+        return {"file": None, "line": None, "function": None, "source": None, "where": None}
+    file, line, function = frame
+    cell = where(file) if where is not None else None
+    return {"file": file, "line": line, "function": function,
+            "source": linecache.getline(file, line).strip() or None,
+            "where": f"{cell}, line {line}" if cell else f"{os.path.basename(file)}:{line}"}
+
+
+def _finding(exc: Any, where: Callable[[str], str | None] | None, program: _Program) -> Finding:
+    from jaxmagic import jaxpr_sources
+    from jaxmagic._internals import InternalsChanged, traceback_frames
+
+    tb = getattr(exc, "traceback_info", None)
+    frame, chain = None, None
+    try:
+        frame = jaxpr_sources.user_frame(traceback_frames(tb))
+        if frame is None or _kind(exc) == "index":
+            chain = program.chain_of(tb)
+        if frame is None and chain is not None:
+            frame = jaxpr_sources.chain_user_frame(chain)
+    except InternalsChanged:
+        pass
+    behaviour = _oob_behaviour(chain[-1]) if chain and _kind(exc) == "index" else None
+    return Finding(kind=_kind(exc), message=str(exc).strip(), primitive=getattr(exc, "prim", None),
+                   behaviour=behaviour, **_location(frame, where))
+
+
+def _oob_behaviour(eqn: Any) -> str | None:
+    """What plain JAX did with the out-of-bounds index at ``eqn``, read from its mode."""
     import jax
     import numpy as np
 
-    try:
-        found = []
-        for effect, pred in error._pred.items():
-            if bool(np.any(np.asarray(pred))):
-                code = int(np.asarray(error._code[effect]).ravel()[0])
-                exc = jax.tree_util.tree_unflatten(error._metadata[code], error._payload[effect])
-                found.append((code, exc))
-        return [e for _, e in sorted(found, key=lambda t: t[0])]
-    except Exception:  # pragma: no cover - depends on checkify internals
-        exc = error.get_exception()
-        return [] if exc is None else [exc]
-
-
-def _user_frame(traceback_info: Any) -> tuple[str, int, str] | None:
-    from jaxmagic._frames import is_library_file
-
-    for fr in getattr(traceback_info, "frames", ()) or ():  # innermost first
-        if not is_library_file(fr.file_name):
-            return fr.file_name, int(fr.line_num), fr.function_name.rsplit(".", 1)[-1]
+    mode = jax.lax.GatherScatterMode
+    name, m = eqn.primitive.name, eqn.params.get("mode")
+    said = "Plain JAX raises nothing here: "
+    if name == "gather" and m == mode.FILL_OR_DROP:
+        fill = eqn.params.get("fill_value")
+        dtype = eqn.outvars[0].aval.dtype
+        if isinstance(fill, float) and math.isnan(fill):
+            fill = "NaN"
+        elif fill is None:
+            fill = ("NaN" if jax.dtypes.issubdtype(dtype, np.inexact) else
+                    "the most negative integer" if jax.dtypes.issubdtype(dtype, np.signedinteger)
+                    else "the largest value of the dtype")
+        return (said + f"the out-of-bounds read returned the fill value ({fill}) instead of an "
+                "element (gather mode 'fill', the default of jnp.take and nnx.Embed).")
+    if name == "gather" and m in (mode.CLIP, mode.PROMISE_IN_BOUNDS):
+        return said + "the out-of-bounds read was clamped to the nearest valid index."
+    if name.startswith("scatter") and m == mode.FILL_OR_DROP:
+        return said + "the out-of-bounds write was dropped."
+    if name.startswith("scatter") and m in (mode.CLIP, mode.PROMISE_IN_BOUNDS):
+        return said + "the out-of-bounds write was clamped to the nearest valid index."
+    if name in ("dynamic_slice", "dynamic_update_slice"):
+        return said + ("the index was clamped into range (a dynamic slice's start index is "
+                       "clamped so that the slice fits in the array).")
     return None
 
 
-def _finding(exc: Any, where: Callable[[str], str | None] | None) -> Finding:
-    import os
+def _inf_finding(program: _Program, inputs: tuple, where: Callable[[str], str | None] | None
+                 ) -> tuple[Finding | None, str | None]:
+    """An ``inf`` finding when the call's result holds inf that no input held (checkify's NaN
+    check does not look at inf), located by running the program op by op."""
+    from jaxmagic import jaxpr_sources
 
-    frame = _user_frame(getattr(exc, "traceback_info", None))
-    file = line = function = source = label = None
-    if frame is not None:
-        file, line, function = frame
-        source = linecache.getline(file, line).strip() or None
-        cell = where(file) if where is not None else None
-        label = f"{cell}, line {line}" if cell else f"{os.path.basename(file)}:{line}"
-    message = str(exc).strip()
-    return Finding(kind=_kind(exc), message=message, primitive=getattr(exc, "prim", None),
-                   file=file, line=line, function=function, source=source, where=label)
+    try:  # the op-by-op run is best effort (InternalsChanged included)
+        origin = jaxpr_sources.inf_origin(program.closed, list(inputs))
+        frame = (jaxpr_sources.chain_user_frame(origin)
+                 if origin not in (None, jaxpr_sources.INPUT) else None)
+    except Exception as e:
+        return (Finding("inf", "the result contains inf", None, None, None, None, None, None),
+                f"where the inf was made is unknown: {type(e).__name__}: {e}")
+    if origin is None:
+        return None, None
+    if origin == jaxpr_sources.INPUT:
+        return None, "the result contains inf that an input already held"
+    eqn = origin[-1]
+    return (Finding("inf", f"inf generated by primitive: {eqn.primitive.name}.", eqn.primitive.name,
+                    **_location(frame, where)), None)
 
 
 def _describe_output(out: Any) -> str:
@@ -219,27 +304,29 @@ def _describe_output(out: Any) -> str:
     return f"{type(out).__name__} of {len(leaves)}: {shown}"
 
 
-def _is_array_leaf(x: Any) -> bool:
-    import jax
-    import numpy as np
-
-    return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
-
-
 def check_call(fn: Callable, *args: Any, checks: Any = None,
-               where: Callable[[str], str | None] | None = None, **kwargs: Any) -> CheckReport:
+               where: Callable[[str], str | None] | None = None, call_name: str | None = None,
+               **kwargs: Any) -> CheckReport:
     """Run ``fn(*args, **kwargs)`` once under ``checkify`` (jitted) and report what it found.
 
-    Array leaves of the arguments are traced; other leaves (strings, callables, ...) are
-    passed through unchanged, as static values. The call runs for real: its value is in
-    the report (plain JAX returns the same value, minus the checks).
+    The call runs for real, on copies of the NNX modules, optimizers and ``nnx.Rngs`` among
+    the callee and its arguments: the user's objects never change (no RNG count advances, no
+    optimizer step is taken), whether the call succeeds or fails. Arrays and Python numbers
+    are traced; Python bool, str, None and callables stay static. Its value is in the report
+    (plain JAX returns the same value, minus the checks).
+
+    The ``nan`` check also reports an inf that reaches the result from finite inputs
+    (checkify itself looks only for NaN). When checkify cannot transform the call with some
+    check (a JAX bug), the call runs with the checks that work and the report names the
+    skipped ones and why.
 
     Args:
-        fn: a function, ``jax.jit`` / ``nnx.jit`` function or NNX module.
+        fn: a function, bound method, ``jax.jit`` / ``nnx.jit`` function or NNX module.
         *args, **kwargs: the call's arguments.
         checks: which checks: ``"index"``, ``"nan"``, ``"div"``, ``"user"`` (``checkify.check``
             assertions), a comma-separated string or list of them; default all.
         where: optional ``filename -> label`` (e.g. ``"In[5]"``) for notebook cells.
+        call_name: how the title names the callee (e.g. ``"model.generate_step"``).
 
     Returns:
         A ``CheckReport``; ``report.clean`` is True when nothing was found.
@@ -254,77 +341,89 @@ def check_call(fn: Callable, *args: Any, checks: Any = None,
         check_call(lambda x, i: x[i], jnp.arange(3.0), 10).finding("index").message
     """
     import jax
-    from jax.experimental import checkify as ck
 
-    from jaxmagic.ir import NotTraceableError, _name_of, _user_frame as _exc_frame
+    from jaxmagic._calls import describe_args, name_of
+    from jaxmagic.ir import trace_safely
 
     enabled = parse_checks(checks)
     if not callable(fn):
         raise TypeError(f"{type(fn).__name__} object is not callable")
-    name = _name_of(fn)
-    leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
-    dynamic = [i for i, x in enumerate(leaves) if _is_array_leaf(x)]
-
-    def call(*dyn: Any) -> Any:
-        full = list(leaves)
-        for i, v in zip(dynamic, dyn):
-            full[i] = v
-        a, k = jax.tree_util.tree_unflatten(tree, full)
-        return fn(*a, **k)
-
-    dyn_values = [leaves[i] for i in dynamic]
-    checked = jax.jit(ck.checkify(call, errors=_errors(enabled)))
+    name = call_name or name_of(fn)
     t0 = time.perf_counter()
-    try:
-        error, out = checked(*dyn_values)
-        jax.block_until_ready(out)
-    except Exception as e:
-        raise NotTraceableError(f"JAX could not trace {name}: {type(e).__name__}: "
-                                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                                f"{_exc_frame(e)}") from e
+    # Trace the plain program first (NNX transforms inside checkify's own trace fail with
+    # "different trace level"), then checkify the program's jaxpr.
+    traced, call, trace_notes = trace_safely(fn, args, kwargs, name, own_trace=False)
+    _, inputs = call.pure()
+    program = _Program(traced.jaxpr)
+    flat = jax.tree_util.tree_leaves(inputs)
+    error, outs, ran, notes = _run_checked(program.closed, flat, enabled)
+    out = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(traced.out_info), outs)
     seconds = time.perf_counter() - t0
-    signature = _signature(fn, args, kwargs)
-    findings = tuple(_finding(e, where) for e in _exceptions(error))
-    notes = []
-    if "nan" in enabled and _has_nan_input(dyn_values):
-        notes.append("an input already contains NaN, so the first NaN reported may come from it")
-    return CheckReport(name=name, signature=signature, checks=enabled, findings=findings,
-                       output=_describe_output(out), seconds=seconds, notes=tuple(notes))
+    notes = list(trace_notes) + notes
+    exceptions, read_note = _exceptions(error)
+    findings = [_finding(e, where, program) for e in exceptions]
+    notes += [read_note] if read_note else []
+    if "nan" in ran:
+        inf, inf_note = _inf_finding(program, flat, where) if _output_has_inf(out) else (None, None)
+        findings += [inf] if inf is not None else []
+        notes += [inf_note] if inf_note else []
+        if _has_nan_input(flat):
+            notes.append("an input already contains NaN, so the first NaN reported may come from it")
+    return CheckReport(name=name, signature=describe_args(fn, args, kwargs, values=False),
+                       checks=ran, findings=tuple(findings), output=_describe_output(out),
+                       seconds=seconds, notes=tuple(notes),
+                       skipped=tuple(c for c in enabled if c not in ran))
 
 
-def _signature(fn: Callable, args: tuple, kwargs: dict) -> str:
-    """``x: f32[3], i: int`` from the actual arguments (parameter names where known)."""
-    import inspect
+def _run_checked(closed: Any, flat: list, enabled: tuple[str, ...]
+                 ) -> tuple[Any, list, tuple[str, ...], list[str]]:
+    """Run the program ``closed`` on ``flat`` under checkify with ``enabled`` checks:
+    ``(error, outputs, checks run, notes)``.
 
-    from jaxmagic._format import shape_str
+    If checkify fails to transform the program with all checks (a JAX bug, e.g. index
+    checks on the gradient of ``optax.softmax_cross_entropy_with_integer_labels``), each
+    check is tried alone and the call runs with those that work.
+    """
+    import jax
+    from jax.experimental import checkify as ck
+    from jax.extend.core import jaxpr_as_fun
 
-    def t(v: Any) -> str:
-        if hasattr(v, "shape") and hasattr(v, "dtype"):
-            return shape_str(v.shape, v.dtype)
-        return type(v).__name__
+    def run(checks: tuple[str, ...]) -> tuple[Any, list]:
+        error, outs = jax.jit(ck.checkify(jaxpr_as_fun(closed), errors=_errors(checks)))(*flat)
+        return error, jax.block_until_ready(outs)
+
     try:
-        target = getattr(fn, "__wrapped__", None) or getattr(fn, "fun", None) or fn
-        sig = inspect.signature(target)
-        bound = sig.bind_partial(*args, **kwargs)
-        parts = []
-        for k, v in bound.arguments.items():
-            kind = sig.parameters[k].kind
-            if kind is inspect.Parameter.VAR_POSITIONAL:
-                parts += [t(x) for x in v]
-            elif kind is inspect.Parameter.VAR_KEYWORD:
-                parts += [f"{kk}: {t(x)}" for kk, x in v.items()]
-            else:
-                parts.append(f"{k}: {t(v)}")
-        return ", ".join(parts)
-    except (TypeError, ValueError):
-        return ", ".join([t(a) for a in args] + [f"{k}: {t(v)}" for k, v in kwargs.items()])
+        return (*run(enabled), enabled, [])
+    except Exception as e:
+        first = e
+    working, notes = [], []
+    for c in enabled:
+        try:
+            jax.jit(ck.checkify(jaxpr_as_fun(closed), errors=_errors((c,)))).trace(*flat)
+            working.append(c)
+        except Exception as e:
+            notes.append(f"{c} checks skipped: checkify could not transform this call with them "
+                         f"({type(e).__name__}: {str(e).strip()[:120]}), a limitation of "
+                         "jax.experimental.checkify, not an error in your code")
+    if not working:
+        raise first
+    ran = tuple(working)
+    return (*run(ran), ran, notes)
+
+
+def _output_has_inf(out: Any) -> bool:
+    from jaxmagic.jaxpr_sources import has_inf
+
+    return has_inf(out)
 
 
 def _has_nan_input(values: list) -> bool:
+    import jax
     import numpy as np
 
     for v in values:
-        a = np.asarray(v)
-        if np.issubdtype(a.dtype, np.inexact) and np.isnan(a).any():
+        dtype = getattr(v, "dtype", None)
+        dtype = np.asarray(v).dtype if dtype is None else dtype
+        if jax.dtypes.issubdtype(dtype, np.inexact) and np.isnan(np.asarray(v)).any():
             return True
     return False

@@ -20,6 +20,12 @@ def _none_of(checks) -> str:
     return "no " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
 
 
+def _checks_ran(r) -> str:
+    """``index, nan, div, user checks`` plus ``; index skipped`` when some could not run."""
+    ran = f"{', '.join(r.checks)} checks" if r.checks else "no check could run"
+    return ran + (f"; {', '.join(r.skipped)} skipped" if r.skipped else "")
+
+
 def _headline(f) -> str:
     same = f.message.lower().rstrip(".") == f.title
     return f.title if same else f"{f.title}: {f.message}"
@@ -27,11 +33,13 @@ def _headline(f) -> str:
 
 def check_text(r, *, width: int = 100) -> str:
     """Plain text: a verdict line, then one block per finding with its source line."""
-    checks = ", ".join(r.checks)
-    if r.clean:
-        verdict = f"clean: no errors found ({checks} checks) · {fmt_seconds(r.seconds)}"
+    checks = _checks_ran(r)
+    if not r.checks:
+        verdict = f"nothing checked ({checks}) · {fmt_seconds(r.seconds)}"
+    elif r.clean:
+        verdict = f"clean: no errors found ({checks}) · {fmt_seconds(r.seconds)}"
     else:
-        verdict = f"{plural(len(r.findings), 'error')} found ({checks} checks) · {fmt_seconds(r.seconds)}"
+        verdict = f"{plural(len(r.findings), 'error')} found ({checks}) · {fmt_seconds(r.seconds)}"
     out = [_head(r), verdict]
     for f in r.findings:
         out.append("")
@@ -54,9 +62,10 @@ def check_html(r) -> str:
     """Self-contained HTML: verdict badge, one insight-style block per finding."""
     from jaxmagic.render import html as H
 
-    checks = ", ".join(r.checks)
-    head = (f"<h3>jaxcheck of <code>{H.esc(r.name)}</code> "
-            f"{H.badge('clean', 'ok') if r.clean else H.badge(plural(len(r.findings), 'error'), 'bad')}</h3>"
+    checks = ", ".join(r.checks) + (f"; skipped: {', '.join(r.skipped)}" if r.skipped else "")
+    badge = (H.badge("nothing checked", "bad") if not r.checks else H.badge("clean", "ok") if r.clean
+             else H.badge(plural(len(r.findings), "error"), "bad"))
+    head = (f"<h3>jaxcheck of <code>{H.esc(r.name)}</code> {badge}</h3>"
             f"<div class='jm-muted'><code>({H.esc(r.signature)})</code> · checks: {H.esc(checks)}"
             f" · {H.esc(fmt_seconds(r.seconds))}</div>")
     parts = [head]

@@ -8,7 +8,6 @@ from jaxmagic.render.html import esc
 
 _TYPE = re.compile(r"\b((?:bf|f|i|u|c)\d+|bool|pred|tensor|key&lt;\w+&gt;)(\[[\d,]*\]|&lt;[^&]*&gt;)")
 _KW = re.compile(r"(?<![\w.])(lambda|let|in|func\.func|return|module|stablehlo\.\w+|ENTRY|ROOT|HloModule)(?![\w])")
-_COMMENT = re.compile(r"(//[^\n]*|#[^\n]*)")
 
 
 def highlight(text: str) -> str:
@@ -63,7 +62,7 @@ _TITLES = {"jaxpr": "jaxpr", "stablehlo": "StableHLO", "hlo": "optimized HLO"}
 def ir_text(report, *, width: int = 100) -> str:
     """Plain text: header with types, the leading IR, cost line when compiled."""
     head = f"{_TITLES[report.stage]} of {report.name}({report.signature}) -> {report.out_signature}"
-    out = [head, report.main_text()]
+    out = [head] + [f"note: {n}" for n in report.notes] + [report.main_text()]
     if report.stage != "jaxpr":
         out.append(_cost_line(report))
     return "\n".join(out)
@@ -75,7 +74,7 @@ def ir_html(report) -> str:
 
     head = (f"<h3>{_TITLES[report.stage]} of <code>{H.esc(report.name)}</code></h3>"
             f"<div class='jm-muted'><code>({H.esc(report.signature)}) → {H.esc(report.out_signature)}</code></div>")
-    parts = [head]
+    parts = [head] + [f"<div class='jm-muted'>note: {H.esc(n)}</div>" for n in report.notes]
     if report.stage != "jaxpr":
         parts.append(f"<div class='jm-totals'>{H.esc(_cost_line(report))}</div>")
     main = foldable(report.jaxpr) if report.stage == "jaxpr" else \
