@@ -174,6 +174,15 @@ def evaluate_path_or_expression(shell: Any, name: str, expr: str, what: str = "a
         raise
 
 
+def callee_text(expr: str) -> str | None:
+    """The callee of a call expression as the user wrote it (``model.generate_step``)."""
+    try:
+        call = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    return ast.unparse(call.func) if isinstance(call, ast.Call) else None
+
+
 def evaluate_call(shell: Any, name: str, expr: str) -> tuple[Any, list, dict]:
     """Evaluate ``f(a, b, k=c)`` in ``shell``'s namespace without calling ``f``.
 

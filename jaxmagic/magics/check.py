@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import cell_label, evaluate_call, parse, show
+from jaxmagic.magics._args import callee_text, cell_label, evaluate_call, parse, show
 
 
 @magics_class
@@ -27,9 +27,11 @@ class CheckMagics(Magics):
     @line_magic
     def jaxcheck(self, line: str) -> Any:
         """Run one call under ``jax.experimental.checkify`` (jitted) and report what plain
-        JAX ignores silently: out-of-bounds indices (clamped or dropped), NaNs produced,
-        divisions by zero, failed ``checkify.check`` assertions; each with its source line.
-        A clean call says so. The call really runs (once). Examples::
+        JAX ignores silently: out-of-bounds indices (clamped, filled or dropped), NaNs and
+        infs produced, divisions by zero, failed ``checkify.check`` assertions; each with its
+        source line. A clean call says so. The call really runs, once, on copies of the NNX
+        objects it is given (nothing they hold changes); arrays and Python numbers are
+        traced, bools, strings and other Python values stay static. Examples::
 
             %jaxcheck f(x, 10)
             %jaxcheck --checks nan,div loss(params, batch)
@@ -46,7 +48,7 @@ class CheckMagics(Magics):
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxcheck", expr)
         try:
             report = check_call(fn, *call_args, checks=checks, where=partial(cell_label, self.shell),
-                                **call_kwargs)
+                                call_name=callee_text(expr), **call_kwargs)
         except (NotTraceableError, TypeError) as e:
             raise UsageError(f"%jaxcheck: {e}") from None
         return show(report, args)

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate_call, parse, show
+from jaxmagic.magics._args import callee_text, evaluate_call, parse, show
 
 
 @magics_class
@@ -22,7 +22,12 @@ class IRMagics(Magics):
     @no_var_expand
     @line_magic
     def jaxpr(self, line: str) -> Any:
-        """Show the jaxpr of one call, e.g. ``%jaxpr f(x, y)`` (nothing is executed)."""
+        """Show the jaxpr of one call, e.g. ``%jaxpr f(x, y)`` or ``%jaxpr model.step(x)``.
+
+        Nothing is executed, and the NNX objects the call is given are traced as copies
+        (their values and RNG counts never change). Arrays and Python numbers are traced;
+        bools, strings and other Python values stay static, as ``training=True`` would.
+        """
         return self._ir(self.jaxpr, "jaxpr", line, stage="jaxpr")
 
     @magic_arguments()
@@ -46,7 +51,7 @@ class IRMagics(Magics):
         if stage is None:
             stage = "hlo" if args.optimized else "stablehlo"
         try:
-            report = inspect_call(fn, *call_args, stage=stage, **call_kwargs)
+            report = inspect_call(fn, *call_args, stage=stage, call_name=callee_text(expr), **call_kwargs)
         except (NotTraceableError, TypeError) as e:
             raise UsageError(f"%{name}: {e}") from None
         return show(report, args)
