@@ -236,3 +236,23 @@ def nnx_jit_arguments() -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     return dict(bound.arguments)
+
+
+# --- jax: a hook on device->host copies ------------------------------------------------------
+
+def watch_host_copies(on_copy: Callable[[Any], None]) -> Callable[[], None]:
+    """Call ``on_copy(array)`` before every device->host copy of a ``jax.Array`` (the
+    ``_value`` property when its host copy is not cached yet); returns the undo."""
+    cls = array_impl()
+    prop = cls.__dict__["_value"]
+
+    def _value(arr: Any) -> Any:
+        if arr._npy_value is None:
+            on_copy(arr)
+        return prop.fget(arr)
+
+    cls._value = property(_value)
+
+    def undo() -> None:
+        cls._value = prop
+    return undo

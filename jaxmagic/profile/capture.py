@@ -335,23 +335,20 @@ class _Hooks:
     def _count_transfers(self) -> None:
         cap = self.cap
         array = _internals.array_impl()
-        value_prop = array.__dict__["_value"]
         block = array.block_until_ready
 
-        def _value(arr):
-            if not _internals.host_copy_cached(arr):
-                if self.mine():
-                    cap.transfers[user_site(2)] += 1
-                else:
-                    cap.other_threads.transfers += 1
-            return value_prop.fget(arr)
+        def on_copy(arr: Any) -> None:
+            if self.mine():
+                cap.transfers[user_site(3)] += 1
+            else:
+                cap.other_threads.transfers += 1
 
         def block_until_ready(arr):
             if self.mine():
                 cap.syncs[user_site(2)] += 1
             return block(arr)
 
-        self._patch(array, "_value", property(_value))
+        self._undo.append(_internals.watch_host_copies(on_copy))
         self._patch(array, "block_until_ready", block_until_ready)
 
     def _record_warnings(self) -> None:
@@ -409,8 +406,8 @@ def _variable_leaves(obj: Any) -> tuple[tuple[str, tuple, str], ...] | None:
     leaves = []
     for path, node in nnx.iter_graph(obj):
         if isinstance(node, nnx.Variable):
-            value = node.get_value()
-            leaves.append((path, tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", ""))))
+            # a Variable forwards shape and dtype to the array it holds
+            leaves.append((path, tuple(getattr(node, "shape", ())), str(getattr(node, "dtype", ""))))
     leaves.sort(key=lambda t: tuple((isinstance(k, str), k) for k in t[0]))
     return tuple((".".join(map(str, p)), shape, dtype) for p, shape, dtype in leaves)
 

@@ -126,7 +126,9 @@ def param_names(defined_at: str | None) -> tuple[str, ...] | None:
     except SyntaxError:
         return None
     kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-    found = [n for n in ast.walk(tree) if isinstance(n, kinds) and n.lineno == int(line)]
+    # a code object's first line is its first decorator's line
+    found = [n for n in ast.walk(tree) if isinstance(n, kinds) and int(line) in
+             {n.lineno, *(d.lineno for d in getattr(n, "decorator_list", ()))}]
     if len(found) != 1:
         return None
     a = found[0].args
