@@ -495,15 +495,21 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
 
     trace = trace or {}
     device_s, calls_traced = trace.get("device_s", {}), trace.get("calls", {})
+    device_runs = trace.get("device_runs", {})
     lower_bound = bool(trace.get("truncated"))
     misses_known = "cache-miss reasons" not in cap.unavailable and LOWERINGS not in cap.unavailable
+
+    def traced_calls(name: str) -> int | None:
+        n = calls_traced.get(name)
+        return n if n is not None else device_runs.get(sanitize(name))
+
     functions = []
     for (name, defined), us in groups.items():
         last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
         kind = "eager" if _is_eager(defined, last_lowering) else "jit"
         # Eager ops are single primitives: their IR is never shown, so skip printing it.
         info = _analyses(last_lowering, jaxpr and kind == "jit", hlo and kind == "jit", notes)
-        calls = calls_traced.get(sanitize(name))
+        calls = traced_calls(name) if kind == "jit" else None
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]
         functions.append(FunctionProfile(
@@ -512,15 +518,21 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
             calls=calls, calls_lower_bound=lower_bound and calls is not None and kind == "jit",
             donated_args=sum(last_lowering.donated) if last_lowering else 0,
             device_s=device_s.get(sanitize(name)), **info))
-    # functions that ran in the cell without compiling (compiled before it): from --trace
-    known = {sanitize(f.name) for f in functions}
-    for module, n in calls_traced.items():
-        if module not in known:
+    # functions that ran in the cell without compiling in it (compiled before): from --trace;
+    # eager ops dispatched as tiny jitted programs are counted with the eager ops instead
+    known = {f.name for f in functions} | set(cap.eager_ops) | set(eager_calls)
+    for name, n in calls_traced.items():
+        if name not in known and sanitize(name) in device_s:
             functions.append(FunctionProfile(
-                name=module, kind="jit", defined_at=None, compiles=(), calls=n,
+                name=name, kind="jit", defined_at=None, compiles=(), calls=n,
                 calls_lower_bound=lower_bound, flops=None, transcendentals=None,
                 bytes_accessed=None, memory=None, jaxpr=None, hlo=None,
-                device_s=device_s.get(module)))
+                device_s=device_s.get(sanitize(name))))
+    short = [f.name for f in functions if f.kind == "jit" and f.calls
+             and device_runs.get(sanitize(f.name), f.calls) < f.calls]
+    if short and not lower_bound:
+        notes.append(f"--trace: device time of {', '.join(short)} leaves out executions still "
+                     f"running when the trace stopped (their results were not waited for)")
     functions.sort(key=lambda f: (f.kind != "jit", -f.compile_total_s, -(f.device_s or 0)))
 
     def site_label(site: tuple[str, int] | None) -> str | None:

@@ -32,12 +32,13 @@ TRUNCATION_GAP = 0.2  # share of the traced time
 
 
 def _module_to_name(module: str) -> str:
-    return module[4:] if module.startswith("jit_") else module
+    return (module[4:] if module.startswith("jit_") else module).rstrip("_")
 
 
 def sanitize(name: str) -> str:
-    """How XLA spells a function name in a module name (``<lambda>`` -> ``_lambda_``)."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+    """How a function name appears in its XLA module name (``<lambda>`` -> ``_lambda``:
+    JAX replaces characters outside ``[\\w.-]`` by ``_``, XLA drops trailing ones)."""
+    return re.sub(r"[^\w.\-]", "_", name).rstrip("_")
 
 
 class TraceSession:
@@ -97,23 +98,52 @@ class TraceSession:
         return out
 
 
-def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
-    """Per-module device time, execution count and an execution timeline from a Perfetto file.
+_DISPATCH = re.compile(r"^PjitFunction\((?P<name>.*)\)$")
 
-    ``traced_s``: how long the trace ran (host clock); with it a trace that ends early is
-    reported in ``truncated`` (its counts are lower bounds).
+
+def _outermost_counts(spans: dict[tuple[str, Any], list[tuple[float, float]]]) -> dict[str, int]:
+    """Calls per name from dispatch spans: a call records nested spans of the same name on
+    its thread, so only spans not inside another one of that name are counted."""
+    counts: dict[str, int] = defaultdict(int)
+    for (name, _tid), items in spans.items():
+        end = float("-inf")
+        for start, stop in sorted(items):
+            if start >= end:
+                counts[name] += 1
+                end = stop
+            else:
+                end = max(end, stop)
+    return dict(counts)
+
+
+def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
+    """Calls, device time and an execution timeline per function from a Perfetto file.
+
+    Calls come from the host's dispatch events (``PjitFunction(name)``), recorded when the
+    call is made, so an execution still running when the trace stopped is counted too.
+    Device time comes from XLA's op events (``hlo_module`` + ``run_id``). ``traced_s``: how
+    long the trace ran (host clock); with it a trace that ends early is reported in
+    ``truncated`` (its counts are then lower bounds).
+
+    Returns ``{"calls": {name: n}, "device_s": {name: s}, "device_runs": {name: n},
+    "timeline": [...], "truncated": str | None}`` (names as the module spells them for
+    ``device_s``/``device_runs``, e.g. ``_lambda_`` for ``<lambda>``).
     """
     with gzip.open(path, "rt") as fh:
         data = json.load(fh)
     events = data["traceEvents"] if isinstance(data, dict) else data
     runs: dict[tuple[str, str], list[float]] = {}
     busy: dict[str, float] = defaultdict(float)
+    dispatch: dict[tuple[str, Any], list[tuple[float, float]]] = defaultdict(list)
     first, last = float("inf"), float("-inf")
     for e in events:
         if e.get("ph") != "X" or "ts" not in e:
             continue
         start, dur = float(e["ts"]), float(e.get("dur", 0.0))
         first, last = min(first, start), max(last, start + dur)
+        if (d := _DISPATCH.match(str(e.get("name", "")))):
+            dispatch[(d["name"], e.get("tid"))].append((start, start + dur))
+            continue
         args = e.get("args") or {}
         module = args.get("hlo_module")
         if not module:
@@ -122,15 +152,16 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
         key = (module, str(args.get("run_id", "")))
         span = runs.setdefault(key, [start, start + dur])
         span[0], span[1] = min(span[0], start), max(span[1], start + dur)
-    calls: dict[str, int] = defaultdict(int)
+    device_runs: dict[str, int] = defaultdict(int)
     for module, _run in runs:
-        calls[module] += 1
+        device_runs[_module_to_name(module)] += 1
     t0 = min((s for s, _ in runs.values()), default=0.0)
     timeline = sorted(({"name": _module_to_name(m), "start_s": (s - t0) / 1e6, "dur_s": (t - s) / 1e6}
                        for (m, _r), (s, t) in runs.items()), key=lambda e: e["start_s"])[:TIMELINE_MAX]
     covered_s = max(0.0, last - first) / 1e6 if last >= first else 0.0
-    return {"device_s": {_module_to_name(m): us / 1e6 for m, us in busy.items()},
-            "calls": {_module_to_name(m): n for m, n in calls.items()},
+    return {"calls": _outermost_counts(dispatch),
+            "device_s": {_module_to_name(m): us / 1e6 for m, us in busy.items()},
+            "device_runs": dict(device_runs),
             "timeline": timeline,
             "truncated": truncation(len(events), covered_s, traced_s)}
 
