@@ -383,7 +383,8 @@ class _Hooks:
             def converter(x: Any, *args: Any, **kwargs: Any) -> Any:
                 out = fn(x, *args, **kwargs)
                 dtype_given = kwargs.get("dtype") is not None or (args and label != "jax.device_put")
-                if self.mine() and len(casts) < 100 and not dtype_given:
+                if self.mine() and len(casts) < 100 and not dtype_given \
+                        and not is_library_file(sys._getframe(1).f_code.co_filename):  # the user's own call
                     cast = _x64_cast(label, x, out)
                     if cast is not None:
                         casts.append(X64Cast(user_site(2), *cast))
