@@ -281,3 +281,25 @@ def test_compile_counts_match_an_independent_listener(steps):
             train_step(model, optimizer, batch_of(8 if i % 2 else 16))
     fp = prof.report().function("train_step")
     assert len(fp.compiles) == independent.names.count("train_step") == 2
+
+
+def log_loss(losses, loss):
+    losses.append(float(loss))  # the copy is in a helper; the loop is in the caller
+
+
+def test_host_read_in_a_helper_called_every_step_is_flagged_at_the_helper():
+    model, optimizer = make_model()
+    batch = batch_of(8)
+    train_step(model, optimizer, batch)
+    losses = []
+    with Profiler() as prof:
+        for step in range(25):
+            log_loss(losses, train_step(model, optimizer, batch))
+    assert "host-sync" in prof.report().insight_kinds()
+
+
+def test_host_reads_in_a_comprehension_are_per_step():
+    values = [jnp.float32(i) for i in range(25)]
+    with Profiler() as prof:
+        floats = [float(v) for v in values]
+    assert len(floats) == 25 and "host-sync" in prof.report().insight_kinds()

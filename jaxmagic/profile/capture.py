@@ -106,6 +106,8 @@ class Capture:
     eager_sites: Counter = field(default_factory=Counter)       # (file, line) -> count (sampled)
     transfers: Counter = field(default_factory=Counter)         # (file, line) -> device->host copies
     syncs: Counter = field(default_factory=Counter)             # (file, line) -> block_until_ready
+    # site -> the user's frames that led to it (site first, then its callers), first seen
+    sync_chains: dict = field(default_factory=dict)
     warnings: list[tuple[str, str, tuple[str, int] | None]] = field(default_factory=list)
     other_threads: OtherThreads = field(default_factory=OtherThreads)
     x64_casts: list[X64Cast] = field(default_factory=list)
@@ -230,12 +232,15 @@ class _Hooks:
         loggers = _internals.cache_miss_loggers()
         was_on = bool(jax.config.jax_explain_cache_misses)
 
+        me = self._thread
+
         class MissFilter(logging.Filter):
             def filter(self, record: logging.LogRecord) -> bool:
                 msg = record.getMessage()
                 if "CACHE MISS" not in msg:
                     return True
-                cap.misses.append(CacheMiss(cap.next_seq(), msg))
+                if record.thread == me:  # another thread's misses are not the block's
+                    cap.misses.append(CacheMiss(cap.next_seq(), msg))
                 return was_on  # the user asked for these logs: let them through
 
         flt = MissFilter()
@@ -337,15 +342,22 @@ class _Hooks:
         array = _internals.array_impl()
         block = array.block_until_ready
 
+        def record(counter: Counter) -> None:
+            chain = _user_chain()
+            site = chain[0] if chain else None
+            counter[site] += 1
+            if site not in cap.sync_chains:
+                cap.sync_chains[site] = chain
+
         def on_copy(arr: Any) -> None:
             if self.mine():
-                cap.transfers[user_site(3)] += 1
+                record(cap.transfers)
             else:
                 cap.other_threads.transfers += 1
 
         def block_until_ready(arr):
             if self.mine():
-                cap.syncs[user_site(2)] += 1
+                record(cap.syncs)
             return block(arr)
 
         self._undo.append(_internals.watch_host_copies(on_copy))
@@ -395,6 +407,18 @@ class _Hooks:
         wrap(jnp, "asarray", "jnp.asarray")
         wrap(jnp, "array", "jnp.array")
         wrap(jax, "device_put", "jax.device_put")
+
+
+def _user_chain(limit: int = 4) -> tuple[tuple[str, int], ...]:
+    """The innermost ``limit`` user frames on the stack as ``(file, line)``, innermost first
+    (a copy made in a helper is judged by the loop its caller runs it in)."""
+    frame, chain = sys._getframe(2), []
+    while frame is not None and len(chain) < limit:
+        filename = frame.f_code.co_filename
+        if not is_library_file(filename):
+            chain.append((filename, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(chain)
 
 
 def _variable_leaves(obj: Any) -> tuple[tuple[str, tuple, str], ...] | None:

@@ -178,7 +178,8 @@ def in_innermost_loop(filename: str, line: int) -> bool | None:
         tree = ast.parse(source)
     except SyntaxError:
         return None
-    loops = (ast.For, ast.AsyncFor, ast.While)
+    loops = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp,
+             ast.GeneratorExp)
     enclosing = [n for n in ast.walk(tree) if isinstance(n, loops)
                  and n.lineno <= line <= (n.end_lineno or n.lineno)]
     if not enclosing:

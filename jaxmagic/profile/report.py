@@ -547,8 +547,9 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
 
     per_step: dict[str, bool | None] = {}
     for site in (*cap.transfers, *cap.syncs):
-        if site is not None:
-            per_step[site_label(site) or "?"] = in_innermost_loop(*site)
+        verdicts = [in_innermost_loop(*frame) for frame in cap.sync_chains.get(site, ())]
+        known = [v for v in verdicts if v is not None]
+        per_step[site_label(site) or "?"] = any(known) if known else None
 
     if trace.get("error"):
         notes.append(trace["error"])
