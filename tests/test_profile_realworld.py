@@ -303,3 +303,15 @@ def test_host_reads_in_a_comprehension_are_per_step():
     with Profiler() as prof:
         floats = [float(v) for v in values]
     assert len(floats) == 25 and "host-sync" in prof.report().insight_kinds()
+
+
+def test_new_model_objects_recompile_with_a_readable_reason():
+    first_model, first_optimizer = make_model()
+    train_step(first_model, first_optimizer, batch_of(8))
+    model, optimizer = make_model()
+    with Profiler() as prof:
+        train_step(model, optimizer, batch_of(8))
+    (record,) = prof.report().function("train_step").compiles
+    assert record.kinds[0] == "graph"
+    assert record.reasons[0].startswith("the NNX graph of optimizer differs from the closest earlier call")
+    assert "GraphDef(" not in " ".join(record.reasons)

@@ -66,6 +66,8 @@ _RECOMPILE_FIX = {
               "if it takes many values",
     "structure": "keep the input pytree structure (keys, list lengths, None entries) identical "
                  "between calls",
+    "graph": "nnx.jit compiles once per object graph: pass the same Module/Optimizer objects on "
+             "every call (create them once), and do not add or remove attributes between calls",
     "other": "keep argument types, shapes and static values identical between calls",
 }
 

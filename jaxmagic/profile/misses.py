@@ -25,6 +25,7 @@ _FOR = re.compile(r"for (?P<name>\S+) defined at (?P<def>\S+)")
 _TYPE_CHANGE = re.compile(r"\* at (?P<path>.+?), now (?P<now>\S+) and before (?P<before>\S+?)(?:https?://\S*)?$")
 _STATIC = re.compile(r"\* at input path (?P<path>\S+), now .*?Static\(val=(?P<now>.*?)\) and before .*?Static\(val=(?P<before>.*?)\), so")
 _TREE = re.compile(r"\* at input path (?P<path>\S+), now (?P<now>.+?) and before (?P<before>.+?)(?:, so (?P<why>.*))?$")
+_GRAPHDEF = re.compile(r"\* at input path (?P<path>\S+?)\._graphdef, now ")
 _WEAK = re.compile(r"\{weak_type=(True|False)\}")
 _ANNOTATION = re.compile(r"\(\{[^)]*\}\)")  # sharding/vma annotations like f32[3]({})
 _ARRAY = re.compile(r"^(?P<dtype>[a-z]+\d*)\[(?P<shape>[\d,]*)\]")
@@ -40,7 +41,7 @@ class Miss:
     call_line: int | None
     first: bool              # the function had never been traced before
     reasons: tuple[str, ...]  # plain-language reasons
-    kinds: tuple[str, ...]    # "shape" | "dtype" | "weak_type" | "static" | "structure" | "other"
+    kinds: tuple[str, ...]    # "shape" | "dtype" | "weak_type" | "static" | "structure" | "graph" | "other"
     message: str = ""         # the log message it was parsed from
 
 
@@ -85,7 +86,11 @@ def parse(message: str, rename: Callable[[str], str] = str) -> Miss | None:
             continue
         if not line.startswith("*"):
             continue
-        if (s := _STATIC.match(line)):
+        if (g := _GRAPHDEF.match(line)):
+            reasons.append(f"the NNX graph of {rename(g['path'])} differs from the closest earlier "
+                           f"call (another Module/Optimizer object, or one whose structure changed)")
+            kinds.append("graph")
+        elif (s := _STATIC.match(line)):
             reasons.append(f"static argument {rename(s['path'])} changed from {s['before']} to {s['now']}")
             kinds.append("static")
         elif section == "different input types" and (t := _TYPE_CHANGE.match(line)):
