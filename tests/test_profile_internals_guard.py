@@ -137,3 +137,34 @@ def test_changed_nnx_jit_frame_keeps_jaxs_paths_and_says_so(monkeypatch):
     import flax
 
     assert [n for n in r.notes if f"flax {flax.__version__}" in n]
+
+
+def test_nnx_jit_arguments_are_read_inside_an_nnx_jit_call_only():
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    seen = []
+
+    @nnx.jit
+    def forward(m, x, scale=2.0):
+        seen.append(_internals.nnx_jit_arguments())  # runs while nnx.jit traces
+        return m(x) * scale
+
+    forward(model, jnp.ones((1, 2)))
+    assert _internals.nnx_jit_arguments() is None
+    (args,) = seen
+    assert list(args) == ["m", "x"] and args["m"] is model
+
+
+def test_watch_host_copies_sees_each_first_copy_and_its_undo_restores():
+    array = _internals.array_impl()
+    before = array.__dict__["_value"]
+    copies = []
+    undo = _internals.watch_host_copies(copies.append)
+    try:
+        x = jnp.arange(3.0) + 1
+        y = x * 2
+        float(x[1]), y.tolist()
+    finally:
+        undo()
+    float(x[2])  # after the undo: not seen
+    assert array.__dict__["_value"] is before
+    assert [c.shape for c in copies] == [(), (3,)] and copies[1] is y

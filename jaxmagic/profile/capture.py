@@ -338,6 +338,9 @@ class _Hooks:
                 self._patch(array, op_name, make_operator(op_name, fn))
 
     def _count_transfers(self) -> None:
+        """Count device->host copies (``float()``, ``.item()``, ``.tolist()``, ``print``,
+        ``np.asarray`` on GPU/TPU) and ``block_until_ready`` calls. On CPU ``np.asarray`` reads
+        the buffer in place through the buffer protocol: no copy, and not counted."""
         cap = self.cap
         array = _internals.array_impl()
         block = array.block_until_ready

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, get_args
 
-from jaxmagic._format import fmt_seconds, plural
+from jaxmagic._format import fmt_seconds
 
 if TYPE_CHECKING:
     from jaxmagic.profile.capture import Capture
