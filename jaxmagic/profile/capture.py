@@ -110,6 +110,7 @@ class Capture:
     sync_chains: dict = field(default_factory=dict)
     warnings: list[tuple[str, str, tuple[str, int] | None]] = field(default_factory=list)
     other_threads: OtherThreads = field(default_factory=OtherThreads)
+    misses_explained: bool = False  # JAX's cache-miss explanations were captured
     x64_casts: list[X64Cast] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)        # parts whose hook was turned off
     notes: list[str] = field(default_factory=list)              # why (one per changed internal)
@@ -178,6 +179,8 @@ class _Hooks:
                 except InternalsChanged as e:
                     self._unwind_to(mark)
                     self.cap.turn_off(part, e)
+                    if part == MISSES:
+                        self.cap.misses_explained = False
             self._record_warnings()
             self._watch_x64_casts()
         except BaseException:
@@ -248,6 +251,7 @@ class _Hooks:
             logger = logging.getLogger(name)
             logger.addFilter(flt)
             self._undo.append(lambda logger=logger: logger.removeFilter(flt))
+        cap.misses_explained = True
         if not was_on:
             context = jax.explain_cache_misses(True)
             context.__enter__()

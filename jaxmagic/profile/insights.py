@@ -102,7 +102,9 @@ def _recompiles(report: "ProfileReport") -> Iterator["Insight"]:
                 "create the jitted function once (outside the loop or function) and reuse it",
                 function=f.name, line=line)
             continue
-        misses = [c for c in f.compiles if c.kinds and not set(c.kinds) <= set(NOT_A_MISS)]
+        # a compile without kinds: explanations were off (Profiler(explain_cache_misses=False))
+        misses = [c for i, c in enumerate(f.compiles)
+                  if (c.kinds and not set(c.kinds) <= set(NOT_A_MISS)) or (not c.kinds and i > 0)]
         if not misses:
             continue
         reasons = [r for c in misses for r in c.reasons]

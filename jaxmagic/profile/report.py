@@ -12,7 +12,7 @@ from typing import Any, Callable
 from jaxmagic import _internals
 from jaxmagic._result import Result
 from jaxmagic.profile import misses as _misses
-from jaxmagic.profile.capture import LOWERINGS, Capture, Lowering, StageEvent
+from jaxmagic.profile.capture import Capture, Lowering, StageEvent
 from jaxmagic.profile.insights import Insight
 
 __all__ = ["CompileRecord", "FunctionProfile", "Insight", "ProfileReport", "build_report"]
@@ -497,7 +497,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
     device_s, calls_traced = trace.get("device_s", {}), trace.get("calls", {})
     device_runs = trace.get("device_runs", {})
     lower_bound = bool(trace.get("truncated"))
-    misses_known = "cache-miss reasons" not in cap.unavailable and LOWERINGS not in cap.unavailable
+    misses_known = cap.misses_explained
 
     def traced_calls(name: str) -> int | None:
         n = calls_traced.get(name)
