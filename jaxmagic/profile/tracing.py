@@ -27,8 +27,9 @@ TIMELINE_MAX = 400  # executions drawn in the inline timeline
 # The profiler keeps about this many events (measured: a 20 s training cell stopped at
 # ~1,000,000 events covering 2.5 s); at or above it, assume the trace was cut short.
 TRUNCATION_EVENTS = 990_000
-# ...and a trace whose events end this much before the traced time ended was cut short too.
-TRUNCATION_GAP = 0.2  # share of the traced time
+# ...and so was a trace whose events cover less than half of the time it ran, by over 0.5 s
+# (a whole cell is covered: the Python tracer records every call, sleeps included).
+TRUNCATION_SHARE, TRUNCATION_GAP_S = 0.5, 0.5
 
 
 def _module_to_name(module: str) -> str:
@@ -169,7 +170,8 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
 def truncation(n_events: int, covered_s: float, traced_s: float | None) -> str | None:
     """The sentence saying a trace was cut short, or ``None`` if it covers the whole cell."""
     cut = n_events >= TRUNCATION_EVENTS or (
-        traced_s is not None and traced_s > 0.05 and covered_s < (1 - TRUNCATION_GAP) * traced_s)
+        traced_s is not None and covered_s < TRUNCATION_SHARE * traced_s
+        and traced_s - covered_s > TRUNCATION_GAP_S)
     if not cut:
         return None
     of = f" of {traced_s:.3g} s" if traced_s else ""
