@@ -167,6 +167,7 @@ class _Hooks:
 
     # -- install -------------------------------------------------------------
     def install(self) -> None:
+        self._thread = threading.get_ident()  # the block's thread: the one that enters it
         try:
             self._listen_stage_events()
             for part, hook in ((MISSES, self._capture_cache_misses), (LOWERINGS, self._wrap_lowering),
@@ -476,9 +477,13 @@ class Profiler:
             y = f(x)
         prof.report()   # -> ProfileReport
 
+    Only the thread that enters the block is profiled; JAX work other threads do meanwhile
+    (a data loader, a prefetch thread) is summed apart (``ProfileReport.other_threads``).
+
     Args:
-        explain_cache_misses: turn on ``jax_explain_cache_misses`` for the block (restored
-            afterwards) to learn why each function recompiled.
+        explain_cache_misses: turn on JAX's cache-miss explanations for the block, on its
+            thread only (the public ``jax.explain_cache_misses`` context; the user's own
+            setting is untouched), to learn why each function recompiled.
         sync: wait for every live array when the block ends, so that the wall time
             includes device work dispatched asynchronously by the block.
     """
