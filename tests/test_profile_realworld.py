@@ -333,3 +333,17 @@ def test_without_miss_explanations_a_second_compile_is_not_called_derived():
     r = prof.report()
     assert [c.kinds for c in r.function("<lambda>").compiles] == [(), ()]
     assert "recompile" in r.insight_kinds()
+
+
+def test_converters_keep_their_signatures_under_the_profiler():
+    data = np.array([1, 2**40, 3, 4], dtype=np.int64)
+    with Profiler() as prof:
+        a = jnp.asarray(a=data)
+        b = jnp.array(object=data, dtype=jnp.int32)  # asked for explicitly: not a finding
+        c = jax.device_put(x=np.arange(4))  # int64 values that fit: nothing lost
+    assert a.dtype == b.dtype == c.dtype == jnp.int32
+    found = [i for i in prof.report().insights if i.kind == "x64-truncated"]
+    assert len(found) == 1 and found[0].message.startswith(
+        "test_profile_realworld.py:"), found[0].message
+    assert "jnp.asarray turned int64 array [4] into int32 (1 value out of range)" in found[0].message
+    assert "more such" not in found[0].message

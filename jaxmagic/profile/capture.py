@@ -397,14 +397,16 @@ class _Hooks:
         cap = self.cap
         casts = cap.x64_casts
 
-        def wrap(owner: Any, attr: str, label: str) -> None:
+        def wrap(owner: Any, attr: str, label: str, value: str) -> None:
             fn = getattr(owner, attr)
+            takes_dtype = label != "jax.device_put"  # its 2nd parameter is a device
 
-            def converter(x: Any, *args: Any, **kwargs: Any) -> Any:
-                out = fn(x, *args, **kwargs)
-                dtype_given = kwargs.get("dtype") is not None or (args and label != "jax.device_put")
+            def converter(*args: Any, **kwargs: Any) -> Any:
+                out = fn(*args, **kwargs)
+                dtype_given = kwargs.get("dtype") is not None or (takes_dtype and len(args) > 1)
                 if self.mine() and len(casts) < 100 and not dtype_given \
                         and not is_library_file(sys._getframe(1).f_code.co_filename):  # the user's own call
+                    x = args[0] if args else kwargs.get(value)
                     cast = _x64_cast(label, x, out)
                     if cast is not None:
                         casts.append(X64Cast(user_site(2), *cast))
@@ -412,9 +414,9 @@ class _Hooks:
             converter.__wrapped__ = fn  # type: ignore[attr-defined]
             self._patch(owner, attr, converter)
 
-        wrap(jnp, "asarray", "jnp.asarray")
-        wrap(jnp, "array", "jnp.array")
-        wrap(jax, "device_put", "jax.device_put")
+        wrap(jnp, "asarray", "jnp.asarray", "a")
+        wrap(jnp, "array", "jnp.array", "object")
+        wrap(jax, "device_put", "jax.device_put", "x")
 
 
 def _user_chain(limit: int = 4) -> tuple[tuple[str, int], ...]:
@@ -457,15 +459,15 @@ def _x64_cast(label: str, x: Any, out: Any) -> tuple[str, bool] | None:
     if dtype.kind == "f":
         shape = "" if np.ndim(x) == 0 else f" array {list(np.shape(x))}"
         return f"{label} turned {dtype}{shape} into {new}", False
+    # integers that fit in 32 bits lose nothing: only changed values are a finding
     if np.ndim(x) == 0:
-        changed = int(x) != int(np.asarray(x).astype(new))
-        value = f"{dtype} {int(x)} into {new} {int(np.asarray(x).astype(new))}"
-        return f"{label} turned {value}", changed
-    if np.size(x) > 10_000_000:
+        after = int(np.asarray(x).astype(new))
+        return (f"{label} turned {dtype} {int(x)} into {new} {after}", True) if after != int(x) else None
+    if np.size(x) > 10_000_000:  # not scanned: say what happened without a count
         return f"{label} turned {dtype} array {list(np.shape(x))} into {new}", True
     bad = int(np.count_nonzero(np.asarray(x) != np.asarray(x).astype(new)))
-    text = f"{label} turned {dtype} array {list(np.shape(x))} into {new}"
-    return (text + (f" ({bad} values out of {new} range)" if bad else "")), bool(bad)
+    text = f"{label} turned {dtype} array {list(np.shape(x))} into {new} ({bad} value{'s' if bad != 1 else ''} out of range)"
+    return (text, True) if bad else None
 
 
 class Profiler:
