@@ -268,7 +268,8 @@ def test_jaxmagics_own_trainer_profiles_clean_with_readable_names():
     r = prof.report()
     assert [i.kind for i in r.insights if i.severity == "warn"] == []
     names = {f.name for f in r.functions if f.kind == "jit"}
-    assert names == {"Trainer.train_steps", "Trainer.evaluate"}
+    assert names == {"Trainer.train_steps", "Trainer.evaluate", "Trainer.check_loss_fn"}
+    assert not [f.name for f in r.functions if f.kind == "eager" and "Trainer" in f.name]
 
 
 def test_dropout_model_forward_with_rngs_under_the_profiler_leaves_the_model_usable():

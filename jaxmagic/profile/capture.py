@@ -466,7 +466,8 @@ def _x64_cast(label: str, x: Any, out: Any) -> tuple[str, bool] | None:
     if np.size(x) > 10_000_000:  # not scanned: say what happened without a count
         return f"{label} turned {dtype} array {list(np.shape(x))} into {new}", True
     bad = int(np.count_nonzero(np.asarray(x) != np.asarray(x).astype(new)))
-    text = f"{label} turned {dtype} array {list(np.shape(x))} into {new} ({bad} value{'s' if bad != 1 else ''} out of range)"
+    values = f"{bad} value{'s' if bad != 1 else ''}"
+    text = f"{label} turned {dtype} array {list(np.shape(x))} into {new} ({values} out of range)"
     return (text, True) if bad else None
 
 

@@ -381,10 +381,13 @@ def _defined_at(lowering: Lowering | None, miss: _misses.Miss | None) -> str | N
     return None
 
 
-def _is_eager(defined_at: str | None, lowering: Lowering | None) -> bool:
+def _is_eager(defined_at: str | None, lowering: Lowering | None, lowerings_seen: bool) -> bool:
+    """An op dispatched outside jit (its tiny program is defined inside JAX)."""
     if defined_at is not None:
         return os.path.abspath(defined_at.rsplit(":", 1)[0]).startswith(_JAX_DIR)
-    return lowering is None
+    # with lowerings seen, an op's program always has one: no lowering is a function only
+    # traced (jax.eval_shape, jax.make_jaxpr), not an op
+    return lowering is None and not lowerings_seen
 
 
 def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool,
@@ -498,6 +501,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
     device_runs = trace.get("device_runs", {})
     lower_bound = bool(trace.get("truncated"))
     misses_known = cap.misses_explained
+    lowerings_seen = "cost, memory and jaxprs" not in cap.unavailable
 
     def traced_calls(name: str) -> int | None:
         n = calls_traced.get(name)
@@ -506,7 +510,7 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
     functions = []
     for (name, defined), us in groups.items():
         last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
-        kind = "eager" if _is_eager(defined, last_lowering) else "jit"
+        kind = "eager" if _is_eager(defined, last_lowering, lowerings_seen) else "jit"
         # Eager ops are single primitives: their IR is never shown, so skip printing it.
         info = _analyses(last_lowering, jaxpr and kind == "jit", hlo and kind == "jit", notes)
         calls = traced_calls(name) if kind == "jit" else None
