@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
+import sys
 from typing import Any, Callable, NamedTuple
 
 TESTED_WITH = {"jax": "0.10.2", "ipykernel": "7.4.0"}
@@ -94,7 +96,9 @@ def executable_of(computation: Any) -> Any | None:
 
     Reading it avoids compiling a second time just to get cost and memory analysis.
     """
-    return getattr(computation, "_executable", None)
+    if not hasattr(computation, "_executable"):
+        raise changed("jax", "the lowered computation's _executable")
+    return computation._executable
 
 
 # --- jax: eager dispatch and device->host copies --------------------------------------------
@@ -255,3 +259,53 @@ def eval_equation(eqn: Any, invals: list) -> list:
     with ctx:
         out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+# --- flax: the user's arguments of the nnx.jit call being compiled --------------------------
+# (gives nnx.jit inputs the user's names: ``model.l1.kernel`` for ``model.states[0][3]``)
+
+TESTED_WITH["flax"] = "0.12.8"
+_NNX_JIT_FILE = os.path.join("flax", "nnx", "transforms", "compilation.py")
+
+
+def nnx_jit_arguments() -> dict[str, Any] | None:
+    """The arguments, by parameter name, of the innermost ``nnx.jit`` call on this thread's
+    stack (read from flax's ``JitWrapped.__call__(self, *args, **kwargs)`` frame), or ``None``
+    when no ``nnx.jit`` call is running or its signature cannot be bound."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__call__" and code.co_filename.endswith(_NNX_JIT_FILE) \
+                and getattr(code, "co_qualname", "JitWrapped.__call__") == "JitWrapped.__call__":
+            break
+        frame = frame.f_back
+    if frame is None:
+        return None
+    local = frame.f_locals
+    _require(all(k in local for k in ("self", "args", "kwargs")), "flax",
+             "nnx.jit's JitWrapped.__call__(self, *args, **kwargs)")
+    try:
+        bound = inspect.signature(local["self"]).bind(*local["args"], **local["kwargs"])
+    except (TypeError, ValueError):
+        return None
+    return dict(bound.arguments)
+
+
+# --- jax: a hook on device->host copies ------------------------------------------------------
+
+def watch_host_copies(on_copy: Callable[[Any], None]) -> Callable[[], None]:
+    """Call ``on_copy(array)`` before every device->host copy of a ``jax.Array`` (the
+    ``_value`` property when its host copy is not cached yet); returns the undo."""
+    cls = array_impl()
+    prop = cls.__dict__["_value"]
+
+    def _value(arr: Any) -> Any:
+        if arr._npy_value is None:
+            on_copy(arr)
+        return prop.fget(arr)
+
+    cls._value = property(_value)
+
+    def undo() -> None:
+        cls._value = prop
+    return undo

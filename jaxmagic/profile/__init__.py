@@ -9,8 +9,7 @@ Example::
 """
 
 from jaxmagic.profile.capture import Profiler
-from jaxmagic.profile.report import CompileRecord, FunctionProfile, Insight, ProfileReport
+from jaxmagic.profile.insights import Insight
+from jaxmagic.profile.report import CompileRecord, FunctionProfile, ProfileReport
 
-profile = Profiler
-
-__all__ = ["CompileRecord", "FunctionProfile", "Insight", "ProfileReport", "Profiler", "profile"]
+__all__ = ["CompileRecord", "FunctionProfile", "Insight", "ProfileReport", "Profiler"]

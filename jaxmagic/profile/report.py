@@ -9,32 +9,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from jaxmagic import _internals
 from jaxmagic._result import Result
 from jaxmagic.profile import misses as _misses
 from jaxmagic.profile.capture import Capture, Lowering, StageEvent
+from jaxmagic.profile.insights import Insight
+
+__all__ = ["CompileRecord", "FunctionProfile", "Insight", "ProfileReport", "build_report"]
 
 _JAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("jax").__file__)))
-
-
-@dataclass(frozen=True)
-class Insight:
-    """A plain-language finding about a JAX pitfall seen in the profiled code.
-
-    ``kind`` is a stable identifier (``recompile``, ``eager-ops``, ``compile-dominated``,
-    ``host-sync``, ``donation-unusable``, ``x64-truncated``, ``tracer-conversion``,
-    ``deleted-array``); ``message`` says what happened, ``fix`` what to do about it.
-    """
-
-    kind: str
-    message: str
-    fix: str
-    function: str | None = None
-    line: int | None = None
-    severity: str = "warn"  # "warn" | "info"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "fix": self.fix,
-                "function": self.function, "line": self.line, "severity": self.severity}
 
 
 @dataclass(frozen=True)
@@ -43,15 +26,17 @@ class CompileRecord:
 
     trace_s: float
     lower_s: float
-    compile_s: float
+    backend_compile_s: float  # XLA's compile only
     site: str | None          # "line 7" for the profiled cell, else "file.py:12"
     reasons: tuple[str, ...]  # why the cache missed, in plain words
-    kinds: tuple[str, ...]
+    kinds: tuple[str, ...]    # "first", "derived" (no cache miss: e.g. the backward program
+                              # under jax.grad), or a miss kind ("shape", "static", ...)
     signature: str | None     # input types, e.g. "x: f32[3], y: f32[]"
 
     @property
-    def total_s(self) -> float:
-        return self.trace_s + self.lower_s + self.compile_s
+    def compile_total_s(self) -> float:
+        """Trace + lower + backend compile."""
+        return self.trace_s + self.lower_s + self.backend_compile_s
 
 
 @dataclass(frozen=True)
@@ -62,7 +47,7 @@ class FunctionProfile:
     kind: str                       # "jit" (user function) or "eager" (op outside jit)
     defined_at: str | None
     compiles: tuple[CompileRecord, ...]
-    calls: int | None               # None when it cannot be counted cheaply
+    calls: int | None               # executions (from --trace), eager-op count; None: not counted
     flops: float | None
     transcendentals: float | None
     bytes_accessed: float | None
@@ -72,6 +57,7 @@ class FunctionProfile:
     donated_args: int = 0
     device_s: float | None = None   # from --trace
     const_bytes: int = 0            # arrays closed over and baked into the program
+    calls_lower_bound: bool = False  # calls counted in a truncated trace: at least this many
 
     @property
     def trace_s(self) -> float:
@@ -82,16 +68,20 @@ class FunctionProfile:
         return sum(c.lower_s for c in self.compiles)
 
     @property
-    def compile_s(self) -> float:
-        return sum(c.compile_s for c in self.compiles)
+    def backend_compile_s(self) -> float:
+        """XLA's compile time only (see ``compile_total_s`` for trace + lower + compile)."""
+        return sum(c.backend_compile_s for c in self.compiles)
 
     @property
-    def total_compile_s(self) -> float:
-        return self.trace_s + self.lower_s + self.compile_s
+    def compile_total_s(self) -> float:
+        """Trace + lower + backend compile, over every compile of this function."""
+        return self.trace_s + self.lower_s + self.backend_compile_s
 
     @property
     def cache_misses(self) -> list[str]:
-        return ["; ".join(c.reasons) for c in self.compiles if c.reasons]
+        """Why each compile happened ("first compile", or the cache miss reasons); further
+        programs derived without a cache miss (kind ``derived``) are not misses."""
+        return ["; ".join(c.reasons) for c in self.compiles if c.reasons and c.kinds != ("derived",)]
 
     @property
     def sites(self) -> list[str]:
@@ -108,16 +98,25 @@ class FunctionProfile:
         return self.flops / self.bytes_accessed
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data. Keys: ``name``, ``kind`` ("jit" | "eager"), ``defined_at``,
+        ``compiles`` (count), ``trace_s``, ``lower_s``, ``backend_compile_s`` (XLA only),
+        ``compile_total_s`` (trace + lower + backend), ``sites``, ``cache_misses``,
+        ``compile_records`` (per compile: ``trace_s``, ``lower_s``, ``backend_compile_s``,
+        ``site``, ``reasons``, ``kinds``, ``signature``), ``calls`` (``None``: not counted),
+        ``calls_lower_bound``, ``flops``, ``transcendentals``, ``bytes_accessed``,
+        ``arithmetic_intensity``, ``memory``, ``jaxpr``, ``hlo``, ``donated_args``,
+        ``device_s`` (from ``--trace``), ``const_bytes``. Seconds are floats."""
         return {
             "name": self.name, "kind": self.kind, "defined_at": self.defined_at,
             "compiles": len(self.compiles), "trace_s": self.trace_s, "lower_s": self.lower_s,
-            "compile_s": self.compile_s, "sites": self.sites,
-            "cache_misses": self.cache_misses,
+            "backend_compile_s": self.backend_compile_s, "compile_total_s": self.compile_total_s,
+            "sites": self.sites, "cache_misses": self.cache_misses,
             "compile_records": [
-                {"trace_s": c.trace_s, "lower_s": c.lower_s, "compile_s": c.compile_s,
+                {"trace_s": c.trace_s, "lower_s": c.lower_s, "backend_compile_s": c.backend_compile_s,
                  "site": c.site, "reasons": list(c.reasons), "kinds": list(c.kinds),
                  "signature": c.signature} for c in self.compiles],
-            "calls": self.calls, "flops": self.flops, "transcendentals": self.transcendentals,
+            "calls": self.calls, "calls_lower_bound": self.calls_lower_bound,
+            "flops": self.flops, "transcendentals": self.transcendentals,
             "bytes_accessed": self.bytes_accessed, "arithmetic_intensity": self.intensity,
             "memory": self.memory, "jaxpr": self.jaxpr, "hlo": self.hlo,
             "donated_args": self.donated_args, "device_s": self.device_s,
@@ -148,6 +147,11 @@ class ProfileReport(Result):
     timeline: tuple[dict[str, Any], ...] = ()
     build_s: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # parts not measured because a JAX internal changed ("eager ops", "host transfers", ...):
+    # renderers show them as unknown, never as 0
+    unavailable: tuple[str, ...] = ()
+    # JAX work of other threads during the cell (not charged to it): compiles/eager_ops/transfers
+    other_threads: dict[str, int] = field(default_factory=dict)
 
     # -- totals ----------------------------------------------------------------
     @property
@@ -160,17 +164,18 @@ class ProfileReport(Result):
 
     @property
     def backend_compile_s(self) -> float:
-        return sum(f.compile_s for f in self.functions)
+        """XLA's compile time only, over every function."""
+        return sum(f.backend_compile_s for f in self.functions)
 
     @property
-    def compile_s(self) -> float:
+    def compile_total_s(self) -> float:
         """Trace + lower + backend compile, over every function."""
         return self.trace_s + self.lower_s + self.backend_compile_s
 
     @property
     def run_s(self) -> float:
         """Wall time not spent compiling: Python, dispatch and device work."""
-        return max(0.0, self.wall_s - self.compile_s)
+        return max(0.0, self.wall_s - self.compile_total_s)
 
     @property
     def n_compiles(self) -> int:
@@ -207,8 +212,15 @@ class ProfileReport(Result):
         return profile_html(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data. Keys: ``wall_s``, ``compile_total_s`` (trace + lower + backend
+        compile), ``trace_s``, ``lower_s``, ``backend_compile_s`` (XLA only), ``run_s``,
+        ``sync_s``, ``complete``, ``error``, ``label``, ``functions`` (see
+        ``FunctionProfile.to_dict``), ``insights`` (see ``Insight.to_dict``), ``eager_ops``
+        (op -> count), ``eager_sites``, ``transfers``, ``syncs`` (site -> count), ``trace_dir``,
+        ``timeline``, ``notes``, ``unavailable`` (parts not measured; their counts are not 0
+        but unknown), ``other_threads``."""
         return {
-            "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
+            "wall_s": self.wall_s, "compile_total_s": self.compile_total_s, "trace_s": self.trace_s,
             "lower_s": self.lower_s, "backend_compile_s": self.backend_compile_s,
             "run_s": self.run_s, "sync_s": self.sync_s, "complete": self.complete,
             "error": self.error, "label": self.label,
@@ -217,6 +229,7 @@ class ProfileReport(Result):
             "eager_ops": dict(self.eager_ops), "eager_sites": dict(self.eager_sites),
             "transfers": dict(self.transfers), "syncs": dict(self.syncs),
             "trace_dir": self.trace_dir, "timeline": list(self.timeline), "notes": list(self.notes),
+            "unavailable": list(self.unavailable), "other_threads": dict(self.other_threads),
         }
 
 
@@ -277,6 +290,9 @@ def _assemble_units(cap: Capture) -> list[_Unit]:
                 break
         u = _Unit(name)
         setattr(u, slot, obj)
+        queue = pending_miss.get(name)  # a compile without a trace event of its own
+        if queue:
+            u.miss = queue.pop(0)
         units.append(u)
 
     for _, stage, obj in items:
@@ -297,7 +313,42 @@ def _assemble_units(cap: Capture) -> list[_Unit]:
     return units
 
 
-def _signature(lowering: Lowering | None) -> str | None:
+def _checked_leaves(lowering: Lowering) -> dict[str, tuple] | None:
+    """The nnx.jit argument leaves of ``lowering``, kept only where their count, shapes and
+    dtypes match the program's inputs (a name is shown only when it is surely right)."""
+    if not lowering.nnx_leaves:
+        return None
+    try:
+        jaxpr = lowering.closed_jaxpr
+        names = jaxpr.jaxpr.debug_info.arg_names if jaxpr.jaxpr.debug_info else None
+        avals = jaxpr.in_avals
+    except Exception:
+        return None
+    if not names:
+        return None
+    seen: dict[str, list[Any]] = {}
+    for name, aval in zip(names, avals):
+        m = _misses._NNX_LEAF.match(name or "")
+        if m:
+            seen.setdefault(m[1], []).append((int(m[2]), aval))
+    kept = {}
+    for param, leaves in lowering.nnx_leaves.items():
+        found = sorted(seen.get(param, []), key=lambda t: t[0])
+        if len(found) == len(leaves) and all(
+                k == i and tuple(getattr(a, "shape", ())) == leaf[1]
+                and str(getattr(a, "dtype", "")) == leaf[2]
+                for i, ((k, a), leaf) in enumerate(zip(found, leaves))):
+            kept[param] = leaves
+    return kept or None
+
+
+def _namer(lowering: Lowering | None, defined_at: str | None):
+    """``rename`` for input paths: parameter names and NNX Variable paths."""
+    return _misses.path_namer(_misses.param_names(defined_at),
+                              _checked_leaves(lowering) if lowering is not None else None)
+
+
+def _signature(lowering: Lowering | None, rename: Any = str) -> str | None:
     if lowering is None:
         return None
     from jaxmagic._format import shape_str
@@ -311,7 +362,7 @@ def _signature(lowering: Lowering | None) -> str | None:
             typ = shape_str(aval.shape, aval.dtype) if hasattr(aval, "shape") else str(aval)
             if getattr(aval, "weak_type", False):
                 typ += "(weak)"
-            label = names[i] if names and i < len(names) and names[i] else f"arg{i}"
+            label = rename(names[i]) if names and i < len(names) and names[i] else f"arg{i}"
             parts.append(f"{label}: {typ}")
         return ", ".join(parts)
     except Exception:
@@ -330,13 +381,17 @@ def _defined_at(lowering: Lowering | None, miss: _misses.Miss | None) -> str | N
     return None
 
 
-def _is_eager(defined_at: str | None, lowering: Lowering | None) -> bool:
+def _is_eager(defined_at: str | None, lowering: Lowering | None, lowerings_seen: bool) -> bool:
+    """An op dispatched outside jit (its tiny program is defined inside JAX)."""
     if defined_at is not None:
         return os.path.abspath(defined_at.rsplit(":", 1)[0]).startswith(_JAX_DIR)
-    return lowering is None
+    # with lowerings seen, an op's program always has one: no lowering is a function only
+    # traced (jax.eval_shape, jax.make_jaxpr), not an op
+    return lowering is None and not lowerings_seen
 
 
-def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool) -> dict[str, Any]:
+def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool,
+              notes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"flops": None, "transcendentals": None, "bytes_accessed": None,
                            "memory": None, "jaxpr": None, "hlo": None, "const_bytes": 0}
     if lowering is None:
@@ -349,7 +404,13 @@ def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool) -> di
             out["jaxpr"] = jaxpr_text(lowering.closed_jaxpr)
         except Exception as e:  # pretty-printing must never break a report
             out["jaxpr"] = f"<jaxpr unavailable: {e}>"
-    executable = getattr(lowering.computation, "_executable", None)
+    try:
+        executable = _internals.executable_of(lowering.computation)
+    except _internals.InternalsChanged as e:
+        note = f"cost and memory analysis not measured: {e}"
+        if note not in notes:
+            notes.append(note)
+        return out
     if executable is None:
         return out
     from jaxmagic.ir import cost_of, memory_of
@@ -373,6 +434,31 @@ _OPERATOR_TO_JNP = {
 }
 
 
+def _records(us: list[_Unit], defined: str | None, cell_file: str | None,
+             cell_label: CellLabel | None, misses_known: bool) -> list[CompileRecord]:
+    records = []
+    for n, u in enumerate(us):
+        site_ev = u.trace or u.lower or u.compile
+        site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None),
+                           cell_file, cell_label)
+        if u.miss is not None and cell_file and u.miss.call_file == cell_file:
+            site = f"line {u.miss.call_line}"
+        miss = _misses.renamed(u.miss, _namer(u.lowering, defined)) if u.miss else None
+        reasons, kinds = (miss.reasons, miss.kinds) if miss else ((), ())
+        if miss is None and n > 0 and misses_known:
+            # JAX explained no tracing cache miss: a further program it derived from the
+            # same function (forward and backward under jax.grad), not a recompile
+            reasons, kinds = ("another program of the same function (e.g. its backward pass "
+                              "under jax.grad), not a cache miss",), ("derived",)
+        records.append(CompileRecord(
+            trace_s=u.trace.seconds if u.trace else 0.0,
+            lower_s=u.lower.seconds if u.lower else 0.0,
+            backend_compile_s=u.compile.seconds if u.compile else 0.0,
+            site=site, reasons=reasons, kinds=kinds,
+            signature=_signature(u.lowering, _namer(u.lowering, defined))))
+    return records
+
+
 def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = True,
                  hlo: bool = False, label: str = "cell", error: str | None = None,
                  trace: dict[str, Any] | None = None,
@@ -386,12 +472,15 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         jaxpr / hlo: include jaxpr text / optimized HLO text per function.
         label: what was profiled, for titles ("cell", "line", "block").
         error: ``"TypeName: message"`` if the profiled code raised.
-        trace: per-function device times and timeline from ``--trace`` (see ``tracing``).
+        trace: per-function device times, calls and timeline from ``--trace`` (see
+            ``tracing.TraceSession.summary``).
         cell_label: filename -> ``In[3]`` for code from other notebook cells (else ``None``).
     """
-    from jaxmagic.profile.insights import find_insights
+    from jaxmagic.profile.insights import find_insights, in_innermost_loop
+    from jaxmagic.profile.tracing import sanitize
 
     t0 = time.perf_counter()
+    notes = list(cap.notes)
     units = _assemble_units(cap)
     eager_calls: Counter = Counter()
     for op, n in cap.eager_ops.items():
@@ -407,56 +496,78 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
                 key = same[0]
         groups.setdefault(key, []).append(u)
 
-    from jaxmagic.profile.tracing import sanitize
+    trace = trace or {}
+    device_s, calls_traced = trace.get("device_s", {}), trace.get("calls", {})
+    device_runs = trace.get("device_runs", {})
+    lower_bound = bool(trace.get("truncated"))
+    misses_known = cap.misses_explained
+    lowerings_seen = "cost, memory and jaxprs" not in cap.unavailable
 
-    device_s = (trace or {}).get("device_s", {})
-    calls_traced = (trace or {}).get("calls", {})
+    def traced_calls(name: str) -> int | None:
+        n = calls_traced.get(name)
+        return n if n is not None else device_runs.get(sanitize(name))
+
     functions = []
     for (name, defined), us in groups.items():
-        records = []
-        for u in us:
-            site_ev = u.trace or u.lower or u.compile
-            site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None),
-                               cell_file, cell_label)
-            if u.miss is not None and cell_file and u.miss.call_file == cell_file:
-                site = f"line {u.miss.call_line}"
-            records.append(CompileRecord(
-                trace_s=u.trace.seconds if u.trace else 0.0,
-                lower_s=u.lower.seconds if u.lower else 0.0,
-                compile_s=u.compile.seconds if u.compile else 0.0,
-                site=site,
-                reasons=u.miss.reasons if u.miss else (),
-                kinds=u.miss.kinds if u.miss else (),
-                signature=_signature(u.lowering)))
         last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
-        kind = "eager" if _is_eager(defined, last_lowering) else "jit"
+        kind = "eager" if _is_eager(defined, last_lowering, lowerings_seen) else "jit"
         # Eager ops are single primitives: their IR is never shown, so skip printing it.
-        info = _analyses(last_lowering, jaxpr and kind == "jit", hlo and kind == "jit")
-        calls = calls_traced.get(sanitize(name))
+        info = _analyses(last_lowering, jaxpr and kind == "jit", hlo and kind == "jit", notes)
+        calls = traced_calls(name) if kind == "jit" else None
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]
         functions.append(FunctionProfile(
-            name=name, kind=kind, defined_at=_relabel(defined, cell_label), compiles=tuple(records),
-            calls=calls,
+            name=name, kind=kind, defined_at=_relabel(defined, cell_label),
+            compiles=tuple(_records(us, defined, cell_file, cell_label, misses_known)),
+            calls=calls, calls_lower_bound=lower_bound and calls is not None and kind == "jit",
             donated_args=sum(last_lowering.donated) if last_lowering else 0,
             device_s=device_s.get(sanitize(name)), **info))
-    functions.sort(key=lambda f: (f.kind != "jit", -f.total_compile_s))
+    # functions that ran in the cell without compiling in it (compiled before): from --trace;
+    # eager ops dispatched as tiny jitted programs are counted with the eager ops instead
+    known = {f.name for f in functions} | set(cap.eager_ops) | set(eager_calls)
+    for name, n in calls_traced.items():
+        if name not in known and sanitize(name) in device_s:
+            functions.append(FunctionProfile(
+                name=name, kind="jit", defined_at=None, compiles=(), calls=n,
+                calls_lower_bound=lower_bound, flops=None, transcendentals=None,
+                bytes_accessed=None, memory=None, jaxpr=None, hlo=None,
+                device_s=device_s.get(sanitize(name))))
+    short = [f.name for f in functions if f.kind == "jit" and f.calls
+             and device_runs.get(sanitize(f.name), f.calls) < f.calls]
+    if short and not lower_bound:
+        notes.append(f"--trace: device time of {', '.join(short)} leaves out executions still "
+                     f"running when the trace stopped (their results were not waited for)")
+    functions.sort(key=lambda f: (f.kind != "jit", -f.compile_total_s, -(f.device_s or 0)))
+
+    def site_label(site: tuple[str, int] | None) -> str | None:
+        return _site_label(site, cell_file, cell_label)
 
     def sites(counter: Counter) -> dict[str, int]:
         out: dict[str, int] = {}
         for site, n in counter.most_common():
-            lbl = _site_label(site, cell_file, cell_label) or "?"
+            lbl = site_label(site) or "?"
             out[lbl] = out.get(lbl, 0) + n
         return out
 
+    per_step: dict[str, bool | None] = {}
+    for site in (*cap.transfers, *cap.syncs):
+        verdicts = [in_innermost_loop(*frame) for frame in cap.sync_chains.get(site, ())]
+        known = [v for v in verdicts if v is not None]
+        per_step[site_label(site) or "?"] = any(known) if known else None
+
+    if trace.get("error"):
+        notes.append(trace["error"])
+    if trace.get("truncated"):
+        notes.append(trace["truncated"])
+    others = {k: v for k, v in vars(cap.other_threads).items() if v}
     report = ProfileReport(
         wall_s=cap.wall_s, sync_s=cap.sync_s, functions=tuple(functions), insights=(),
         eager_ops=dict(eager_calls.most_common()), eager_sites=sites(cap.eager_sites),
         transfers=sites(cap.transfers), syncs=sites(cap.syncs),
         complete=cap.exception is None, error=error, label=label,
-        trace_dir=(trace or {}).get("dir"), timeline=tuple((trace or {}).get("timeline", ())),
-        notes=tuple(n for n in [(trace or {}).get("error")] if n),
+        trace_dir=trace.get("dir"), timeline=tuple(trace.get("timeline", ())),
+        notes=tuple(notes), unavailable=tuple(cap.unavailable), other_threads=others,
     )
-    insights = tuple(find_insights(report, cap))
+    insights = tuple(find_insights(report, cap, per_step=per_step, label=site_label))
     build_s = time.perf_counter() - t0
     return dataclasses.replace(report, insights=insights, build_s=build_s)

@@ -13,10 +13,41 @@ if TYPE_CHECKING:
     from jaxmagic.profile.report import FunctionProfile, ProfileReport
 
 JAXPR_TEXT_LINES = 40
+HLO_TEXT_LINES = 40
+UNKNOWN = "n/a"
 
 
 def _calls(f: "FunctionProfile") -> str:
-    return "n/a" if f.calls is None else str(f.calls)
+    if f.calls is None:
+        return UNKNOWN
+    return f"≥{f.calls}" if f.calls_lower_bound else str(f.calls)
+
+
+def _where(f: "FunctionProfile") -> str:
+    if f.sites:
+        return ", ".join(f.sites)
+    return "compiled before" if not f.compiles else "?"
+
+
+def _eager_total(r: "ProfileReport") -> str:
+    """The eager-op count, or ``n/a`` when it was not measured (never a false 0)."""
+    return UNKNOWN if "eager ops" in r.unavailable else str(sum(r.eager_ops.values()))
+
+
+def _trimmed(text: str, limit: int, what: str) -> str:
+    lines = text.splitlines()
+    more = len(lines) - limit
+    body = "\n".join(lines[:limit])
+    return body + (f"\n… {more} more lines ({what} has all)" if more > 0 else "")
+
+
+def _other_threads(r: "ProfileReport") -> str | None:
+    if not r.other_threads:
+        return None
+    words = {"compiles": "compile", "eager_ops": "eager op", "transfers": "device→host copy"}
+    parts = [plural(n, words.get(k, k)) for k, n in r.other_threads.items()]
+    return ("Other threads (a data loader, a prefetch thread) did " + ", ".join(parts) +
+            " while this ran; not counted above.")
 
 
 def _intensity(f: "FunctionProfile") -> str:
@@ -35,7 +66,7 @@ def _headline(r: "ProfileReport") -> str:
 
 
 def _time_split(r: "ProfileReport") -> str:
-    return (f"compile {fmt_seconds(r.compile_s)} (trace {fmt_seconds(r.trace_s)}, lower "
+    return (f"compile {fmt_seconds(r.compile_total_s)} (trace {fmt_seconds(r.trace_s)}, lower "
             f"{fmt_seconds(r.lower_s)}, backend {fmt_seconds(r.backend_compile_s)}) · "
             f"run {fmt_seconds(r.run_s)} (incl. {fmt_seconds(r.sync_s)} waiting for the device "
             f"at the end)")
@@ -52,14 +83,18 @@ def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
     eager = [f for f in r.functions if f.kind == "eager"]
     if jit:
         out += ["", "Functions"]
+        device = bool(r.trace_dir)
         out.append(T.table(
             ["function", "called at", "compiles", "trace", "lower", "compile", "calls", "flops",
-             "bytes", "flops/byte", "temp mem"],
-            [[f.name, ", ".join(f.sites) or "?", len(f.compiles), fmt_seconds(f.trace_s),
-              fmt_seconds(f.lower_s), fmt_seconds(f.compile_s), _calls(f), fmt_count(f.flops),
-              fmt_bytes(f.bytes_accessed), _intensity(f), _mem(f, "temp_bytes")] for f in jit],
-            numeric=range(2, 11)))
-        misses = [(f, c) for f in jit for c in f.compiles if c.reasons and c.reasons != ("first compile",)]
+             "bytes", "flops/byte", "temp mem"] + (["device time"] if device else []),
+            [[f.name, _where(f), len(f.compiles), fmt_seconds(f.trace_s),
+              fmt_seconds(f.lower_s), fmt_seconds(f.backend_compile_s), _calls(f), fmt_count(f.flops),
+              fmt_bytes(f.bytes_accessed), _intensity(f), _mem(f, "temp_bytes")]
+             + ([UNKNOWN if f.device_s is None else fmt_seconds(f.device_s)] if device else [])
+             for f in jit],
+            numeric=range(2, 12 if device else 11)))
+        misses = [(f, c) for f in jit for c in f.compiles
+                  if c.reasons and c.kinds not in (("first",), ("derived",))]
         if misses:
             out += ["", "Cache misses"]
             for f, c in misses:
@@ -67,17 +102,18 @@ def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
                 out.append(T.wrap("; ".join(c.reasons), width=width, indent="    ",
                                   first=f"  {f.name}{where}: "))
     if eager or r.eager_ops:
-        total = sum(r.eager_ops.values())
+        total = _eager_total(r)
         out += ["", f"Eager ops (dispatched one by one outside jit): {total} counted, "
                     f"{plural(sum(len(f.compiles) for f in eager), 'compile')}"]
-        rows = [[f.name, ", ".join(f.sites) or "?", len(f.compiles), fmt_seconds(f.total_compile_s),
+        rows = [[f.name, _where(f), len(f.compiles), fmt_seconds(f.compile_total_s),
                  _calls(f)] for f in eager]
         if rows:
             out.append(T.indent(T.table(["op", "first at", "compiles", "compile time", "calls"],
                                         rows, numeric=(2, 3, 4)), "  "))
-    hot = {**{k: v for k, v in r.transfers.items()}}
-    if hot:
-        out += ["", "Device→host transfers: " + ", ".join(f"{k} ×{v}" for k, v in hot.items())]
+    if r.transfers:
+        out += ["", "Device→host transfers: " + ", ".join(f"{k} ×{v}" for k, v in r.transfers.items())]
+    if (others := _other_threads(r)):
+        out += ["", T.wrap(others, width=width)]
     if r.insights:
         out += ["", "Insights"]
         for i in r.insights:
@@ -93,11 +129,14 @@ def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
                 body += f"\n… {more} more lines (report.function({f.name!r}).jaxpr has all)"
             out += ["", f"jaxpr of {f.name}", T.indent(body, "  ")]
         if f.hlo:
-            out += ["", f"optimized HLO of {f.name}", T.indent(f.hlo, "  ")]
+            body = _trimmed(f.hlo, HLO_TEXT_LINES, f"report.function({f.name!r}).hlo")
+            out += ["", f"optimized HLO of {f.name}", T.indent(body, "  ")]
     if r.trace_dir:
         out += ["", f"Trace written to {r.trace_dir} (open with XProf/TensorBoard or ui.perfetto.dev)"]
+    if r.notes:
+        out.append("")
     for note in r.notes:
-        out.append(f"note: {note}")
+        out.append(T.wrap(note, width=width, indent="      ", first="note: "))
     return "\n".join(out)
 
 
@@ -111,7 +150,7 @@ def _function_details(f: "FunctionProfile") -> str:
     rows = []
     for n, c in enumerate(f.compiles, 1):
         rows.append([str(n), H.esc(c.site or "?"), H.esc(c.signature or "n/a"),
-                     (H.esc(fmt_seconds(c.total_s)), c.total_s),
+                     (H.esc(fmt_seconds(c.compile_total_s)), c.compile_total_s),
                      H.esc("; ".join(c.reasons) or "—")])
     parts = [H.table(["#", "called at", "input types", "compile", "cache miss reason"], rows,
                      numeric=(0, 3))]
@@ -128,7 +167,8 @@ def _function_details(f: "FunctionProfile") -> str:
         parts.append(H.details(f"jaxpr <span class='jm-muted'>({len(f.jaxpr.splitlines())} lines)</span>",
                                foldable(f.jaxpr), cls="jm-jaxpr"))
     if f.hlo:
-        parts.append(H.details("optimized HLO", f'<pre class="jm-ir">{highlight(f.hlo)}</pre>', cls="jm-hlo"))
+        parts.append(H.details(f"optimized HLO <span class='jm-muted'>({len(f.hlo.splitlines())} lines)</span>",
+                               f'<pre class="jm-ir">{highlight(f.hlo)}</pre>', cls="jm-hlo"))
     summary = (f"<code>{H.esc(f.name)}</code> <span class='jm-muted'>defined at "
                f"{H.esc(f.defined_at or '?')}</span>")
     return H.details(summary, "".join(parts), cls="jm-fn")
@@ -140,13 +180,13 @@ def profile_html(r: "ProfileReport") -> str:
     eager = [f for f in r.functions if f.kind == "eager"]
     badge = "" if r.complete else " " + H.badge("incomplete: the code raised", "bad")
     parts = [f"<h3>JAX profile · {H.esc(r.label)}{badge}</h3>"]
-    stats = [("wall", fmt_seconds(r.wall_s)), ("compile", fmt_seconds(r.compile_s)),
+    stats = [("wall", fmt_seconds(r.wall_s)), ("compile", fmt_seconds(r.compile_total_s)),
              ("trace", fmt_seconds(r.trace_s)), ("lower", fmt_seconds(r.lower_s)),
              ("backend compile", fmt_seconds(r.backend_compile_s)), ("run", fmt_seconds(r.run_s)),
-             ("compiles", str(r.n_compiles)), ("eager ops", str(sum(r.eager_ops.values())))]
+             ("compiles", str(r.n_compiles)), ("eager ops", _eager_total(r))]
     parts.append('<div class="jm-totals">' + "".join(_stat(k, v) for k, v in stats) + "</div>")
     if r.wall_s > 0:
-        share = min(1.0, r.compile_s / r.wall_s)
+        share = min(1.0, r.compile_total_s / r.wall_s)
         parts.append(f'<div title="compile vs run">{H.bar(share, width_px=int(300 * share) or 1, cls="jm-compile")}'
                      f'{H.bar(1 - share, width_px=int(300 * (1 - share)) or 1)} '
                      f'<span class="jm-muted">{share:.0%} compiling</span></div>')
@@ -161,10 +201,10 @@ def profile_html(r: "ProfileReport") -> str:
                          f'<br><span class="jm-muted">Fix:</span> {H.esc(i.fix)}</div>')
     if jit:
         parts.append("<h4>Functions</h4>")
-        rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(", ".join(f.sites) or "?"),
+        rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(_where(f)),
                  (str(len(f.compiles)), len(f.compiles)),
                  (fmt_seconds(f.trace_s), f.trace_s), (fmt_seconds(f.lower_s), f.lower_s),
-                 (fmt_seconds(f.compile_s), f.compile_s),
+                 (fmt_seconds(f.backend_compile_s), f.backend_compile_s),
                  (_calls(f), -1 if f.calls is None else f.calls),
                  (fmt_count(f.flops), -1 if f.flops is None else f.flops),
                  (fmt_bytes(f.bytes_accessed), -1 if f.bytes_accessed is None else f.bytes_accessed),
@@ -178,10 +218,10 @@ def profile_html(r: "ProfileReport") -> str:
                              cls="jm-functions"))
         parts.extend(_function_details(f) for f in jit)
     if eager or r.eager_ops:
-        total = sum(r.eager_ops.values())
-        rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(", ".join(f.sites) or "?"),
+        total = _eager_total(r)
+        rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(_where(f)),
                  (str(len(f.compiles)), len(f.compiles)),
-                 (fmt_seconds(f.total_compile_s), f.total_compile_s),
+                 (fmt_seconds(f.compile_total_s), f.compile_total_s),
                  (_calls(f), -1 if f.calls is None else f.calls)] for f in eager]
         body = H.table(["op", "first at", "compiles", "compile time", "calls"], rows,
                        numeric=(2, 3, 4), sortable=True) if rows else ""
@@ -194,13 +234,15 @@ def profile_html(r: "ProfileReport") -> str:
     if r.transfers:
         parts.append("<p>Device→host transfers: " + ", ".join(
             f"{H.esc(k)} ×{v}" for k, v in r.transfers.items()) + "</p>")
+    if (others := _other_threads(r)):
+        parts.append(f"<p class='jm-muted'>{H.esc(others)}</p>")
     if r.timeline:
         parts.append(_timeline_html(r))
     if r.trace_dir:
         parts.append(f"<p class='jm-muted'>Trace written to <code>{H.esc(r.trace_dir)}</code> "
                      f"(open with XProf/TensorBoard or ui.perfetto.dev).</p>")
     for note in r.notes:
-        parts.append(f"<p class='jm-muted'>{H.esc(note)}</p>")
+        parts.append(f"<p class='jm-muted'><b>Note:</b> {H.esc(note)}</p>")
     return H.document("".join(parts), sortable=True)
 
 

@@ -36,7 +36,7 @@ from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.data import ArrayFeed, IterFeed, Prefetcher, check_same, is_array_data, plan, spec_of
 from jaxmagic.train.history import History
 from jaxmagic.train.progress import Progress, resolve_progress
-from jaxmagic.train.step import StepFns, check_loss
+from jaxmagic.train.step import StepFns, check_loss, readable
 
 MAX_STEPS_PER_CALL = 200  # tiny models: amortise the per-call host work (measured +8-10% at 200 vs 50)
 _FLOPS_PER_CALL = {"cpu": 1e10}  # ~0.1-0.2 s of CPU work per call: Stop stays responsive; accelerators: 1e11
@@ -247,7 +247,7 @@ class Trainer:
         def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any]:
             new, logs = fns.train_call(state, feed, data)
             return new, logs, new["bad"] + 0
-        return call
+        return readable(call, "Trainer.train_steps")
 
     def _steps_per_call(self, steps_per_call: int | str, feed: Any, epoch_bound: bool,
                         n_steps: int | None = None) -> int:
