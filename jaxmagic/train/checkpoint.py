@@ -48,18 +48,18 @@ def validate_directory(path: str | os.PathLike) -> pathlib.Path:
 
 
 def _names_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    from orbax.checkpoint._src.tree import utils as tree_utils
-
+    """Orbax's name (``params.l1.kernel.value``) -> (shape, dtype) of every array leaf."""
+    names = jax.tree.leaves(ocp.tree.get_param_names(tree, include_empty_nodes=False))
     out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    for name, leaf in zip(names, jax.tree.leaves(tree)):
         if hasattr(leaf, "shape"):
             dtype = getattr(leaf, "dtype", "")
             if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
                 # keys are stored as their uint32 data
                 data = jax.eval_shape(jax.random.key_data, leaf)
-                out[tree_utils.param_name_from_keypath(path)] = (tuple(data.shape), str(data.dtype))
+                out[name] = (tuple(data.shape), str(data.dtype))
             else:
-                out[tree_utils.param_name_from_keypath(path)] = (tuple(leaf.shape), str(np.dtype(dtype)))
+                out[name] = (tuple(leaf.shape), str(np.dtype(dtype)))
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxmagic._format import fmt_count, fmt_seconds, plural
+from jaxmagic._format import fmt_count
 from jaxmagic._result import Result
 
 
@@ -167,11 +167,3 @@ class History(Result):
         self.epochs = [e for e in self.epochs if e["step"] <= step]
         self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
 
-
-def describe_rate(steps_per_s: float, examples_per_s: float) -> str:
-    if not math.isfinite(steps_per_s):
-        return "n/a"
-    return f"{fmt_count(steps_per_s)} steps/s, {fmt_count(examples_per_s)} examples/s"
-
-
-__all__ = ["History", "describe_rate", "fmt_seconds", "plural"]
