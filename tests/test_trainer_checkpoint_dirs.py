@@ -76,6 +76,24 @@ def test_history_after_a_resume_equals_an_uninterrupted_runs(tmp_path):
     assert [r.status for r in reread.history.runs] == ["completed", "resumed", "completed", "resumed"]
 
 
+def test_a_log_whose_checkpoints_were_deleted_does_not_leak_into_a_new_run(tmp_path):
+    import shutil
+
+    X, y = dataset(64)
+    Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device(), checkpoint_dir=tmp_path).fit(
+        (X, y), steps=4, batch_size=16, progress=None)
+    for step_dir in tmp_path.iterdir():
+        if step_dir.is_dir():
+            shutil.rmtree(step_dir)  # the user deleted the checkpoints, the log stayed
+    t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device(), checkpoint_dir=tmp_path)
+    assert t.step == 0
+    t.fit((X, y), steps=6, batch_size=16, progress=None)
+    again = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device(),
+                    checkpoint_dir=tmp_path)
+    assert again.history.steps.tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(again.history.metric("loss"), t.history.metric("loss"))
+
+
 def test_checkpoint_written_before_the_history_log_still_resumes_its_history(tmp_path):
     X, y = dataset(64)
     t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device())

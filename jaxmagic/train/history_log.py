@@ -63,6 +63,12 @@ class HistoryLog:
         tmp.write_text(self._delta(history), encoding="utf-8")
         os.replace(tmp, self.path)
 
+    def reset(self) -> None:
+        """Remove a log left without checkpoints (they were deleted): a new history starts here."""
+        if self.writer:
+            self.path.unlink(missing_ok=True)
+        self._written = dict.fromkeys(self._written, 0)
+
     def load(self) -> History | None:
         """The logged history, or ``None`` when there is no log."""
         try:

@@ -204,6 +204,8 @@ class Trainer:
             latest = self._ckpt.latest_step()
             if latest is not None:
                 self._restore(latest)
+            else:
+                self._log.reset()
 
     # -- public state -----------------------------------------------------------------------
     @property
