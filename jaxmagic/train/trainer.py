@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
@@ -79,16 +80,12 @@ def _default_predict(model: Any, batch: Any) -> Any:
     return model(batch)
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
-
-
 def _data_notes(feed: ArrayFeed | IterFeed) -> list[str]:
     """What the run did not train on, and why (shown in the run's message)."""
     if isinstance(feed, IterFeed) and feed.short_batches:
         shown = ", ".join(f"batch {i}: {rows} rows" for i, rows in feed.short_batches[:3])
         more = f" and {len(feed.short_batches) - 3} more" if len(feed.short_batches) > 3 else ""
-        return [f"{_plural(len(feed.short_batches), 'short batch', 'short batches')} not trained ({shown}{more}; "
+        return [f"{plural(len(feed.short_batches), 'short batch', 'short batches')} not trained ({shown}{more}; "
                 f"batch size {feed.spec.batch_size}), as with drop_last=True: every step keeps one shape"]
     if isinstance(feed, ArrayFeed) and feed.dropped:
         return [f"{feed.dropped} of {feed.n} examples per epoch not trained (the short last batch is dropped"
