@@ -10,6 +10,7 @@ from jaxmagic.train.callbacks import LearningRateLogger as LearningRateLogger
 from jaxmagic.train.callbacks import MetricLogger as MetricLogger
 from jaxmagic.train.checkpoint import CheckpointMismatchError as CheckpointMismatchError
 from jaxmagic.train.history import History as History
+from jaxmagic.train.history import RunRecord as RunRecord
 from jaxmagic.train.progress import Progress as Progress
 from jaxmagic.train.progress import TerminalProgress as TerminalProgress
 from jaxmagic.train.trainer import Trainer as Trainer
@@ -17,5 +18,5 @@ from jaxmagic.train.trainer import TrainingDivergedError as TrainingDivergedErro
 
 __all__ = [
     "Callback", "CheckpointMismatchError", "EarlyStopping", "History", "LearningRateLogger",
-    "MetricLogger", "Progress", "TerminalProgress", "Trainer", "TrainingDivergedError",
+    "MetricLogger", "Progress", "RunRecord", "TerminalProgress", "Trainer", "TrainingDivergedError",
 ]

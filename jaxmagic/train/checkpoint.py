@@ -1,11 +1,16 @@
 """Orbax checkpoints for the trainer: validated directory, async saves, retention, resume.
 
 A checkpoint holds the whole train state (parameters, other model state such as batch
-statistics and RNG keys, optimizer state, step) plus JSON metadata (data position, shuffle
-seed, metric history). Saves are asynchronous and atomic (Orbax writes a temporary
-directory and renames it); leftovers of a crashed save are removed when the manager opens.
-Retention keeps the last ``keep`` checkpoints and, with ``keep_best``, the best one by an
-evaluation metric.
+statistics and RNG keys, optimizer state, step) plus small JSON metadata (data position,
+shuffle seed, scores) whose size does not depend on the step count; the metric history is
+logged beside the checkpoints (:mod:`jaxmagic.train.history_log`). Saves are asynchronous
+and atomic (Orbax writes a temporary directory and renames it); leftovers of a crashed save
+are removed when the manager opens. Retention keeps the last ``keep`` checkpoints and, with
+``keep_best``, the best one by an evaluation metric.
+
+A directory whose step folders were not written by the trainer (a user's own Orbax
+``CheckpointManager``, numbered folders of something else) is refused before anything in it
+is read, cleaned or written.
 """
 
 from __future__ import annotations
@@ -22,20 +27,46 @@ import orbax.checkpoint as ocp
 from jaxmagic._format import shape_str
 
 
+ITEMS = ("state", "meta")  # the Orbax items of a trainer checkpoint (the CheckpointManager below)
+
+
 class CheckpointMismatchError(ValueError):
-    """The checkpoint directory holds a checkpoint of a differently shaped model."""
+    """The checkpoint directory holds a checkpoint of a differently shaped model, or one the
+    trainer did not write."""
+
+
+def refuse_foreign(directory: pathlib.Path) -> None:
+    """Raise :class:`CheckpointMismatchError` if ``directory`` has numbered folders that are not
+    trainer checkpoints (reads the listing only; changes nothing)."""
+    foreign = []
+    for child in sorted(directory.iterdir(), key=lambda c: c.name):
+        if child.is_dir() and child.name.isdigit():
+            items = {c.name for c in child.iterdir() if c.is_dir()}
+            if not set(ITEMS) <= items:
+                foreign.append(f"{child.name}/ ({', '.join(sorted(items)) or 'no sub-folders'})")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise CheckpointMismatchError(
+            f"checkpoint_dir {str(directory)!r} holds numbered folders the Trainer did not write: {shown}. "
+            f"A Trainer checkpoint has the Orbax items {' and '.join(repr(i) for i in ITEMS)}; these look like "
+            "your own Orbax CheckpointManager or other data. Nothing was read, cleaned or written. "
+            "Give the Trainer its own directory (restore your checkpoint with Orbax into the model "
+            "before creating the Trainer, if that is the aim).")
 
 
 def validate_directory(path: str | os.PathLike) -> pathlib.Path:
     """Create ``path`` if needed and prove it is a writable directory, or raise a clear error.
 
-    Returns the absolute path. Raises ``NotADirectoryError`` when it (or a parent) is a file and
+    Returns the absolute path. Raises ``NotADirectoryError`` when it (or a parent) is a file,
+    :class:`CheckpointMismatchError` when it holds checkpoints the trainer did not write, and
     ``PermissionError`` when it cannot be written.
     """
     p = pathlib.Path(path).expanduser().absolute()
     for parent in [p, *p.parents]:
         if parent.exists() and not parent.is_dir():
             raise NotADirectoryError(f"checkpoint_dir {str(p)!r}: {str(parent)!r} is a file, not a directory")
+    if p.is_dir():
+        refuse_foreign(p)
     try:
         if jax.process_index() == 0:
             p.mkdir(parents=True, exist_ok=True)
@@ -48,18 +79,18 @@ def validate_directory(path: str | os.PathLike) -> pathlib.Path:
 
 
 def _names_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    from orbax.checkpoint._src.tree import utils as tree_utils
-
+    """Orbax's name (``params.l1.kernel.value``) -> (shape, dtype) of every array leaf."""
+    names = jax.tree.leaves(ocp.tree.get_param_names(tree, include_empty_nodes=False))
     out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    for name, leaf in zip(names, jax.tree.leaves(tree)):
         if hasattr(leaf, "shape"):
             dtype = getattr(leaf, "dtype", "")
             if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
                 # keys are stored as their uint32 data
                 data = jax.eval_shape(jax.random.key_data, leaf)
-                out[tree_utils.param_name_from_keypath(path)] = (tuple(data.shape), str(data.dtype))
+                out[name] = (tuple(data.shape), str(data.dtype))
             else:
-                out[tree_utils.param_name_from_keypath(path)] = (tuple(leaf.shape), str(np.dtype(dtype)))
+                out[name] = (tuple(leaf.shape), str(np.dtype(dtype)))
     return out
 
 
@@ -116,6 +147,9 @@ class Checkpointer:
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
+
+    def has_step(self, step: int) -> bool:
+        return step in self.manager.all_steps()
 
     def step_path(self, step: int) -> str:
         return str(self.directory / str(step))

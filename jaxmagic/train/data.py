@@ -8,7 +8,10 @@ reported), so every training step has the same shape and compiles once.
 
 Small array datasets live on the device once and each call gathers its rows there (only
 integer indices cross the host-device boundary); large ones are gathered on the host.
-Iterables are consumed in order, one optimizer step per batch. A background thread
+Iterables are consumed in order, one optimizer step per batch. A batch with fewer rows than
+the first one but otherwise the same structure (the short last batch of a loader without
+``drop_last``) is **dropped** and counted, like ``drop_last=True``: every step keeps one
+shape, so nothing recompiles and no step already taken is lost. A background thread
 prepares the next calls' inputs while the device computes.
 """
 
@@ -189,7 +192,11 @@ class ArrayFeed:
 
 
 class IterFeed:
-    """Batches from any iterable, in order; every batch must match the first one's structure."""
+    """Batches from any iterable, in order; every batch must match the first one's structure.
+
+    Short batches (same structure, fewer rows than the first batch) are skipped and listed in
+    ``short_batches`` as ``(batch number, rows)``; any other difference is an error.
+    """
 
     kind = "iterable"
 
@@ -212,6 +219,7 @@ class IterFeed:
         self._first: Any = first
         self._consumed = 0
         self.exhausted = False
+        self.short_batches: list[tuple[int, int]] = []
         # every process feeds its own share: the global batch is the local one times the processes
         self.batch_size = self.spec.batch_size * jax.process_count()
 
@@ -233,16 +241,30 @@ class IterFeed:
                                  f"before the checkpoint's position ({n})")
             self._consumed += 1
 
+    @property
+    def consumed(self) -> int:
+        """Batches taken from the iterable so far (trained, skipped on resume, or dropped as short)."""
+        return self._consumed
+
+    def _is_short(self, got: BatchSpec) -> bool:
+        s = self.spec
+        return (got.batch_size < s.batch_size and got.treedef == s.treedef and got.shapes == s.shapes
+                and got.dtypes == s.dtypes)
+
     def take(self, length: int) -> list[Any]:
+        """Up to ``length`` full batches; fewer only when the iterable is exhausted."""
         out = []
         while len(out) < length:
             b = self._next()
             if b is None:
                 break
-            check_same(self.spec, spec_of(b, what=f"batch {self._consumed + 1}"),
-                       what=f"batch {self._consumed + 1} (shapes must not change mid-run)")
-            out.append(b)
             self._consumed += 1
+            got = spec_of(b, what=f"batch {self._consumed}")
+            if self._is_short(got):
+                self.short_batches.append((self._consumed, got.batch_size))
+                continue
+            check_same(self.spec, got, what=f"batch {self._consumed} (shapes must not change mid-run)")
+            out.append(b)
         return out
 
     def make_from(self, batches: list[Any]) -> Any:
@@ -255,11 +277,16 @@ class IterFeed:
 
 @dataclasses.dataclass
 class Chunk:
-    """Input for one compiled call: steps ``start+1 .. start+length``."""
+    """Input for one compiled call: steps ``start+1 .. start+length``.
+
+    ``consumed``: for an iterable, the batches taken from it once this call's steps are done
+    (its data position for a checkpoint; it counts dropped short batches too).
+    """
 
     start: int
     length: int
     feed: Any
+    consumed: int | None = None
 
 
 def plan(start: int, target: int | None, per_call: int, epoch_len: int | None) -> Iterator[tuple[int, int]]:
@@ -304,7 +331,7 @@ class Prefetcher:
                     batches = self.feed.take(length)
                     if not batches:
                         break
-                    item = Chunk(start, len(batches), self.feed.make_from(batches))
+                    item = Chunk(start, len(batches), self.feed.make_from(batches), self.feed.consumed)
                     if not self._put(item) or len(batches) < length:
                         break
                 else:

@@ -3,12 +3,13 @@ compiles and timings. A result object (text, self-contained HTML, ``to_dict``)."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 
-from jaxmagic._format import fmt_count, fmt_seconds, plural
+from jaxmagic._format import fmt_count
 from jaxmagic._result import Result
 
 
@@ -26,6 +27,36 @@ def _clean(v: Any) -> Any:
     return v
 
 
+@dataclasses.dataclass
+class RunRecord:
+    """One ``fit`` (or one resume): where it started and ended, how it ended, and its timings.
+
+    ``status`` is ``running`` while the fit runs, then ``completed``, ``stopped``,
+    ``interrupted``, ``diverged`` or ``failed``; ``resumed`` marks a restore from a checkpoint.
+    ``notes`` are things the run did that the user should know (e.g. a short batch dropped).
+    """
+
+    start_step: int
+    end_step: int
+    status: str = "running"
+    message: str = ""
+    steps: int = 0
+    examples: int = 0
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    started: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
 class History(Result):
     """Metrics and events of a trainer's runs, cumulative over ``fit`` calls and resumes.
 
@@ -36,7 +67,7 @@ class History(Result):
       epochs: one dict per finished epoch (array data): train means and eval values.
       checkpoints: one dict per checkpoint save (``step``, ``path``, ``reason``).
       compiles: one dict per compilation (``what``, ``seconds``).
-      runs: one dict per ``fit`` (start/end step, status, message, timings).
+      runs: one :class:`RunRecord` per ``fit`` and per resume (steps, status, message, timings).
       config: how the last run was set up (batch size, steps per call, devices, ...).
 
     Example:
@@ -52,7 +83,7 @@ class History(Result):
         self.epochs: list[dict[str, Any]] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.compiles: list[dict[str, Any]] = []
-        self.runs: list[dict[str, Any]] = []
+        self.runs: list[RunRecord] = []
         self.config: dict[str, Any] = {}
 
     # -- recording ------------------------------------------------------------------------
@@ -95,20 +126,20 @@ class History(Result):
     @property
     def status(self) -> str:
         """``completed``, ``stopped``, ``interrupted``, ``diverged``, ``failed`` or ``empty``."""
-        return self.runs[-1]["status"] if self.runs else "empty"
+        return self.runs[-1].status if self.runs else "empty"
 
     @property
     def message(self) -> str:
-        return self.runs[-1].get("message", "") if self.runs else ""
+        return self.runs[-1].message if self.runs else ""
 
     @property
     def last_step(self) -> int:
-        return self.runs[-1]["end_step"] if self.runs else (self._steps[-1] if self._steps else 0)
+        return self.runs[-1].end_step if self.runs else (self._steps[-1] if self._steps else 0)
 
     def _totals(self) -> dict[str, float]:
-        steps = sum(r.get("steps", 0) for r in self.runs)
-        train_s = sum(r.get("train_seconds", 0.0) for r in self.runs)
-        examples = sum(r.get("examples", 0) for r in self.runs)
+        steps = sum(r.steps for r in self.runs)
+        train_s = sum(r.train_seconds for r in self.runs)
+        examples = sum(r.examples for r in self.runs)
         compile_s = sum(c["seconds"] for c in self.compiles)
         return {"steps": steps, "train_seconds": train_s, "compile_seconds": compile_s,
                 "steps_per_second": steps / train_s if train_s > 0 else math.nan,
@@ -141,7 +172,7 @@ class History(Result):
             "steps": list(self._steps),
             "metrics": {k: list(v) for k, v in self._metrics.items()},
             "evals": self.evals, "epochs": self.epochs, "checkpoints": self.checkpoints,
-            "compiles": self.compiles, "runs": self.runs, "config": self.config,
+            "compiles": self.compiles, "runs": [r.to_dict() for r in self.runs], "config": self.config,
             "totals": self._totals(), "status": self.status,
         })
 
@@ -152,8 +183,9 @@ class History(Result):
         h._steps = [int(s) for s in d.get("steps", [])]
         h._metrics = {k: [math.nan if v is None else float(v) for v in vals]
                       for k, vals in d.get("metrics", {}).items()}
-        for name in ("evals", "epochs", "checkpoints", "compiles", "runs"):
+        for name in ("evals", "epochs", "checkpoints", "compiles"):
             setattr(h, name, [dict(x) for x in d.get(name, [])])
+        h.runs = [RunRecord.from_dict(r) for r in d.get("runs", [])]
         h.config = dict(d.get("config", {}))
         return h
 
@@ -167,11 +199,3 @@ class History(Result):
         self.epochs = [e for e in self.epochs if e["step"] <= step]
         self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
 
-
-def describe_rate(steps_per_s: float, examples_per_s: float) -> str:
-    if not math.isfinite(steps_per_s):
-        return "n/a"
-    return f"{fmt_count(steps_per_s)} steps/s, {fmt_count(examples_per_s)} examples/s"
-
-
-__all__ = ["History", "describe_rate", "fmt_seconds", "plural"]

@@ -1,16 +1,19 @@
 """``Trainer``: fit a Flax NNX model with an Optax optimizer, live progress and Orbax checkpoints.
 
-How a ``fit`` runs (DESIGN.md §4):
+How a ``fit`` runs:
 
-1. Everything is validated before the first step: model, loss output (abstractly
-   evaluated), data structure, batch size vs. data-parallel devices, eval data, checkpoint
-   directory. A bad input raises a clear error and changes nothing.
-2. The model is split once into ``graphdef`` + state. One compiled call runs ``K`` steps
-   with ``lax.scan`` over the donated train state; ``K`` is chosen from the model size
-   (``steps_per_call="auto"``) and each distinct call length compiles once (ahead of time,
-   timed, so ETAs exclude it).
+1. **Plan** (:class:`~jaxmagic.train.plan.FitPlan`): everything is validated before the first
+   step — model, loss output (abstractly evaluated, and traceable), metric inputs, data
+   structure, batch size vs. data-parallel devices, eval data, checkpoint directory — and the
+   call length, evaluation and checkpoint schedule are fixed. A bad input raises a clear error
+   and changes nothing.
+2. **Run**: the model is split once into ``graphdef`` + state (no graph traversal in the hot
+   loop). One compiled call runs ``K`` steps with ``lax.scan`` over the donated train state;
+   ``K`` is chosen from the model size (``steps_per_call="auto"``) and each distinct call
+   length compiles once (ahead of time, timed, so ETAs exclude it).
 3. A background thread prepares the next calls' inputs. Metrics stay on the device and are
-   read one call behind, so the host never waits for the step it just launched.
+   read one call behind (``copy_to_host_async``), so the host never waits for the step it
+   just launched; progress views read host-side numbers only.
 4. ``Ctrl-C`` / the notebook's interrupt, the widget's Stop button, callbacks and early
    stopping all set a flag that is honoured at the next call boundary; the user's model
    object is updated in a ``finally`` so it always holds the last completed step.
@@ -19,28 +22,30 @@ How a ``fit`` runs (DESIGN.md §4):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
-from jaxmagic.train.data import ArrayFeed, IterFeed, Prefetcher, check_same, is_array_data, plan, spec_of
-from jaxmagic.train.history import History
+from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
+from jaxmagic.train.history import History, RunRecord
+from jaxmagic.train.history_log import HistoryLog
+from jaxmagic.train.plan import (MAX_STEPS_PER_CALL, Boundary, EvalPlan, FitPlan, choose_steps_per_call, is_int,
+                                 make_feed)
 from jaxmagic.train.progress import Progress, resolve_progress
-from jaxmagic.train.step import StepFns, check_loss, readable
-
-MAX_STEPS_PER_CALL = 200  # tiny models: amortise the per-call host work (measured +8-10% at 200 vs 50)
-_FLOPS_PER_CALL = {"cpu": 1e10}  # ~0.1-0.2 s of CPU work per call: Stop stays responsive; accelerators: 1e11
-_DEFAULT_FLOPS_PER_CALL = 1e11
+from jaxmagic.train.step import StepFns, readable
+from jaxmagic.train.validate import abstract_outputs, check_eval_users
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -51,6 +56,22 @@ class TrainingDivergedError(FloatingPointError):
         self.step, self.history = step, history
 
 
+@dataclasses.dataclass
+class _PendingCall:
+    """A launched call whose metrics are still being copied to the host."""
+
+    chunk: Chunk
+    logs: dict[str, Any]
+    bad: Any  # first non-finite step, or -1 (a device scalar)
+    record_epochs: bool  # record the epochs that end inside it (unless an eval at its end will)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Divergence:
+    step: int
+    loss: float
+
+
 def _default_predict(model: Any, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(batch[0])
@@ -59,8 +80,17 @@ def _default_predict(model: Any, batch: Any) -> Any:
     return model(batch)
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+def _data_notes(feed: ArrayFeed | IterFeed) -> list[str]:
+    """What the run did not train on, and why (shown in the run's message)."""
+    if isinstance(feed, IterFeed) and feed.short_batches:
+        shown = ", ".join(f"batch {i}: {rows} rows" for i, rows in feed.short_batches[:3])
+        more = f" and {len(feed.short_batches) - 3} more" if len(feed.short_batches) > 3 else ""
+        return [f"{plural(len(feed.short_batches), 'short batch', 'short batches')} not trained ({shown}{more}; "
+                f"batch size {feed.spec.batch_size}), as with drop_last=True: every step keeps one shape"]
+    if isinstance(feed, ArrayFeed) and feed.dropped:
+        return [f"{feed.dropped} of {feed.n} examples per epoch not trained (the short last batch is dropped"
+                + ("; shuffling changes which each epoch)" if feed.shuffle else ")")]
+    return []
 
 
 class Trainer:
@@ -71,10 +101,14 @@ class Trainer:
         ``fit`` returns or is interrupted. (A Linen module: wrap it with ``nnx.bridge.ToNNX``.)
       tx: an optax ``GradientTransformation`` (clipping, schedules, accumulation via
         ``optax.chain`` / ``optax.MultiSteps``). Applied to ``nnx.Param`` variables.
-      loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, aux)``; ``loss`` a float scalar.
+      loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, aux)``; ``loss`` a float scalar. It runs
+        inside ``jax.jit``: no ``float()``, ``.item()`` or ``np.asarray`` on arrays in it.
       metrics: name -> ``fn(aux, batch) -> scalar`` or an ``nnx.metrics`` object (updated with
-        ``loss=``, ``logits=aux`` (or the ``aux`` dict's entries) and ``labels=batch[1]``).
-      checkpoint_dir: enable Orbax checkpoints there; a directory with checkpoints is resumed.
+        ``loss=``, ``logits=aux`` (or the ``aux`` dict's entries), ``labels=batch[1]`` for
+        ``(x, y)`` batches and the batch's own keys for dict batches).
+      checkpoint_dir: enable Orbax checkpoints there; a directory with checkpoints is resumed. The
+        metric history is kept beside them in ``jaxmagic-history.jsonl``. A directory with
+        numbered folders the Trainer did not write (your own Orbax checkpoints) is refused.
       mesh: a ``jax.sharding.Mesh``; batches are split over its ``"data"`` axis and parameters
         sharded by their ``nnx.with_partitioning`` annotations. Default: all devices on ``"data"``.
       devices: devices for the default 1-D mesh instead (``jax.devices()[:1]``: one device).
@@ -82,7 +116,8 @@ class Trainer:
       save_every: also checkpoint every this many steps (at the first call boundary at or after).
       save_every_epoch: checkpoint at the end of every epoch (array data).
       keep: keep the last ``keep`` checkpoints.
-      keep_best: also keep the best checkpoint by this evaluation metric (e.g. ``"eval_loss"``).
+      keep_best: also keep the best checkpoint by this evaluation metric (e.g. ``"eval_loss"``;
+        needs ``checkpoint_dir`` and ``fit(eval_data=...)``).
       best_mode: ``"min"`` or ``"max"`` for ``keep_best``.
       predict_fn: ``predict_fn(model, batch) -> outputs`` for :meth:`predict`
         (default: ``model(batch[0])`` for tuples, ``model(batch)`` for arrays).
@@ -114,8 +149,10 @@ class Trainer:
             raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
         if metrics is not None and not isinstance(metrics, Mapping):
             raise TypeError("metrics must be a dict of name -> function or nnx.metrics object")
-        if save_every is not None and (not _is_int(save_every) or save_every < 1):
+        if save_every is not None and (not is_int(save_every) or save_every < 1):
             raise ValueError(f"save_every must be a positive int, got {save_every!r}")
+        if keep_best is not None and checkpoint_dir is None:
+            raise ValueError(f"keep_best={keep_best!r} keeps the best checkpoint, but there is no checkpoint_dir")
         self._model, self.tx, self.loss_fn = model, tx, loss_fn
         self.metrics = dict(metrics or {})
         for name in self.metrics:
@@ -131,8 +168,12 @@ class Trainer:
         self._lock = threading.Lock()
         self._compiled: dict[Any, Any] = {}
         self._data_position = 0  # batches of an iterable consumed before this trainer resumed
+        self._batches_consumed = 0  # of the running fit's iterable, through the last finished step
         self._model_dirty = False
         self._running = False
+        self._saving = False  # a checkpoint save is being started (a third Ctrl-C aborts it)
+        self._diverged: _Divergence | None = None
+        self._run: RunRecord | None = None  # the running fit's record (also in history.runs)
 
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self._param_shardings = dist.state_shardings(params, self.mesh)
@@ -153,11 +194,15 @@ class Trainer:
         self._step = 0
 
         self._ckpt: Checkpointer | None = None
+        self._log: HistoryLog | None = None
         if checkpoint_dir is not None:
             self._ckpt = Checkpointer(checkpoint_dir, keep=keep, keep_best=keep_best, best_mode=best_mode)
+            self._log = HistoryLog(self._ckpt.directory, writer=jax.process_index() == 0)
             latest = self._ckpt.latest_step()
             if latest is not None:
                 self._restore(latest)
+            else:
+                self._log.reset()
 
     # -- public state -----------------------------------------------------------------------
     @property
@@ -208,17 +253,378 @@ class Trainer:
         self._state["params"] = jax.device_put(params, self._param_shardings)
         self._state["rest"] = jax.device_put(rest, self._rest_shardings)
 
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, data: Any, *, steps: int | None = None, epochs: int | None = None,
+            batch_size: int | None = None, eval_data: Any = None, eval_every: int | None = None,
+            eval_batch_size: int | None = None, steps_per_call: int | str = "auto",
+            callbacks: Sequence[Callback] = (), progress: Any = "auto", shuffle: bool = True,
+            data_on_device: bool | None = None, prefetch: int = 2) -> History:
+        """Train until ``steps`` / ``epochs`` (counted from step 0, so a resumed run continues to
+        the same target) or until an iterable of batches is exhausted.
+
+        Args:
+          data: arrays — ``(X, y)``, a dict of arrays or one array — batched with ``batch_size``,
+            shuffled from ``(seed, epoch)``, final partial batch of each epoch dropped; or any
+            iterable of batches (a list, a generator, a data loader), one step per batch, in order.
+            Either way every step has one batch shape: a batch with fewer rows than the first (a
+            loader's short last batch) is dropped like ``drop_last=True``, and the run's message
+            and ``History.runs[-1].notes`` say so.
+          steps: total optimizer steps to reach.
+          epochs: total epochs to reach (array data).
+          batch_size: rows per step for array data (a multiple of the data-parallel devices).
+          eval_data: arrays or iterable of batches evaluated at every epoch end (array data), every
+            ``eval_every`` steps, and at the end.
+          eval_every: evaluate every this many steps (at the first call boundary at or after).
+          eval_batch_size: batch size for array ``eval_data`` (default: ``batch_size``).
+          steps_per_call: steps fused into one compiled call (``"auto"``: from the model size,
+            at most 200).
+          callbacks: :class:`~jaxmagic.train.Callback` instances.
+          progress: ``"auto"`` (widget in notebooks, one line in terminals), ``"widget"``,
+            ``"text"``, ``None`` or a Callback.
+          shuffle: shuffle array data every epoch.
+          data_on_device: keep array data on device and gather batches there (default: when small).
+          prefetch: device inputs prepared ahead by the background thread.
+
+        Returns:
+          The trainer's :class:`History` (cumulative over fits and resumes).
+
+        Raises:
+          KeyboardInterrupt: after an interrupt — once the model holds the last finished step and
+            (with ``checkpoint_dir``) a checkpoint of it is on disk.
+          TrainingDivergedError: the loss became NaN/Inf; the model holds the last finite state.
+
+        Example:
+          >>> history = trainer.fit((X, y), epochs=10, batch_size=64, eval_data=(Xv, yv))
+        """
+        if self._running:
+            raise RuntimeError("fit() is already running")
+        plan = self._plan(data, steps=steps, epochs=epochs, batch_size=batch_size, eval_data=eval_data,
+                          eval_every=eval_every, eval_batch_size=eval_batch_size, steps_per_call=steps_per_call,
+                          callbacks=callbacks, progress=progress, shuffle=shuffle, data_on_device=data_on_device,
+                          prefetch=prefetch)
+        return self._run_plan(plan)
+
+    # -- planning: validates and decides; changes nothing but the state taken from the model -------
+    def _plan(self, data: Any, *, steps: int | None, epochs: int | None, batch_size: int | None, eval_data: Any,
+              eval_every: int | None, eval_batch_size: int | None, steps_per_call: int | str,
+              callbacks: Sequence[Callback], progress: Any, shuffle: bool, data_on_device: bool | None,
+              prefetch: int) -> FitPlan:
+        if steps is not None and epochs is not None:
+            raise ValueError("pass steps= or epochs=, not both")
+        for name, v in (("steps", steps), ("epochs", epochs)):
+            if v is not None and (not is_int(v) or v < 1):
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if eval_every is not None and (not is_int(eval_every) or eval_every < 1):
+            raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+        # before the feed: building it takes the first batch of a generator
+        check_eval_users(callbacks, has_eval=eval_data is not None,
+                         keep_best=self._ckpt.keep_best if self._ckpt else None,
+                         eval_names=["eval_loss", *(f"eval_{m}" for m in self.metrics)])
+        feed = make_feed(data, steps=steps, epochs=epochs, batch_size=batch_size, seed=self.seed, mesh=self.mesh,
+                         shuffle=shuffle, data_on_device=data_on_device, is_array=is_array_data(data))
+        dp = dist.data_parallel_size(self.mesh)
+        if feed.batch_size % dp:
+            raise ValueError(f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
+                             f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer")
+        target = steps if steps is not None else (epochs * feed.steps_per_epoch if epochs else None)
+        self._sync_from_model()
+        spec = feed.spec
+        abstract_batch = spec.treedef.unflatten([
+            jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)])
+        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=feed.on_device)
+        abstract_outputs(fns, self._state["params"], self._state["rest"], abstract_batch,
+                         loss_fn=self.loss_fn, metrics=self.metrics)
+        evaluation = None
+        if eval_data is not None:
+            batches, local = self._host_batches(eval_data, eval_batch_size or feed.batch_size, "eval_data")
+            self._check_against_train(batches, "eval_data", spec)
+            evaluation = EvalPlan(batches, local, eval_every)
+        # calls end at epoch ends only when something happens there (eval, checkpoint)
+        epoch_bound = bool(feed.steps_per_epoch) and (
+            (evaluation is not None and eval_every is None) or (self._ckpt is not None and self.save_every_epoch))
+        k = choose_steps_per_call(steps_per_call, params=self._state["params"], feed=feed, epoch_bound=epoch_bound,
+                                  n_steps=None if target is None else target - self._step)
+        view = resolve_progress(progress) if jax.process_index() == 0 else None
+        return FitPlan(feed=feed, fns=fns, target=target, steps_per_call=k, epoch_bound=epoch_bound,
+                       evaluation=evaluation, checkpointing=self._ckpt is not None, save_every=self.save_every,
+                       save_at_epoch_end=self.save_every_epoch,
+                       callbacks=CallbackList([*callbacks, *([view] if view else [])]), prefetch=prefetch)
+
+    # -- running the plan ------------------------------------------------------------------------
+    def _run_plan(self, plan: FitPlan) -> History:
+        feed = plan.feed
+        if isinstance(feed, IterFeed) and self._data_position:
+            feed.skip(self._data_position)  # resume an iterable where the checkpoint left it
+        self._batches_consumed = feed.consumed if isinstance(feed, IterFeed) else 0
+        self._data_position = 0
+        run = self._begin(plan)
+        self._running = True
+        error: BaseException | None = None
+        prefetcher: Prefetcher | None = None
+        try:
+            with self._sigint_guard():
+                plan.callbacks.on_train_begin(self, plan.describe(run.start_step, self.checkpoint_dir,
+                                                                  ["loss", *self.metrics]))
+                if plan.target is not None and run.start_step >= plan.target:
+                    run.message = f"already at step {run.start_step} (target {plan.target}): nothing to do"
+                else:
+                    prefetcher = Prefetcher(feed, plan.calls(run.start_step), depth=plan.prefetch)
+                    self._loop(plan, prefetcher)
+                self._finish(plan)
+        except BaseException as e:  # noqa: BLE001 - recorded, model synced, then re-raised
+            error = e
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+            self._running = False
+            self._sync_model()
+        return self._end(plan, run, error)
+
+    def _begin(self, plan: FitPlan) -> RunRecord:
+        """Fresh progress, the run's configuration and its record."""
+        feed, start = plan.feed, self._step
+        self._stop_reason = None
+        self.progress = Progress(step=start, start_step=start, target=plan.target, batch_size=feed.batch_size,
+                                 steps_per_epoch=feed.steps_per_epoch,
+                                 epoch=feed.position(start)[0] if isinstance(feed, ArrayFeed) else None)
+        self.history.config = {
+            "batch_size": feed.batch_size, "steps_per_call": plan.steps_per_call, "data": feed.kind,
+            "data_on_device": feed.on_device, "steps_per_epoch": feed.steps_per_epoch,
+            "dropped_per_epoch": feed.dropped, "devices": int(self.mesh.size),
+            "mesh": {str(a): int(s) for a, s in dict(self.mesh.shape).items()},
+            "processes": jax.process_count(), "target": plan.target, "seed": self.seed,
+        }
+        self._run = RunRecord(start_step=start, end_step=start, started=time.time())
+        self.history.runs.append(self._run)
+        return self._run
+
+    def _loop(self, plan: FitPlan, prefetcher: Prefetcher) -> None:
+        call = self._train_call_fn(plan.fns)
+        feed = plan.feed
+        data = feed.device_data
+        pending: _PendingCall | None = None
+        t_mark: float | None = None
+        try:
+            while True:
+                if self._stop_reason:
+                    break
+                chunk = prefetcher.get()
+                if chunk is None:
+                    break
+                key = ("train", chunk.length, feed.on_device)
+                if key not in self._compiled:
+                    self.progress.status = "compiling"
+                    self._compile(key, f"train call ({chunk.length} steps)", call, self._state, chunk.feed, data,
+                                  donate=True, out_shardings=(self._state_shardings, None, None))
+                    t_mark = None
+                fn = self._compiled[key]
+                self.progress.status = "training"
+                if t_mark is None:
+                    t_mark = time.perf_counter()
+                self._state, logs, bad = fn(self._state, chunk.feed, data)
+                self._model_dirty = True
+                for x in (*jax.tree.leaves(logs), bad):
+                    x.copy_to_host_async()
+                if pending is not None:
+                    t_mark = self._consume(plan, pending, t_mark)
+                at = plan.boundary(chunk.start, chunk.start + chunk.length)
+                # the epoch record waits for the eval when one is due at the same boundary
+                pending = _PendingCall(chunk, logs, bad, not (at.epoch_end and at.eval_due))
+                if at.eval_due or at.save_due or self._stop_reason:
+                    # these need the state after this call: read it now (the only syncs in the loop)
+                    t_mark = self._consume(plan, pending, t_mark)
+                    pending = None
+                    if self._stop_reason:
+                        break
+                    self._at_boundary(plan, at)
+                    t_mark = time.perf_counter()
+                    self.progress.status = "training"
+        finally:
+            if pending is not None:  # also when feeding failed: account for the call that ran
+                self._consume(plan, pending, t_mark)
+
+    def _consume(self, plan: FitPlan, pending: _PendingCall, t_mark: float | None) -> float:
+        """Read one call's metrics (started copying one call ago), record them, detect divergence."""
+        chunk, feed = pending.chunk, plan.feed
+        host = {k: np.asarray(v) for k, v in pending.logs.items()}
+        bad = int(np.asarray(pending.bad))
+        now = time.perf_counter()
+        n = chunk.length
+        if bad >= 0:  # steps from `bad` on were not applied
+            n = max(0, bad - 1 - chunk.start)
+        if t_mark is not None:
+            self.progress.train_seconds += now - t_mark
+        steps = np.arange(chunk.start + 1, chunk.start + n + 1)
+        host_ok = {k: v[:n] for k, v in host.items()}
+        if n:
+            self._step = chunk.start + n
+            if n == chunk.length and chunk.consumed is not None:
+                self._batches_consumed = chunk.consumed
+            run = self._run
+            run.steps += n
+            run.examples += n * feed.batch_size
+            run.end_step = self._step
+            self.history.add_steps(steps, host_ok)
+            self.progress.step = self._step
+            if isinstance(feed, ArrayFeed):
+                self.progress.epoch = feed.position(self._step - 1)[0] if self._step else 0
+            self.progress.last.update({k: float(v[-1]) for k, v in host_ok.items()})
+            plan.callbacks.on_steps(self, steps, host_ok)
+            spe = feed.steps_per_epoch
+            if spe and pending.record_epochs:  # epochs that ended inside this call
+                for e in range(chunk.start // spe + 1, self._step // spe + 1):
+                    self._epoch_end(plan, e, {})
+        if bad >= 0 and self._diverged is None:
+            i = bad - 1 - chunk.start
+            self._diverged = _Divergence(bad, float(host["loss"][i]) if 0 <= i < chunk.length else math.nan)
+            self.request_stop("diverged")
+        return now
+
+    def _at_boundary(self, plan: FitPlan, at: Boundary) -> None:
+        """Evaluate, record the epoch, checkpoint: what is due after the call that ended at ``at.end``."""
+        ev = self._run_eval(plan) if at.eval_due else {}
+        if at.epoch_end and at.eval_due:
+            self._epoch_end(plan, at.end // plan.steps_per_epoch, ev)
+        if at.save_due:
+            self._save(plan, "epoch" if at.epoch_end and plan.save_at_epoch_end else "interval",
+                       score=self._score(ev))
+
+    def _score(self, ev: dict[str, float]) -> float | None:
+        key = self._ckpt.keep_best if self._ckpt else None
+        return ev.get(key) if key else None
+
+    def _run_eval(self, plan: FitPlan) -> dict[str, float]:
+        assert plan.evaluation is not None
+        self.progress.status = "evaluating"
+        ev = self._evaluate_batches(StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
+                                    plan.evaluation.batches, plan.evaluation.local)
+        self.history.evals.append({"step": self._step, "epoch": self.progress.epoch, **ev})
+        self.progress.last.update(ev)
+        plan.callbacks.on_eval(self, self._step, ev)
+        return ev
+
+    def _epoch_end(self, plan: FitPlan, epoch: int, ev: dict[str, float]) -> None:
+        spe = plan.steps_per_epoch
+        lo, hi = (epoch - 1) * spe, epoch * spe
+        back = min(len(self.history._steps), 2 * spe + 2 * MAX_STEPS_PER_CALL)
+        tail = np.asarray(self.history._steps[len(self.history._steps) - back:])
+        mask = (tail > lo) & (tail <= hi)
+        logs: dict[str, float] = {}
+        if mask.any():
+            for k, v in self.history._metrics.items():
+                vals = np.asarray(v[len(v) - back:], np.float64)[mask]
+                if np.isfinite(vals).any():
+                    logs[k] = float(np.nanmean(vals))
+        logs.update(ev)
+        self.history.epochs.append({"epoch": epoch, "step": min(self._step, hi), **logs})
+        plan.callbacks.on_epoch_end(self, epoch, logs)
+
+    def _finish(self, plan: FitPlan) -> None:
+        """After the loop: final eval and checkpoint (also on an interrupt: save, then re-raise)."""
+        reason = self._stop_reason
+        if reason == "diverged":
+            return
+        ev: dict[str, float] = {}
+        last_eval = self.history.evals[-1]["step"] if self.history.evals else None
+        if plan.evaluation is not None and reason != "interrupted" and last_eval != self._step and self._step > 0:
+            ev = self._run_eval(plan)
+        if self._ckpt is not None and self._step > 0:
+            last_ckpt = self.history.checkpoints[-1]["step"] if self.history.checkpoints else None
+            if last_ckpt != self._step:
+                self._save(plan, "interrupt" if reason == "interrupted" else "end", score=self._score(ev))
+            self.progress.status = "saving"
+            self._saving = True
+            try:
+                self._ckpt.wait()  # durable before we return or re-raise; errors surface here
+            finally:
+                self._saving = False
+
+    def _end(self, plan: FitPlan, run: RunRecord, error: BaseException | None) -> History:
+        reason = self._stop_reason
+        run.notes = _data_notes(plan.feed)
+        if self._diverged is not None:
+            bad, value = self._diverged.step, self._diverged.loss
+            self._diverged = None
+            status = "diverged"
+            msg = (f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
+                   f"model holds the last finite state, after step {bad - 1}")
+        elif isinstance(error, KeyboardInterrupt) or reason == "interrupted":
+            status, msg = "interrupted", f"interrupted at step {self._step}"
+            if self._ckpt is not None and not isinstance(error, KeyboardInterrupt):
+                msg += f"; checkpoint saved in {self.checkpoint_dir}"
+            if error is None:
+                error = KeyboardInterrupt()
+        elif error is not None:
+            status, msg = "failed", f"failed at step {self._step}: {type(error).__name__}: {error}"
+        elif reason:
+            status, msg = "stopped", f"stopped at step {self._step}" + ("" if reason == "stopped" else f": {reason}")
+        else:
+            status = "completed"
+            msg = run.message or f"completed {run.steps} steps (step {self._step})"
+        if status in ("completed", "stopped", "interrupted") and run.notes:
+            msg += "; " + "; ".join(run.notes)
+        run.status, run.message, run.end_step = status, msg, self._step
+        run.train_seconds, run.compile_seconds = self.progress.train_seconds, self.progress.compile_seconds
+        run.wall_seconds = time.time() - run.started
+        self.progress.status, self.progress.message = status, msg
+        if self._log is not None:
+            try:
+                self._log.append(self.history)  # the run's outcome, for whoever resumes
+            except OSError as log_error:
+                if error is None:
+                    error = log_error
+        try:
+            plan.callbacks.on_train_end(self, self.history)
+        except Exception as cb_error:  # a failing view must not hide the training outcome
+            if error is None:
+                error = cb_error
+        self._stop_reason = None
+        if status == "diverged":
+            raise TrainingDivergedError(msg, bad, self.history)
+        if error is not None:
+            raise error
+        return self.history
+
+    # -- checkpoint ---------------------------------------------------------------------------
+    def _save(self, plan: FitPlan, reason: str, score: float | None = None) -> None:
+        ckpt = self._ckpt
+        if ckpt is None or ckpt.has_step(self._step):
+            return
+        feed = plan.feed
+        epoch, index = (feed.position(self._step) if isinstance(feed, ArrayFeed) else (None, None))
+        # fixed-size metadata: the history goes to the log beside the checkpoints
+        meta = {
+            "step": self._step, "epoch": epoch, "index_in_epoch": index, "seed": self.seed,
+            "batch_size": feed.batch_size, "steps_per_epoch": feed.steps_per_epoch, "data": feed.kind,
+            "batches_consumed": self._batches_consumed if feed.kind == "iterable" else None, "reason": reason,
+        }
+        self.history.checkpoints.append({"step": self._step, "path": ckpt.step_path(self._step),
+                                         "reason": reason, "time": time.time()})
+        self.progress.status = "saving"
+        self._saving = True
+        try:
+            assert self._log is not None
+            self._log.append(self.history)  # before the save starts: the log covers every checkpoint
+            ckpt.save(self._step, self._state, meta, score=score)
+        finally:
+            self._saving = False
+        plan.callbacks.on_checkpoint(self, self._step, ckpt.step_path(self._step))
+
     def _restore(self, step: int) -> None:
-        assert self._ckpt is not None
+        assert self._ckpt is not None and self._log is not None
         state, meta = self._ckpt.restore(step, self._state)
         self._state = jax.device_put(state, self._state_shardings)
         self._step = int(meta.get("step", step))
         self._data_position = int(meta.get("batches_consumed") or 0)
-        if meta.get("history"):
-            self.history = History.from_dict(meta["history"])
-            self.history.truncate(self._step)
-        self.history.runs.append({"status": "resumed", "start_step": self._step, "end_step": self._step,
-                                  "steps": 0, "message": f"resumed from checkpoint at step {self._step}"})
+        history = self._log.load()
+        if history is None and meta.get("history"):  # written before the log existed: in the metadata
+            history = History.from_dict(meta["history"])
+        if history is not None:
+            history.truncate(self._step)  # the log may run ahead of the last committed checkpoint
+            self.history = history
+        self.history.runs.append(RunRecord(start_step=self._step, end_step=self._step, status="resumed",
+                                           message=f"resumed from checkpoint at step {self._step}"))
+        self._log.rewrite(self.history)
         self._sync_model()
 
     # -- compilation --------------------------------------------------------------------------
@@ -248,27 +654,6 @@ class Trainer:
             new, logs = fns.train_call(state, feed, data)
             return new, logs, new["bad"] + 0
         return readable(call, "Trainer.train_steps")
-
-    def _steps_per_call(self, steps_per_call: int | str, feed: Any, epoch_bound: bool,
-                        n_steps: int | None = None) -> int:
-        if steps_per_call == "auto":
-            n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._state["params"]))
-            flops = max(1.0, 6.0 * n_params * feed.batch_size)
-            budget = _FLOPS_PER_CALL.get(jax.default_backend(), _DEFAULT_FLOPS_PER_CALL)
-            k = int(max(1, min(MAX_STEPS_PER_CALL, budget // flops)))
-        elif _is_int(steps_per_call) and steps_per_call >= 1:
-            k = int(steps_per_call)
-        else:
-            raise ValueError(f"steps_per_call must be 'auto' or a positive int, got {steps_per_call!r}")
-        spe = feed.steps_per_epoch
-        if spe and epoch_bound:  # equal-length calls that tile an epoch exactly where possible
-            k = min(k, spe)
-            k = math.ceil(spe / math.ceil(spe / k))
-        elif steps_per_call == "auto" and n_steps and n_steps % k:
-            # Every distinct call length is another compile: prefer a length in [k/2, k] that
-            # divides the run, so a run of 2000 steps is 40 calls of 50, not 32 of 61 and one of 48.
-            k = next((d for d in range(k, (k + 1) // 2 - 1, -1) if n_steps % d == 0), k)
-        return k
 
     # -- eval / predict plumbing --------------------------------------------------------------
     def _host_batches(self, data: Any, batch_size: int | None, what: str) -> tuple[list[Any], bool]:
@@ -341,7 +726,8 @@ class Trainer:
         self._sync_from_model()
         batches, local = self._host_batches(data, batch_size, "evaluation data")
         fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False)
-        check_loss(fns.abstract_loss(self._state["params"], self._state["rest"], batches[0]))
+        abstract_outputs(fns, self._state["params"], self._state["rest"], batches[0], loss_fn=self.loss_fn,
+                         metrics=self.metrics)
         return self._evaluate_batches(fns, batches, local)
 
     def predict(self, data: Any, *, batch_size: int | None = None) -> Any:
@@ -395,344 +781,3 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
-
-    _saving = False
-
-    # -- checkpoint ---------------------------------------------------------------------------
-    def _save(self, reason: str, feed: Any, callbacks: Callback, score: float | None = None) -> None:
-        if self._ckpt is None:
-            return
-        epoch, index = (feed.position(self._step) if isinstance(feed, ArrayFeed) else (None, None))
-        meta = {
-            "step": self._step, "epoch": epoch, "index_in_epoch": index, "seed": self.seed,
-            "batch_size": feed.batch_size, "steps_per_epoch": feed.steps_per_epoch, "data": feed.kind,
-            "batches_consumed": self._step if feed.kind == "iterable" else None, "reason": reason,
-        }
-        self.history.checkpoints.append({"step": self._step, "path": self._ckpt.step_path(self._step),
-                                         "reason": reason, "time": time.time()})
-        meta["history"] = self.history.to_dict()
-        self.progress.status = "saving"
-        self._saving = True
-        try:
-            if not self._ckpt.save(self._step, self._state, meta, score=score):
-                self.history.checkpoints.pop()
-                return
-        finally:
-            self._saving = False
-        callbacks.on_checkpoint(self, self._step, self._ckpt.step_path(self._step))
-
-    # -- fit ----------------------------------------------------------------------------------
-    def fit(self, data: Any, *, steps: int | None = None, epochs: int | None = None,
-            batch_size: int | None = None, eval_data: Any = None, eval_every: int | None = None,
-            eval_batch_size: int | None = None, steps_per_call: int | str = "auto",
-            callbacks: Sequence[Callback] = (), progress: Any = "auto", shuffle: bool = True,
-            data_on_device: bool | None = None, prefetch: int = 2) -> History:
-        """Train until ``steps`` / ``epochs`` (counted from step 0, so a resumed run continues to
-        the same target) or until an iterable of batches is exhausted.
-
-        Args:
-          data: arrays — ``(X, y)``, a dict of arrays or one array — batched with ``batch_size``,
-            shuffled from ``(seed, epoch)``, final partial batch of each epoch dropped; or any
-            iterable of batches (a list, a generator, a data loader), one step per batch, in order.
-          steps: total optimizer steps to reach.
-          epochs: total epochs to reach (array data).
-          batch_size: rows per step for array data (a multiple of the data-parallel devices).
-          eval_data: arrays or iterable of batches evaluated at every epoch end (array data), every
-            ``eval_every`` steps, and at the end.
-          eval_every: evaluate every this many steps (at the first call boundary at or after).
-          eval_batch_size: batch size for array ``eval_data`` (default: ``batch_size``).
-          steps_per_call: steps fused into one compiled call (``"auto"``: from the model size,
-            at most 50).
-          callbacks: :class:`~jaxmagic.train.Callback` instances.
-          progress: ``"auto"`` (widget in notebooks, one line in terminals), ``"widget"``,
-            ``"text"``, ``None`` or a Callback.
-          shuffle: shuffle array data every epoch.
-          data_on_device: keep array data on device and gather batches there (default: when small).
-          prefetch: device inputs prepared ahead by the background thread.
-
-        Returns:
-          The trainer's :class:`History` (cumulative over fits and resumes).
-
-        Raises:
-          KeyboardInterrupt: after an interrupt — once the model holds the last finished step and
-            (with ``checkpoint_dir``) a checkpoint of it is on disk.
-          TrainingDivergedError: the loss became NaN/Inf; the model holds the last finite state.
-
-        Example:
-          >>> history = trainer.fit((X, y), epochs=10, batch_size=64, eval_data=(Xv, yv))
-        """
-        if self._running:
-            raise RuntimeError("fit() is already running")
-        # ---- validation: nothing below may change any state until training starts ----
-        if steps is not None and epochs is not None:
-            raise ValueError("pass steps= or epochs=, not both")
-        for name, v in (("steps", steps), ("epochs", epochs)):
-            if v is not None and (not _is_int(v) or v < 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if eval_every is not None and (not _is_int(eval_every) or eval_every < 1):
-            raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
-        if is_array_data(data):
-            if steps is None and epochs is None:
-                raise ValueError("array data needs steps= or epochs= (an iterable of batches may run "
-                                 "until it is exhausted)")
-            if batch_size is None:
-                raise ValueError("array data needs batch_size=")
-            feed: ArrayFeed | IterFeed = ArrayFeed(data, batch_size=batch_size, seed=self.seed, mesh=self.mesh,
-                                                   shuffle=shuffle, on_device=data_on_device)
-        else:
-            if batch_size is not None:
-                raise ValueError("batch_size= applies to array data; an iterable already yields batches")
-            if epochs is not None:
-                raise ValueError("epochs= needs array data (its length defines an epoch); for an iterable "
-                                 "pass steps= or neither")
-            if isinstance(data, (str, bytes)) or data is None:
-                raise TypeError(f"data must be arrays or an iterable of batches, got {type(data).__name__}")
-            feed = IterFeed(data, mesh=self.mesh)
-        dp = dist.data_parallel_size(self.mesh)
-        if feed.batch_size % dp:
-            raise ValueError(f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
-                             f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer")
-        target = steps if steps is not None else (epochs * feed.steps_per_epoch if epochs else None)
-        self._sync_from_model()
-        spec = feed.spec
-        abstract_batch = spec.treedef.unflatten([
-            jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)])
-        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=feed.on_device)
-        check_loss(fns.abstract_loss(self._state["params"], self._state["rest"], abstract_batch))
-        eval_batches, eval_local = None, False
-        if eval_data is not None:
-            eval_batches, eval_local = self._host_batches(eval_data, eval_batch_size or feed.batch_size,
-                                                          "eval_data")
-            self._check_against_train(eval_batches, "eval_data", spec)
-        # calls end at epoch ends only when something happens there (eval, checkpoint)
-        epoch_bound = bool(feed.steps_per_epoch) and (
-            (eval_batches is not None and eval_every is None) or (self._ckpt is not None and self.save_every_epoch))
-        k = self._steps_per_call(steps_per_call, feed, epoch_bound,
-                                 None if target is None else target - self._step)
-        view = resolve_progress(progress) if jax.process_index() == 0 else None
-        cbs = CallbackList([*callbacks, *([view] if view else [])])
-        if isinstance(feed, IterFeed) and self._data_position:
-            feed.skip(self._data_position)  # resume an iterable where the checkpoint left it
-        self._data_position = 0
-
-        # ---- run ----
-        start = self._step
-        self._stop_reason = None
-        self.progress = Progress(step=start, start_step=start, target=target, batch_size=feed.batch_size,
-                                 steps_per_epoch=feed.steps_per_epoch,
-                                 epoch=feed.position(start)[0] if isinstance(feed, ArrayFeed) else None)
-        self.history.config = {
-            "batch_size": feed.batch_size, "steps_per_call": k, "data": feed.kind,
-            "data_on_device": feed.on_device, "steps_per_epoch": feed.steps_per_epoch,
-            "dropped_per_epoch": feed.dropped, "devices": int(self.mesh.size),
-            "mesh": {str(a): int(s) for a, s in dict(self.mesh.shape).items()},
-            "processes": jax.process_count(), "target": target, "seed": self.seed,
-        }
-        run = {"start_step": start, "end_step": start, "steps": 0, "status": "running", "message": "",
-               "train_seconds": 0.0, "examples": 0, "started": time.time()}
-        self.history.runs.append(run)
-        info = {"start_step": start, "target": target, "steps_per_call": k, "batch_size": feed.batch_size,
-                "steps_per_epoch": feed.steps_per_epoch, "dropped_per_epoch": feed.dropped,
-                "eval": eval_batches is not None, "checkpoint_dir": self.checkpoint_dir,
-                "metrics": ["loss", *self.metrics]}
-        self._running = True
-        error: BaseException | None = None
-        prefetcher: Prefetcher | None = None
-        try:
-            with self._sigint_guard():
-                cbs.on_train_begin(self, info)
-                if target is not None and start >= target:
-                    run["message"] = f"already at step {start} (target {target}): nothing to do"
-                else:
-                    prefetcher = Prefetcher(feed, plan(start, target, k, feed.steps_per_epoch if epoch_bound else None), depth=prefetch)
-                    self._loop(fns, feed, prefetcher, cbs, eval_batches, eval_local, eval_every, target)
-                self._finish(feed, cbs, eval_batches, eval_local, fns)
-        except BaseException as e:  # noqa: BLE001 - recorded, model synced, then re-raised
-            error = e
-        finally:
-            if prefetcher is not None:
-                prefetcher.close()
-            self._running = False
-            self._sync_model()
-        return self._end(run, cbs, error)
-
-    def _loop(self, fns: StepFns, feed: Any, prefetcher: Prefetcher, cbs: Callback, eval_batches: Any,
-              eval_local: bool, eval_every: int | None, target: int | None) -> None:
-        call = self._train_call_fn(fns)
-        data = feed.device_data
-        pending = None
-        t_mark: float | None = None
-        spe = feed.steps_per_epoch
-        try:
-            while True:
-                if self._stop_reason:
-                    break
-                chunk = prefetcher.get()
-                if chunk is None:
-                    break
-                key = ("train", chunk.length, feed.on_device)
-                if key not in self._compiled:
-                    self.progress.status = "compiling"
-                    fn = self._compile(key, f"train call ({chunk.length} steps)", call, self._state, chunk.feed, data,
-                                       donate=True, out_shardings=(self._state_shardings, None, None))
-                    t_mark = None
-                fn = self._compiled[key]
-                self.progress.status = "training"
-                if t_mark is None:
-                    t_mark = time.perf_counter()
-                self._state, logs, bad = fn(self._state, chunk.feed, data)
-                self._model_dirty = True
-                for x in (*jax.tree.leaves(logs), bad):
-                    x.copy_to_host_async()
-                if pending is not None:
-                    t_mark = self._consume(pending, feed, cbs, t_mark)
-                end = chunk.start + chunk.length
-                epoch_end = bool(spe) and end % spe == 0
-                eval_due = eval_batches is not None and (
-                    (eval_every is not None and chunk.start // eval_every != end // eval_every)
-                    or (eval_every is None and epoch_end))
-                save_due = self._ckpt is not None and (
-                    (self.save_every is not None and chunk.start // self.save_every != end // self.save_every)
-                    or (self.save_every_epoch and epoch_end))
-                # the epoch record waits for the eval when one is due at the same boundary
-                pending = (chunk, logs, bad, not (epoch_end and eval_due))
-                if eval_due or save_due or self._stop_reason:
-                    # these need the state after this call: read it now (the only syncs in the loop)
-                    t_mark = self._consume(pending, feed, cbs, t_mark)
-                    pending = None
-                    if self._stop_reason:
-                        break
-                    ev = self._run_eval(fns, eval_batches, eval_local, cbs) if eval_due else {}
-                    if epoch_end and eval_due:
-                        self._epoch_end(end // spe, ev, cbs)
-                    if save_due:
-                        self._save("epoch" if epoch_end and self.save_every_epoch else "interval", feed, cbs,
-                                   score=self._score(ev))
-                    t_mark = time.perf_counter()
-                    self.progress.status = "training"
-        finally:
-            if pending is not None:  # also when feeding failed: account for the call that ran
-                self._consume(pending, feed, cbs, t_mark)
-
-    def _score(self, ev: dict[str, float]) -> float | None:
-        key = self._ckpt.keep_best if self._ckpt else None
-        return ev.get(key) if key else None
-
-    def _consume(self, pending: tuple, feed: Any, cbs: Callback, t_mark: float | None) -> float:
-        """Read one call's metrics (started copying one call ago), record them, detect divergence."""
-        chunk, logs, bad, epoch_record = pending
-        host = {k: np.asarray(v) for k, v in logs.items()}
-        bad = int(np.asarray(bad))
-        now = time.perf_counter()
-        n = chunk.length
-        if bad >= 0:  # steps from `bad` on were not applied
-            n = max(0, bad - 1 - chunk.start)
-        if t_mark is not None:
-            self.progress.train_seconds += now - t_mark
-        steps = np.arange(chunk.start + 1, chunk.start + n + 1)
-        host_ok = {k: v[:n] for k, v in host.items()}
-        if n:
-            self._step = chunk.start + n
-            run = self.history.runs[-1]
-            run["steps"] += n
-            run["examples"] += n * feed.batch_size
-            run["end_step"] = self._step
-            self.history.add_steps(steps, host_ok)
-            self.progress.step = self._step
-            if isinstance(feed, ArrayFeed):
-                self.progress.epoch = feed.position(self._step - 1)[0] if self._step else 0
-            self.progress.last.update({k: float(v[-1]) for k, v in host_ok.items()})
-            cbs.on_steps(self, steps, host_ok)
-            spe = feed.steps_per_epoch
-            if spe and epoch_record:  # epochs that ended inside this call
-                for e in range(chunk.start // spe + 1, self._step // spe + 1):
-                    self._epoch_end(e, {}, cbs)
-        if bad >= 0 and self._diverged is None:
-            value = float(host["loss"][bad - 1 - chunk.start]) if 0 <= bad - 1 - chunk.start < chunk.length else math.nan
-            self._diverged = (bad, value)
-            self.request_stop("diverged")
-        return now
-
-    _diverged: tuple[int, float] | None = None
-
-    def _run_eval(self, fns: StepFns, eval_batches: Any, eval_local: bool, cbs: Callback) -> dict[str, float]:
-        self.progress.status = "evaluating"
-        ev = self._evaluate_batches(StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
-                                    eval_batches, eval_local)
-        epoch = self.progress.epoch
-        self.history.evals.append({"step": self._step, "epoch": epoch, **ev})
-        self.progress.last.update(ev)
-        cbs.on_eval(self, self._step, ev)
-        return ev
-
-    def _epoch_end(self, epoch: int, ev: dict[str, float], cbs: Callback) -> None:
-        spe = self.history.config["steps_per_epoch"]
-        lo, hi = (epoch - 1) * spe, epoch * spe
-        back = min(len(self.history._steps), 2 * spe + 2 * MAX_STEPS_PER_CALL)
-        tail = np.asarray(self.history._steps[len(self.history._steps) - back:])
-        mask = (tail > lo) & (tail <= hi)
-        logs: dict[str, float] = {}
-        if mask.any():
-            for k, v in self.history._metrics.items():
-                vals = np.asarray(v[len(v) - back:], np.float64)[mask]
-                if np.isfinite(vals).any():
-                    logs[k] = float(np.nanmean(vals))
-        logs.update(ev)
-        self.history.epochs.append({"epoch": epoch, "step": min(self._step, hi), **logs})
-        cbs.on_epoch_end(self, epoch, logs)
-
-    def _finish(self, feed: Any, cbs: Callback, eval_batches: Any, eval_local: bool, fns: StepFns) -> None:
-        """After the loop: final eval and checkpoint (also on an interrupt: save, then re-raise)."""
-        reason = self._stop_reason
-        if reason == "diverged":
-            return
-        ev: dict[str, float] = {}
-        last_eval = self.history.evals[-1]["step"] if self.history.evals else None
-        if eval_batches is not None and reason != "interrupted" and last_eval != self._step and self._step > 0:
-            ev = self._run_eval(fns, eval_batches, eval_local, cbs)
-        if self._ckpt is not None and self._step > 0:
-            last_ckpt = self.history.checkpoints[-1]["step"] if self.history.checkpoints else None
-            if last_ckpt != self._step:
-                self._save("interrupt" if reason == "interrupted" else "end", feed, cbs, score=self._score(ev))
-            self.progress.status = "saving"
-            self._saving = True
-            try:
-                self._ckpt.wait()  # durable before we return or re-raise; errors surface here
-            finally:
-                self._saving = False
-
-    def _end(self, run: dict, cbs: Callback, error: BaseException | None) -> History:
-        reason = self._stop_reason
-        if self._diverged is not None:
-            bad, value = self._diverged
-            self._diverged = None
-            status = "diverged"
-            msg = (f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
-                   f"model holds the last finite state, after step {bad - 1}")
-        elif isinstance(error, KeyboardInterrupt) or reason == "interrupted":
-            status, msg = "interrupted", f"interrupted at step {self._step}"
-            if self._ckpt is not None and not isinstance(error, KeyboardInterrupt):
-                msg += f"; checkpoint saved in {self.checkpoint_dir}"
-            if error is None:
-                error = KeyboardInterrupt()
-        elif error is not None:
-            status, msg = "failed", f"failed at step {self._step}: {type(error).__name__}: {error}"
-        elif reason:
-            status, msg = "stopped", f"stopped at step {self._step}" + ("" if reason == "stopped" else f": {reason}")
-        else:
-            status = "completed"
-            msg = run.get("message") or f"completed {run['steps']} steps (step {self._step})"
-        run.update(status=status, message=msg, end_step=self._step, train_seconds=self.progress.train_seconds,
-                   compile_seconds=self.progress.compile_seconds, wall_seconds=time.time() - run["started"])
-        self.progress.status, self.progress.message = status, msg
-        try:
-            cbs.on_train_end(self, self.history)
-        except Exception as cb_error:  # a failing view must not hide the training outcome
-            if error is None:
-                error = cb_error
-        self._stop_reason = None
-        if status == "diverged":
-            raise TrainingDivergedError(msg, bad, self.history)
-        if error is not None:
-            raise error
-        return self.history
