@@ -268,7 +268,8 @@ def test_jaxmagics_own_trainer_profiles_clean_with_readable_names():
     r = prof.report()
     assert [i.kind for i in r.insights if i.severity == "warn"] == []
     names = {f.name for f in r.functions if f.kind == "jit"}
-    assert names == {"Trainer.train_steps", "Trainer.evaluate", "Trainer.check_loss_fn"}
+    assert names == {"Trainer.train_steps", "Trainer.evaluate", "Trainer.check_loss_fn",
+                     "Trainer.check_metrics"}
     assert not [f.name for f in r.functions if f.kind == "eager" and "Trainer" in f.name]
 
 

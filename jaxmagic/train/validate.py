@@ -14,7 +14,7 @@ from flax import nnx
 
 from jaxmagic._frames import is_library_file
 from jaxmagic.train.callbacks import Callback, EarlyStopping
-from jaxmagic.train.step import StepFns, _metric_kwargs, check_loss, split_loss
+from jaxmagic.train.step import StepFns, _metric_kwargs, check_loss, readable, split_loss
 
 # what each error means in the user's terms
 _NOT_TRACEABLE: dict[type, str] = {
@@ -34,7 +34,8 @@ def abstract_outputs(fns: StepFns, params: Any, rest: Any, batch: Any, *, loss_f
     loss, aux = split_loss(out)
     check_metric_inputs(metrics, loss, aux, batch)
     if metrics:  # trace the metrics too: their errors also surface before the first step
-        _traceable(lambda: jax.eval_shape(fns._metrics, loss, aux, batch), loss_fn, metrics)
+        _traceable(lambda: jax.eval_shape(readable(fns._metrics, "Trainer.check_metrics"), loss, aux, batch),
+                   loss_fn, metrics)
     return out
 
 
