@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html.parser
 import json
 import math
 import time
@@ -18,6 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxmagic
 from jaxmagic.shardings import ShardingReport, SpecError, sharding
 from jaxmagic.widgets.sharding import ShardingExplorer
+from tests.helpers import parse_html
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +109,10 @@ def test_nd_text_has_axis_names_grid_and_facets(mesh):
     assert "0-7" in rep and "each held by 8 device(s)" in rep
 
 
-class _Parser(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.cells = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "td" and "data-devices" in a:
-            self.cells.append(a["data-devices"])
-
-
 def test_html_grid_cells_and_self_contained(mesh):
     h = sharding(put((8, 16), mesh, P("data", "model")), name="x").to_html()
-    p = _Parser()
-    p.feed(h)
-    assert p.cells == [str(i) for i in range(8)]
+    p = parse_html(h)
+    assert p.attr("data-devices", tag="td") == [str(i) for i in range(8)]
     assert "https://" not in h and "<style>" in h
 
 

@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxmagic.train import CheckpointMismatchError, Trainer
 from tests.conftest import ROOT
-from tests.trainutil import TinyMLP, batches, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device, params_of
 
 STEPS = 96
 

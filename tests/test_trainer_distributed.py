@@ -15,7 +15,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxmagic.train import Trainer
 from tests.conftest import ROOT
-from tests.trainutil import TinyMLP, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, dataset, loss_fn, one_device, params_of
 
 
 def test_default_mesh_is_data_parallel_and_matches_one_device():
