@@ -175,6 +175,7 @@ def test_reload_20_times_leaves_one_registration(ip):
     assert "jaxprofile" in manager.magics["cell"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_load_ext_does_not_import_jax():
     code = ("import sys, IPython.testing.globalipapp as g; ip = g.start_ipython(); "
             "ip.run_line_magic('load_ext', 'jaxmagic'); "

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests import helpers
+
+pytestmark = pytest.mark.slow  # executes notebooks in a real kernel
 
 
 def html_of(nb_name: str, tag: str) -> str:

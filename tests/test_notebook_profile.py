@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests import helpers
+
+pytestmark = pytest.mark.slow  # executes notebooks in a real kernel
 
 NB = "01_profile.ipynb"
 

@@ -6,6 +6,8 @@ import pytest
 
 from tests import helpers
 
+pytestmark = pytest.mark.slow  # executes notebooks in a real kernel
+
 NB = "02_structure_and_sharding.ipynb"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 

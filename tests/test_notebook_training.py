@@ -8,6 +8,8 @@ import pytest
 
 from tests import helpers
 
+pytestmark = pytest.mark.slow  # executes notebooks in a real kernel
+
 NB = "03_training.ipynb"
 
 

@@ -9,6 +9,7 @@ from tests import helpers
 NAMES = sorted(p.name for p in helpers.NOTEBOOKS.glob("*.ipynb"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_clean(name):
     nb, seconds = helpers.execute(name)

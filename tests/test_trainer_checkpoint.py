@@ -28,6 +28,7 @@ def _worker(ckpt, out, **env):
                             cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # three training processes
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     ref = _worker(tmp_path / "ref", tmp_path / "ref.npz", WORKER_SLEEP="0")
     assert ref.wait(timeout=300) == 0, ref.stdout.read()
