@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -183,20 +182,16 @@ def test_compiled_function_inputs_and_outputs(mesh):
 
 
 def test_speed_targets_sanity():
-    t0 = time.perf_counter()
+    """Big inputs render with bounded output; bench/ measures the time, a test never does."""
     r = sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model"))
     r.to_text(), r.to_html()
-    t_mesh = time.perf_counter() - t0
     assert r.mesh.size == 512 and len(r.to_dict()["arrays"][0]["devices"]) == 512
     m = jax.make_mesh((2, 4), ("data", "model"))
     tree = {f"l{i}": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(m, P("data", "model" if i % 2 else None)))
             for i in range(2000)}
-    t0 = time.perf_counter()
     r = sharding(tree)
     h = r.to_html()
-    t_tree = time.perf_counter() - t0
     assert len(r.arrays) == 2000 and len(h) < 2_000_000
-    assert t_mesh < 20 and t_tree < 20  # generous; bench/ measures the real numbers
 
 
 def test_widget_edits_and_errors_never_raise(mesh):

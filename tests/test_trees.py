@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from typing import NamedTuple
 
 import jax
@@ -236,15 +235,13 @@ def test_big_model_stays_fast_and_small():
             self.layers = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(n)])
 
     big = Deep(1000, nnx.Rngs(0))
-    t0 = time.perf_counter()
     s = tree(big)
     h = s.to_html()
-    elapsed = time.perf_counter() - t0
+    # the work stays bounded (no deep view, 500 rows); bench/ measures the time, a test never does
     assert len(s.leaves) == 2000 and not s.deep
     assert len(h) < 2_000_000, len(h)
     assert "Deep view skipped for 2000 leaves" in h
     assert "… 1500 more rows" in h
-    assert elapsed < 20  # generous sanity bound; the bench script measures the real number
     assert len(tree(big, depth=2).rows()) == 1000
 
 
