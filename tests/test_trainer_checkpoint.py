@@ -24,7 +24,8 @@ STEPS = 96
 
 
 def _worker(ckpt, out, **env):
-    e = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=1", **env)
+    e = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             PYTHONFAULTHANDLER="1", **env)  # a hard crash prints its traceback
     return subprocess.Popen([sys.executable, "-m", "tests.train_worker", str(ckpt), str(out), str(STEPS)],
                             cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -49,7 +50,8 @@ def _drain(proc) -> list[str]:
 @pytest.mark.slow  # three training processes
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     ref = _worker(tmp_path / "ref", tmp_path / "ref.npz", WORKER_SLEEP="0")
-    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, f"exit status {ref.returncode}: {out}"
 
     # Kill only once a checkpoint is committed on disk, so the resumed run must start mid-run, then
     # after a random delay: the kill may land during a later async save, a retention delete or a step.
@@ -68,10 +70,11 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
     assert not (tmp_path / "unused.npz").exists(), f"the victim finished before it was killed: {log}"
+    assert victim.returncode == -signal.SIGKILL, f"exit status {victim.returncode}: {log}"
 
     resumed = _worker(tmp_path / "ck", tmp_path / "resumed.npz", WORKER_SLEEP="0")
     out = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, out
+    assert resumed.returncode == 0, f"exit status {resumed.returncode}: {out}"
     start = int(out.split("start ")[1].split()[0])
     print(f"committed {committed} before the kill; resumed at step {start}")
     assert 8 <= committed[0] <= start < STEPS, (committed, out)  # it really resumed mid-run
