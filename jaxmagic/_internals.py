@@ -309,3 +309,16 @@ def watch_host_copies(on_copy: Callable[[Any], None]) -> Callable[[], None]:
     def undo() -> None:
         cls._value = prop
     return undo
+
+
+# --- jax: monitoring listeners (read-only; tests check nothing is left registered) ---------
+
+def monitoring_listeners() -> tuple[tuple, tuple]:
+    """``(duration listeners, event listeners)`` currently registered with ``jax.monitoring``
+    (there is no public getter)."""
+    monitoring = _attr("jax._src:monitoring")
+    durations = getattr(monitoring, "_event_duration_secs_listeners", None)
+    events = getattr(monitoring, "_event_listeners", None)
+    _require(durations is not None and events is not None, "jax",
+             "monitoring._event_duration_secs_listeners/_event_listeners")
+    return tuple(durations), tuple(events)

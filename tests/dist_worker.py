@@ -19,7 +19,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxmagic.train import Trainer  # noqa: E402
-from tests.trainutil import TinyMLP, dataset, loss_fn  # noqa: E402
+from tests.helpers import TinyMLP, dataset, loss_fn  # noqa: E402
 
 X, y = dataset(128)
 model = TinyMLP(rngs=nnx.Rngs(0))

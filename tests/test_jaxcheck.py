@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +11,7 @@ import pytest
 
 from jaxmagic.check import CheckReport, check_call, parse_checks
 from jaxmagic.ir import NotTraceableError
-from tests.test_magics_profile import run
-from tests.test_profile_capture import global_state
+from tests.helpers import global_state, parse_html, run
 
 SETUP = """
 import jax, jax.numpy as jnp
@@ -62,28 +60,6 @@ def apply(m, x, i):
 def cip(ip):
     ip.run_cell(SETUP)
     return ip
-
-
-class _Tags(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags, self.kinds, self.text = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        a = dict(attrs)
-        if "data-kind" in a:
-            self.kinds.append(a["data-kind"])
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parsed(html: str) -> _Tags:
-    p = _Tags()
-    p.feed(html)
-    p.close()
-    return p
 
 
 # -- what it finds --------------------------------------------------------------
@@ -158,10 +134,10 @@ def test_text_html_and_dict_faces(cip):
     assert text.count("✗ ") == 3
 
     html = r.to_html()
-    p = parsed(html)
+    p = parse_html(html)
     assert p.tags[0] == "div" and "style" in p.tags and "script" not in p.tags  # self-contained
-    assert p.kinds == ["index", "nan", "div"]
-    assert "z = jnp.log(x - 2.0)" in "".join(p.text)
+    assert p.attr("data-kind") == ["index", "nan", "div"]
+    assert "z = jnp.log(x - 2.0)" in p.text
     assert "http" not in html.replace("http://www.w3.org", "")  # no CDN, no network
 
     d = json.loads(r.to_json())

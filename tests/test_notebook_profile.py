@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from tests import nbutil
+import pytest
+
+from tests import helpers
+
+pytestmark = pytest.mark.slow  # executes notebooks in a real kernel
 
 NB = "01_profile.ipynb"
 
 
 def html_of(tag):
-    outs = nbutil.cell_outputs(nbutil.execute(NB)[0], tag)
+    outs = helpers.cell_outputs(helpers.execute(NB)[0], tag)
     return "".join(o.get("data", {}).get("text/html", "") for o in outs)
 
 
 def test_runs_clean_with_html_reports():
-    nb, _ = nbutil.execute(NB)
-    assert nbutil.errors(nb) == []
-    assert len(nbutil.outputs(nb, "text/html")) >= 7
+    nb, _ = helpers.execute(NB)
+    assert helpers.errors(nb) == []
+    assert len(helpers.outputs(nb, "text/html")) >= 7
 
 
 def test_eager_loop_is_flagged_and_jit_loop_is_not():

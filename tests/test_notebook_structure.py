@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests import nbutil
+from tests import helpers
+
+pytestmark = pytest.mark.slow  # executes notebooks in a real kernel
 
 NB = "02_structure_and_sharding.ipynb"
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -12,14 +14,14 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 
 @pytest.fixture(scope="module")
 def nb():
-    nb, seconds = nbutil.execute(NB)
-    assert nbutil.errors(nb) == []
+    nb, seconds = helpers.execute(NB)
+    assert helpers.errors(nb) == []
     assert seconds < 90
     return nb
 
 
 def text(nb, tag):
-    return nbutil.text_of(nbutil.cell_outputs(nb, tag))
+    return helpers.text_of(helpers.cell_outputs(nb, tag))
 
 
 def test_devices(nb):
@@ -27,7 +29,7 @@ def test_devices(nb):
 
 
 def test_model_tree_html_and_text(nb):
-    outs = nbutil.cell_outputs(nb, "tree-model")
+    outs = helpers.cell_outputs(nb, "tree-model")
     (out,) = [o for o in outs if "text/html" in o.get("data", {})]
     html = out["data"]["text/html"]
     assert "By kind" in html and "BatchStat" in html and "RngState" in html and "l1.kernel" in html
@@ -55,10 +57,10 @@ def test_sharding_views(nb):
 
 
 def test_explorer_widget_and_edit(nb):
-    outs = nbutil.cell_outputs(nb, "explorer")
+    outs = helpers.cell_outputs(nb, "explorer")
     assert any(WIDGET in o.get("data", {}) for o in outs)
     assert any("Bytes per device" in o.get("data", {}).get("text/html", "") for o in outs)
-    edited = nbutil.cell_outputs(nb, "edited")
+    edited = helpers.cell_outputs(nb, "edited")
     assert any(WIDGET in o.get("data", {}) for o in edited)
-    assert "state: 14 arrays" in nbutil.text_of(edited)
+    assert "state: 14 arrays" in helpers.text_of(edited)
     assert "error: mesh axis 'fsdp' is used in dimensions 0 and dimension 1" in text(nb, "bad-spec")

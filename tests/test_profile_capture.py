@@ -12,32 +12,7 @@ import pytest
 
 from jaxmagic.profile import Profiler
 from jaxmagic.profile import misses
-from jaxmagic import _internals
-
-ArrayImpl, EvalTrace = _internals.array_impl(), _internals.eval_trace()
-_pxla, _lowering = _internals.lowering_target()
-
-
-def global_state():
-    """Everything profiling may touch; must be identical before and after."""
-    from jax._src import monitoring
-
-    return (
-        bool(jax.config.jax_explain_cache_misses),
-        bool(jax.config.jax_enable_x64),
-        tuple(monitoring._event_duration_secs_listeners),
-        tuple(monitoring._event_listeners),
-        {n: tuple(logging.getLogger(n).filters) for n in
-         ("jax._src.interpreters.partial_eval", "jax._src.pjit", "jax._src.util")},
-        tuple(logging.getLogger("jax").handlers),
-        getattr(_pxla, _lowering),
-        EvalTrace.process_primitive,
-        ArrayImpl.__dict__["_value"], ArrayImpl.__dict__.get("block_until_ready"),
-        ArrayImpl.__dict__.get("__add__"), ArrayImpl.__dict__.get("__getitem__"),
-        warnings.showwarning,
-        "update" in vars(jax.config),
-        jnp.asarray, jnp.array, jax.device_put,
-    )
+from tests.helpers import global_state
 
 
 def test_recompiles_are_counted_with_reasons():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import html.parser
 import json
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxmagic
 from jaxmagic.shardings import ShardingReport, SpecError, sharding
 from jaxmagic.widgets.sharding import ShardingExplorer
+from tests.helpers import parse_html
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +108,10 @@ def test_nd_text_has_axis_names_grid_and_facets(mesh):
     assert "0-7" in rep and "each held by 8 device(s)" in rep
 
 
-class _Parser(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.cells = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "td" and "data-devices" in a:
-            self.cells.append(a["data-devices"])
-
-
 def test_html_grid_cells_and_self_contained(mesh):
     h = sharding(put((8, 16), mesh, P("data", "model")), name="x").to_html()
-    p = _Parser()
-    p.feed(h)
-    assert p.cells == [str(i) for i in range(8)]
+    p = parse_html(h)
+    assert p.attr("data-devices", tag="td") == [str(i) for i in range(8)]
     assert "https://" not in h and "<style>" in h
 
 
@@ -195,20 +182,16 @@ def test_compiled_function_inputs_and_outputs(mesh):
 
 
 def test_speed_targets_sanity():
-    t0 = time.perf_counter()
+    """Big inputs render with bounded output; bench/ measures the time, a test never does."""
     r = sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model"))
     r.to_text(), r.to_html()
-    t_mesh = time.perf_counter() - t0
     assert r.mesh.size == 512 and len(r.to_dict()["arrays"][0]["devices"]) == 512
     m = jax.make_mesh((2, 4), ("data", "model"))
     tree = {f"l{i}": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(m, P("data", "model" if i % 2 else None)))
             for i in range(2000)}
-    t0 = time.perf_counter()
     r = sharding(tree)
     h = r.to_html()
-    t_tree = time.perf_counter() - t0
     assert len(r.arrays) == 2000 and len(h) < 2_000_000
-    assert t_mesh < 20 and t_tree < 20  # generous; bench/ measures the real numbers
 
 
 def test_widget_edits_and_errors_never_raise(mesh):

@@ -3,7 +3,6 @@ divergence, stop/interrupt, progress views and History rendering. Real JAX/Flax/
 
 from __future__ import annotations
 
-import html.parser
 import io
 import json
 import os
@@ -17,7 +16,7 @@ from flax import nnx
 
 from jaxmagic.train import (Callback, EarlyStopping, LearningRateLogger, MetricLogger, TerminalProgress, Trainer,
                             TrainingDivergedError)
-from tests.trainutil import TinyMLP, batches, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device, params_of, parse_html
 
 
 def hand_loop(model, tx, data):
@@ -103,19 +102,9 @@ def test_metrics_evaluate_predict_and_history_faces():
     text = h.to_text()
     assert "epoch" in text and "eval_loss" in text and "steps/s" in text
     page = h.to_html()
-    parser = _Tags()
-    parser.feed(page)
-    assert parser.counts.get("svg") == 1 and parser.counts.get("polyline", 0) >= 1 and "<script" not in page
+    parser = parse_html(page)
+    assert parser.count("svg") == 1 and parser.count("polyline") >= 1 and "<script" not in page
     json.dumps(h.to_dict())
-
-
-class _Tags(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.counts: dict[str, int] = {}
-
-    def handle_starttag(self, tag, attrs):
-        self.counts[tag] = self.counts.get(tag, 0) + 1
 
 
 def test_compiled_call_donates_the_train_state():

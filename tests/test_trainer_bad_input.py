@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ from flax import linen as nn
 from flax import nnx
 
 from jaxmagic.train import Trainer
-from tests.trainutil import TinyMLP, batches, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device, params_of
 
 
 @pytest.fixture

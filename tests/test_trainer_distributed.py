@@ -10,12 +10,13 @@ import sys
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxmagic.train import Trainer
 from tests.conftest import ROOT
-from tests.trainutil import TinyMLP, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, dataset, loss_fn, one_device, params_of
 
 
 def test_default_mesh_is_data_parallel_and_matches_one_device():
@@ -84,6 +85,7 @@ def _run_pair(ckpt, out, steps):
     return outs
 
 
+@pytest.mark.slow  # two jax.distributed processes, run twice
 def test_two_processes_train_checkpoint_and_resume_together(tmp_path):
     outs = _run_pair(tmp_path / "ck", tmp_path / "first.npz", 8)
     assert "devices 2, start 0" in outs[0] and "done at 8" in outs[1]

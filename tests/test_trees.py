@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import html.parser
 import json
 import os
-import time
 from typing import NamedTuple
 
 import jax
@@ -20,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxmagic
 from jaxmagic.trees import CheckpointError, tree
+from tests.helpers import parse_html
 
 
 class MLP(nnx.Module):
@@ -221,26 +220,12 @@ def test_sharded_leaves_show_spec_and_devices():
     assert "P(&#x27;data&#x27;, &#x27;model&#x27;)" in tree({"x": x}).to_html()
 
 
-class _Parser(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags, self.rows, self.text = [], 0, []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        self.rows += tag == "tr"
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
 def test_html_is_self_contained_and_escaped():
     s = tree({"<b>evil</b>": jnp.ones(2)}, name="<script>x</script>")
     h = s.to_html()
     assert "<script>x</script>" not in h and "&lt;b&gt;evil&lt;/b&gt;" in h
     assert "http://" not in h.replace("http://www.w3.org", "") and "https://" not in h
-    p = _Parser()
-    p.feed(h)
+    p = parse_html(h)
     assert "details" in p.tags and "table" in p.tags
 
 
@@ -250,15 +235,13 @@ def test_big_model_stays_fast_and_small():
             self.layers = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(n)])
 
     big = Deep(1000, nnx.Rngs(0))
-    t0 = time.perf_counter()
     s = tree(big)
     h = s.to_html()
-    elapsed = time.perf_counter() - t0
+    # the work stays bounded (no deep view, 500 rows); bench/ measures the time, a test never does
     assert len(s.leaves) == 2000 and not s.deep
     assert len(h) < 2_000_000, len(h)
     assert "Deep view skipped for 2000 leaves" in h
     assert "… 1500 more rows" in h
-    assert elapsed < 20  # generous sanity bound; the bench script measures the real number
     assert len(tree(big, depth=2).rows()) == 1000
 
 

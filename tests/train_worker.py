@@ -19,7 +19,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxmagic.train import Callback, Trainer  # noqa: E402
-from tests.trainutil import TinyMLP, dataset, loss_fn  # noqa: E402
+from tests.helpers import TinyMLP, dataset, loss_fn  # noqa: E402
 
 
 class Slow(Callback):

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests import nbutil
+from tests import helpers
 from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, run_all
 
 pytestmark = pytest.mark.browser
@@ -28,7 +28,7 @@ def _dedicated() -> set[str]:
     return names
 
 
-COURSE = sorted(p.name for p in nbutil.NOTEBOOKS.glob("*.ipynb") if p.name not in _dedicated())
+COURSE = sorted(p.name for p in helpers.NOTEBOOKS.glob("*.ipynb") if p.name not in _dedicated())
 
 
 def _expected_outputs(page) -> dict[str, int]:
