@@ -33,7 +33,7 @@ def _python_attrs(obj: Any) -> list:
     """(path, sorted attribute names, non-array attribute values) of every node in an NNX graph."""
     out = []
     for path, node in nnx.iter_graph(obj):
-        if isinstance(node, (nnx.Object, nnx.Module)) or hasattr(node, "__dict__") and not isinstance(node, nnx.Variable):
+        if hasattr(node, "__dict__") and not isinstance(node, nnx.Variable):
             attrs = getattr(node, "__dict__", {})
             plain = {k: repr(v) for k, v in attrs.items()
                      if isinstance(v, (bool, int, float, str, tuple, type(None)))}
@@ -41,15 +41,23 @@ def _python_attrs(obj: Any) -> list:
     return out
 
 
+_NNX_GRAPH_TYPES = tuple(t for t in (getattr(nnx, "Pytree", None), nnx.Object, nnx.Module, nnx.Variable) if t)
+
+
 def fingerprint(obj: Any) -> Any:
     """A comparable snapshot of ``obj`` (NNX module/optimizer/metric, pytree, array)."""
-    if isinstance(obj, (nnx.Object, nnx.Module)) or isinstance(obj, nnx.Variable):
+    if isinstance(obj, _NNX_GRAPH_TYPES):
         graphdef, state = nnx.split(obj)
         leaves = [(jax.tree_util.keystr(p), _leaf_bytes(x))
                   for p, x in jax.tree_util.tree_flatten_with_path(state)[0]]
         return ("nnx", repr(graphdef), leaves, _python_attrs(obj))
     flat, treedef = jax.tree_util.tree_flatten_with_path(obj)
     return ("tree", str(treedef), [(jax.tree_util.keystr(p), _leaf_bytes(x)) for p, x in flat])
+
+
+def values(obj: Any) -> list:
+    """Only the leaves (paths, dtypes, shapes, bytes) of ``obj``: compares two distinct objects."""
+    return fingerprint(obj)[2]
 
 
 def fingerprint_all(ns: dict, names: list[str]) -> dict:
