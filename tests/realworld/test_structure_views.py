@@ -135,7 +135,7 @@ def test_jaxsharding_of_a_batch_sharded_over_data(ip):
     cell = run(ip, "r = %jaxsharding -o -q xs", names)
     assert cell.error is None and cell.changed == []
     assert list(ip.user_ns["r"].device_bytes().values()) == [16 * 8 * 8 * 4 // 8] * 8
-    for bad in ("%jaxsharding xs --spec 'nope'", "%jaxsharding undefined_state", "%jaxsharding xs --dims 0,5"):
+    for bad in ("%jaxsharding xs --spec 'nope'", "%jaxsharding undefined_state", "%jaxsharding xs --shape abc"):
         cell = run(ip, bad, names)
         assert isinstance(cell.error, UsageError), (bad, cell.error)
         assert cell.changed == []
