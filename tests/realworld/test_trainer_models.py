@@ -116,7 +116,7 @@ def test_trainer_checkpoints_do_not_grow_with_steps(ip, tmp_path):
     X, y = M.classification_data(64)
     model = M.MLP(rngs=nnx.Rngs(0))
     trainer = Trainer(model, optax.adam(1e-2), M.mlp_loss_fn, devices=one_device(),
-                      checkpoint_dir=str(tmp_path / "run"), save_every_epoch=False, save_every=4, keep=10)
+                      checkpoint_dir=str(tmp_path / "run"), save_every_epoch=False, save_every=100, keep=10)
     trainer.fit((X, y), steps=4, batch_size=16, progress=None, steps_per_call=4)
     trainer.fit((X, y), steps=200, batch_size=16, progress=None, steps_per_call=4)
     ip.user_ns["run_dir"] = str(tmp_path / "run")
