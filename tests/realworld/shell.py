@@ -67,12 +67,14 @@ def setup(ip: Any, *models: str) -> list[str]:
     return names
 
 
-def run(ip: Any, cell: str, watch: list[str] = ()) -> CellRun:
-    """Run ``cell``; fingerprint ``watch`` before and after; count compiles while it runs."""
+def run(ip: Any, cell: str, watch: list[str] = (), *, store_history: bool = False) -> CellRun:
+    """Run ``cell``; fingerprint ``watch`` before and after; count compiles while it runs.
+
+    ``store_history=True`` numbers the cell as a notebook kernel does (``In[N]``)."""
     before = fingerprint_all(ip.user_ns, list(watch))
     counter = CompileCounter()
     with counter.listening(), capture_output() as cap:
-        result = ip.run_cell(cell)
+        result = ip.run_cell(cell, store_history=store_history)
     shown = "".join(o.data.get("text/plain", "") + "\n" for o in cap.outputs)
     after = fingerprint_all(ip.user_ns, list(watch))
     return CellRun(result, cap.stdout + cap.stderr + shown, counter, differences(before, after))
