@@ -34,6 +34,10 @@ from flax.training import train_state
 # truncated-normal initialiser costs seconds of XLA compile per kernel shape on CPU).
 INIT = nnx.initializers.xavier_uniform()
 
+# One optax transformation reused for every nnx.Optimizer: the transformation is static in the
+# optimizer's graph, so a new optax.adam(...) per optimizer recompiles every train step.
+tx = optax.adam(1e-3)
+
 # ---------------------------------------------------------------------------------------------
 # miniGPT
 
@@ -325,6 +329,13 @@ def diffusion_loss(model, x0, t, noise):
     a = ALPHA_BARS[t][:, None, None, None]
     xt = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
     return jnp.mean((model(xt, t) - noise) ** 2)
+
+
+def q_sample(x0, t, key):
+    """The forward (noising) process: x_t from x_0 at step t, with fresh noise from ``key``."""
+    a = ALPHA_BARS[t][:, None, None, None]
+    noise = jax.random.normal(key, x0.shape)
+    return jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise, noise
 
 
 @nnx.jit

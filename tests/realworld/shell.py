@@ -16,16 +16,16 @@ from tests.realworld.fingerprint import CompileCounter, differences, fingerprint
 IMPORTS = "from tests.realworld.models import *"
 SETUPS = {
     "gpt": ("gpt = MiniGPT(rngs=nnx.Rngs(0))\n"
-            "gpt_opt = nnx.Optimizer(gpt, optax.adam(1e-3), wrt=nnx.Param)\n"
+            "gpt_opt = nnx.Optimizer(gpt, tx, wrt=nnx.Param)\n"
             "prompt = jnp.array([[1, 2, 3, 0, 0, 0, 0, 0]])\n"
             "gpt_batch = token_batches(1)[0]\n",
             ["gpt", "gpt_opt", "prompt", "gpt_batch"]),
     "vae": ("vae = VAE(rngs=nnx.Rngs(0, noise=1))\n"
-            "vae_opt = nnx.Optimizer(vae, optax.adam(1e-3), wrt=nnx.Param)\n"
+            "vae_opt = nnx.Optimizer(vae, tx, wrt=nnx.Param)\n"
             "x = jnp.asarray(images(4))\n",
             ["vae", "vae_opt", "x"]),
     "cnn": ("cnn = CNN(rngs=nnx.Rngs(0))\n"
-            "cnn_opt = nnx.Optimizer(cnn, optax.adam(1e-3), wrt=nnx.Param)\n"
+            "cnn_opt = nnx.Optimizer(cnn, tx, wrt=nnx.Param)\n"
             "metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average('loss'))\n"
             "batch = digit_batches(1)[0]\n",
             ["cnn", "cnn_opt", "metrics", "batch"]),
@@ -33,7 +33,7 @@ SETUPS = {
               "Xl, yl = map(jnp.asarray, classification_data(16))\n",
               ["state", "Xl", "yl"]),
     "unet": ("unet = TinyUNet(rngs=nnx.Rngs(0))\n"
-             "unet_opt = nnx.Optimizer(unet, optax.adam(1e-3), wrt=nnx.Param)\n"
+             "unet_opt = nnx.Optimizer(unet, tx, wrt=nnx.Param)\n"
              "x0 = jnp.asarray(images(4))[..., None]\n"
              "t = jnp.array([1, 10, 20, 40])\n"
              "key = jax.random.key(0)\n",
