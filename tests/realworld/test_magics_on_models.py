@@ -133,3 +133,16 @@ def test_jaxpr_title_of_a_train_step_uses_the_users_names(ip):
     assert cell.error is None and cell.changed == []
     title = ip.user_ns["r"].to_text().splitlines()[0]
     assert len(title) <= 200 and "states[0]" not in title, title[:300]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8: nnx.Embed out of bounds is described as clamped (it gives NaN) and "
+                                       "the out-of-bounds finding lacks its source line")
+def test_token_id_past_the_vocabulary_is_found_with_its_line(ip):
+    names = setup(ip, "gpt")
+    ip.run_cell("bad_prompt = jnp.array([[1, 2, VOCAB + 8, 0, 0, 0, 0, 0]])")
+    cell = run(ip, "r = %jaxcheck -o gpt.embedding_layer(bad_prompt)", names + ["bad_prompt"])
+    assert cell.error is None and cell.changed == []
+    finding = ip.user_ns["r"].finding("index")
+    assert finding is not None
+    assert finding.source is not None and "token_emb" in finding.source, finding.source
+    assert "clamp" not in (finding.silent + finding.message).lower()

@@ -279,3 +279,13 @@ def test_function_defined_in_the_profiled_cell_is_labelled_with_its_cell(ip):
     assert cell.error is None
     defined = cell.result.result.function("double").defined_at
     assert defined == f"In[{cell.result.execution_count}]:1", defined  # the decorator, line 1 of the body
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8: a 64-bit value silently truncated (no JAX warning) gets no "
+                                       "x64-truncated insight")
+def test_int64_truncated_to_int32_is_reported(ip):
+    setup(ip)
+    ip.run_cell("import numpy as np")
+    report, cell = profile(ip, "big = jnp.asarray(np.int64(2**40))")
+    assert_counts_match(report, cell)
+    assert "x64-truncated" in {i.kind for i in report.insights}
