@@ -66,6 +66,20 @@ def test_jaxtree_of_user_objects(ip, model, expr, kind):
     assert shown.error is None and shown.changed == [] and "TreeSummary" in shown.text
 
 
+@pytest.mark.parametrize("line,message", [
+    ("gpt --kind Nope", "no leaves of kind 'Nope'"),
+    ("gpt --depth deep", "--depth"),
+    ("gpt.no_such_layer", "AttributeError"),
+    ("gpt_opt --grep '('", "grep"),
+])
+def test_jaxtree_bad_requests_fail_clearly_and_change_nothing(ip, line, message):
+    names = setup(ip, "gpt")
+    cell = run(ip, f"%jaxtree {line}", names)
+    assert isinstance(cell.error, UsageError), (line, cell.error)
+    assert message in str(cell.error)
+    assert cell.changed == []
+
+
 @pytest.mark.xfail(strict=True, reason=SHARED_NOTES)
 @pytest.mark.parametrize("expr", ["gpt", "gpt_chain_opt"])
 def test_jaxtree_has_no_false_shared_reference_notes(ip, expr):
