@@ -95,8 +95,6 @@ def test_failing_cell_raises_the_same_error_and_keeps_the_same_steps(ip):
     assert int(ns["mlp_opt"].step[...]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: a miss reason names '[0][1]._graphdef' and prints the whole GraphDef "
-                                       "instead of the argument name (optimizer)")
 def test_new_optimizer_recompile_is_explained_with_the_users_names(ip):
     setup(ip)
     ip.run_cell(MLP_SETUP)
@@ -113,7 +111,6 @@ for lr in (1e-2, 1e-3):
     assert len(recompiles[0].message) < 400, len(recompiles[0].message)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: one float(loss) per epoch over 25 epochs raises a host-sync insight")
 def test_one_float_per_epoch_is_not_a_host_sync(ip):
     setup(ip, "gpt")
     ip.run_cell("data = token_batches(2)")
@@ -167,7 +164,6 @@ def test_vae_loop_with_rngs_is_clean(ip):
     assert int(ip.user_ns["vae"].encoder.rngs.noise.count[...]) == 4  # one noise draw per step, as unprofiled
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: slicing an array xs[i] is counted as 3 eager ops (getitem, slice, squeeze)")
 def test_slicing_counts_what_the_user_wrote(ip):
     setup(ip, "vae")
     ip.run_cell("xs = jnp.asarray(images(64)).reshape(4, 16, 8, 8)")
@@ -228,8 +224,6 @@ def test_line_magic_on_a_train_step(ip):
     assert int(ip.user_ns["state"].step) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: jax.grad of a jitted function reports 'recompile: compiled 2 times' "
-                                       "for its forward and backward programs")
 def test_grad_of_jitted_function_is_not_a_recompile(ip):
     setup(ip)
     ip.run_cell("@jax.jit\ndef energy(z):\n    return jnp.sum(jnp.sin(z) ** 2)\nz = jnp.ones(5)")
@@ -238,7 +232,6 @@ def test_grad_of_jitted_function_is_not_a_recompile(ip):
     assert "recompile" not in warnings_of(report), [i.message for i in report.insights]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: --trace leaves out a function compiled before the cell (cache hit)")
 def test_trace_counts_every_call_of_a_precompiled_step(ip, tmp_path):
     setup(ip, "vae")
     ip.run_cell("xs = [jnp.asarray(images(16, seed=i)) for i in range(12)]\n"
@@ -248,7 +241,6 @@ def test_trace_counts_every_call_of_a_precompiled_step(ip, tmp_path):
     assert report.function("vae_train_step").calls == 12
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: work dispatched by another thread is charged to a cell that only sleeps")
 def test_background_thread_work_is_not_charged_to_a_sleeping_cell(ip):
     setup(ip)
     ip.run_cell("""
@@ -271,7 +263,6 @@ time.sleep(0.05)
     assert "eager-ops" not in warnings_of(report)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: code in a %%jaxprofile cell is labelled with the next cell number")
 def test_function_defined_in_the_profiled_cell_is_labelled_with_its_cell(ip):
     setup(ip)
     cell = run(ip, "%%jaxprofile -o -q\n@jax.jit\ndef double(v):\n    return v * 2\nout = double(jnp.ones(3))",
@@ -281,8 +272,6 @@ def test_function_defined_in_the_profiled_cell_is_labelled_with_its_cell(ip):
     assert defined == f"In[{cell.result.execution_count}]:1", defined  # the decorator, line 1 of the body
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: a 64-bit value silently truncated (no JAX warning) gets no "
-                                       "x64-truncated insight")
 def test_int64_truncated_to_int32_is_reported(ip):
     setup(ip)
     ip.run_cell("import numpy as np")

@@ -8,14 +8,13 @@ every checkpoint file) is unchanged afterwards, on success and on failure.
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import pytest
 from flax import nnx
 from IPython.core.error import UsageError
 
-from tests.realworld.models import MLP, MiniGPT, save_standard, save_with_manager
+from tests.realworld.models import MLP, save_standard, save_with_manager
 from tests.realworld.shell import run, setup
 
 pytestmark = pytest.mark.realworld
@@ -80,7 +79,6 @@ def test_jaxtree_bad_requests_fail_clearly_and_change_nothing(ip, line, message)
     assert cell.changed == []
 
 
-@pytest.mark.xfail(strict=True, reason=SHARED_NOTES)
 @pytest.mark.parametrize("expr", ["gpt", "gpt_chain_opt"])
 def test_jaxtree_has_no_false_shared_reference_notes(ip, expr):
     names = setup(ip, "gpt")
@@ -121,7 +119,6 @@ def test_bad_checkpoint_requests_fail_clearly_and_touch_nothing(ip, checkpoints)
     assert files_of(root) == before
 
 
-@pytest.mark.xfail(strict=True, reason=BARE_PATH)
 @pytest.mark.parametrize("form", ["absolute", "relative", "home"])
 def test_bare_checkpoint_paths(ip, checkpoints, monkeypatch, form):
     root, elements, _ = checkpoints

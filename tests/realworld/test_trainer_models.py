@@ -79,8 +79,6 @@ def test_trainer_fits_each_model(name):
         assert len(model.generate_text(2, [1, 2])) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: an iterable whose last batch is short makes fit fail with "
-                                       "step == 0 and the generator consumed")
 @pytest.mark.parametrize("as_generator", [False, True])
 def test_loader_with_short_last_batch_trains_the_full_batches(as_generator):
     X, y = M.classification_data(70)  # 4 batches of 16 and one of 6
@@ -95,8 +93,6 @@ def test_loader_with_short_last_batch_trains_the_full_batches(as_generator):
     assert values(nnx.state(model, nnx.Param)) != start
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: checkpoint_dir on a user's own CheckpointManager directory fails "
-                                       "with a raw Orbax KeyError")
 def test_users_own_orbax_directory_is_refused_clearly_and_untouched(tmp_path):
     directory = M.save_with_manager(M.MLP(rngs=nnx.Rngs(1)), tmp_path / "mine", steps=(1, 2))
     files = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*"))
@@ -110,8 +106,6 @@ def test_users_own_orbax_directory_is_refused_clearly_and_untouched(tmp_path):
     assert sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")) == files
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: every checkpoint stores the whole per-step history, so it grows "
-                                       "with the step count")
 def test_trainer_checkpoints_do_not_grow_with_steps(ip, tmp_path):
     X, y = M.classification_data(64)
     model = M.MLP(rngs=nnx.Rngs(0))
@@ -135,8 +129,6 @@ trainer = Trainer(mlp, optax.adam(1e-2), mlp_loss_fn, devices=jax.devices()[:1])
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: profiling Trainer.fit flags jit-recreated eval_batch and shows "
-                                       "internal names (call, f, eval_batch)")
 def test_profiled_fit_is_clean_and_readable(ip):
     setup(ip)
     ip.run_cell("from jaxmagic.train import Trainer\n" + PROFILED_FIT)
