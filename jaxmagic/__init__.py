@@ -27,6 +27,8 @@ _LAZY = {
     "SpecError": "jaxmagic.shardings",
     "devices": "jaxmagic.shardings.devices",
     "DevicesReport": "jaxmagic.shardings.devices",
+    "memory": "jaxmagic.memories",
+    "MemoryReport": "jaxmagic.memories",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

@@ -1,0 +1,254 @@
+"""``jaxmagic.memory()``: every live device array, who holds it, bytes per device."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import defaultdict
+from typing import Any, Iterable, Mapping
+
+from jaxmagic.memories.owners import MAX_ITEMS, MAX_OBJECTS, Root, find_owners
+from jaxmagic.memories.report import (UNOWNED, ArrayRecord, DeviceMemory, MemoryReport, OwnerTotal,
+                                    Suggestion)
+
+# IPython's output history: ``Out`` (also ``_oh``) and the last three results.
+HISTORY_NAMES = ("_", "__", "___")
+_SKIP = re.compile(r"^(_\d+|_i\d*|_ii+|_iii|_oh|_ih|_dh|In|Out|__\w*__|exit|quit|get_ipython)$")
+
+
+def namespace_roots(ns: Mapping[str, Any], hidden: Iterable[str] = ()) -> list[Root]:
+    """The roots of ``ns``: user variables (not ``hidden``, not IPython's own names), then
+    ``Out[n]`` entries and ``_``, ``__``, ``___`` as output history."""
+    hidden = set(hidden)
+    roots = [Root(k, "variable", v) for k, v in dict.items(ns)
+             if isinstance(k, str) and k not in hidden and not _SKIP.match(k) and k not in HISTORY_NAMES]
+    out = dict.get(ns, "Out") if isinstance(ns, dict) else None
+    if isinstance(out, dict):
+        roots += [Root(f"Out[{n}]", "history", v) for n, v in sorted(dict.items(out), key=lambda kv: str(kv[0]))]
+    roots += [Root(k, "history", dict.get(ns, k)) for k in HISTORY_NAMES if k in ns]
+    return roots
+
+
+def _user_namespace() -> tuple[dict, set[str]]:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        shell = None
+    if shell is not None:
+        return shell.user_ns, set(getattr(shell, "user_ns_hidden", ()))
+    import __main__
+
+    return vars(__main__), set()
+
+
+def _device_id(device: Any, known: Iterable[int]) -> int | None:
+    if device is None:
+        return None
+    text = str(device).strip().lower()
+    m = re.match(r"^(?:[a-z_]+[:_ ]?)?(\d+)$", text)
+    ids = sorted(known)
+    if not m or int(m.group(1)) not in ids:
+        raise ValueError(f"unknown device {device!r}; this process's devices are {ids}")
+    return int(m.group(1))
+
+
+def _layouts() -> Any:
+    from functools import lru_cache
+
+    from jaxmagic.shardings.layout import layout_from_sharding
+
+    @lru_cache(maxsize=None)
+    def per_device(sharding: Any, shape: tuple, dtype: Any, local: frozenset) -> tuple[tuple[tuple[int, int], ...], str]:
+        layout = layout_from_sharding(sharding, shape, dtype)
+        nbytes = layout.device_bytes()
+        devs = tuple((d, int(b)) for d, b in zip(layout.device_ids, nbytes) if d in local)
+        return devs, layout.spec_text
+
+    return per_device
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_str(shape: tuple, dtype: Any) -> str:
+    from jaxmagic._format import shape_str
+
+    return shape_str(shape, dtype)
+
+
+def _buffers(arr: Any) -> list[tuple[int, int]]:
+    """``(device id, buffer address)`` of each addressable shard (to count shared buffers once)."""
+    try:
+        if len(arr.sharding.device_set) == 1:
+            return [(next(iter(arr.sharding.device_set)).id, arr.unsafe_buffer_pointer())]
+        return [(s.device.id, s.data.unsafe_buffer_pointer()) for s in arr.addressable_shards]
+    except Exception:  # deleted meanwhile, or a backend without pointers: no sharing detected
+        return []
+
+
+def memory(namespace: Mapping[str, Any] | None = None, *, top: int = 20, device: Any = None,
+           hidden: Iterable[str] = (), max_objects: int = MAX_OBJECTS, max_items: int = MAX_ITEMS) -> MemoryReport:
+    """What is alive on the devices now, and which name holds it.
+
+    Args:
+        namespace: where to look for owners (default: IPython's user namespace, or ``__main__``).
+        top: how many of the largest arrays the report lists (all are in ``to_dict()``).
+        device: only this device (an id like ``3`` or ``"cpu:3"``).
+        hidden: names of ``namespace`` to ignore (IPython's own names are ignored already).
+        max_objects, max_items: bounds of the owner search (a note says when one is hit).
+
+    Returns:
+        A :class:`MemoryReport`.
+
+    Example::
+
+        jaxmagic.memory(top=5).suggestions[0].action   # e.g. '%reset -f out'
+    """
+    import gc
+
+    paused = gc.isenabled()
+    gc.disable()  # the walk allocates many small tuples: collections would rescan them all
+    try:
+        return _memory(namespace, top, device, hidden, max_objects, max_items)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_objects: int,
+            max_items: int) -> MemoryReport:
+    import jax
+
+    if namespace is None:
+        namespace, default_hidden = _user_namespace()
+        hidden = set(hidden) | default_hidden
+    if not isinstance(namespace, Mapping):
+        raise TypeError(f"namespace must be a mapping of names to objects, not {type(namespace).__name__}")
+    if not isinstance(top, int) or top < 0:
+        raise ValueError(f"top must be a non-negative integer, got {top!r}")
+    local = {d.id: d for d in jax.local_devices()}
+    dev = _device_id(device, local)
+    live = {}
+    for a in jax.live_arrays():
+        try:
+            if not a.is_deleted():
+                live[id(a)] = a
+        except Exception:
+            continue
+    ns = namespace if isinstance(namespace, dict) else dict(namespace)
+    owners = find_owners(namespace_roots(ns, hidden), live, max_objects=max_objects, max_items=max_items)
+    per_device = _layouts()
+    local_ids = frozenset(local)
+    seen_buffers: dict[tuple[int, int], str] = {}
+    records: list[ArrayRecord] = []
+    masks: list[int] = []
+    sized = []
+    for arr in live.values():
+        try:
+            devs, sharding = per_device(arr.sharding, tuple(arr.shape), arr.dtype, local_ids)
+        except Exception:
+            continue  # deleted or unreadable while we looked
+        sized.append((arr, devs, sharding, sum(b for _, b in devs)))
+    # Owned arrays first, whole arrays before views of their shards: a shared buffer is charged
+    # to the named array that holds it all.
+    sized.sort(key=lambda t: (id(t[0]) not in owners.path, -t[3], owners.path.get(id(t[0]), "")))
+    for arr, devs, sharding, _ in sized:
+        aid = id(arr)
+        owner = owners.path.get(aid, UNOWNED)
+        roots = owners.roots_of(aid)
+        kind = "unowned" if not roots else "variable" if any(r.kind == "variable" for r in roots) else "history"
+        shared_with, charged = None, []
+        buffers = dict(_buffers(arr))
+        for d, b in devs:
+            key = (d, buffers[d]) if d in buffers and b else None
+            if key is not None and key in seen_buffers:
+                shared_with = seen_buffers[key]
+                charged.append((d, 0))
+            else:
+                if key is not None:
+                    seen_buffers[key] = owner
+                charged.append((d, b))
+        if dev is not None and dev not in dict(charged):
+            continue
+        records.append(ArrayRecord(
+            owner=owner, root=owners.root.get(aid, UNOWNED), kind=kind,
+            type_str=_type_str(tuple(arr.shape), arr.dtype), nbytes=sum(b for _, b in charged),
+            devices=tuple(charged), sharding=sharding, held_by=tuple(r.label for r in roots),
+            other_paths=tuple(owners.other_paths.get(aid, ())), shares_buffer_with=shared_with))
+        masks.append(owners.root_mask.get(aid, 0))
+    ranked = sorted(range(len(records)), key=lambda i: (-records[i].nbytes, records[i].owner))
+    records = [records[i] for i in ranked]
+    masks = [masks[i] for i in ranked]
+    notes = list(owners.notes)
+    n_unowned = sum(r.kind == "unowned" for r in records)
+    if n_unowned:
+        notes.append(f"{n_unowned} array(s) are reached by no name in the namespace: held inside "
+                     "libraries (e.g. constants captured by jitted functions, caches), by objects the "
+                     "search does not enter, or leaked; they are freed when their holder goes")
+    return MemoryReport(
+        backend=jax.default_backend(), arrays=tuple(records), owners=_owner_totals(records),
+        devices=_devices(records, local, dev), suggestions=_suggestions(records, masks, owners.roots),
+        deleted=tuple(owners.deleted), notes=tuple(notes), objects_searched=owners.objects, top=top, device=dev)
+
+
+def _owner_totals(records: list[ArrayRecord]) -> tuple[OwnerTotal, ...]:
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for r in records:
+        slot = acc[(r.root, r.kind)]
+        slot[0] += 1
+        slot[1] += r.nbytes
+    return tuple(sorted((OwnerTotal(root, kind, n, b) for (root, kind), (n, b) in acc.items()),
+                        key=lambda o: (-o.nbytes, o.root)))
+
+
+def _devices(records: list[ArrayRecord], local: Mapping[int, Any], only: int | None) -> tuple[DeviceMemory, ...]:
+    out = []
+    for did, d in sorted(local.items()):
+        if only is not None and did != only:
+            continue
+        by_owner: dict[str, int] = defaultdict(int)
+        count = 0
+        for r in records:
+            for rd, b in r.devices:
+                if rd == did:
+                    by_owner[r.root] += b
+                    count += 1
+        try:
+            stats = d.memory_stats()
+        except Exception:
+            stats = None
+        stats = {k: int(v) for k, v in stats.items() if isinstance(v, (int, float))} if stats else None
+        out.append(DeviceMemory(did, d.platform, d.device_kind, count, sum(by_owner.values()),
+                                tuple(sorted(by_owner.items(), key=lambda kv: (-kv[1], kv[0]))), stats))
+    return tuple(out)
+
+
+def _suggestions(records: list[ArrayRecord], masks: list[int], roots: list[Root]) -> tuple[Suggestion, ...]:
+    history_bits = sum(1 << i for i, r in enumerate(roots) if r.kind == "history")
+    by_holders: dict[int, int] = defaultdict(int)
+    for r, m in zip(records, masks):
+        if m:
+            by_holders[m] += r.nbytes
+    out: list[Suggestion] = []
+    only_history = sum(b for m, b in by_holders.items() if m & ~history_bits == 0)
+    if only_history:
+        names = sorted({r.root for r, m in zip(records, masks) if m and m & ~history_bits == 0})
+        out.append(Suggestion("%reset -f out", only_history,
+                              f"only IPython's output history holds them ({', '.join(names[:6])}"
+                              f"{' …' if len(names) > 6 else ''})"))
+    variables: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # variable bits -> [alone, with history]
+    for m, b in by_holders.items():
+        v = m & ~history_bits
+        if v:
+            variables[v][0 if m == v else 1] += b
+    for v, (alone, with_history) in variables.items():
+        names = [roots[i].label for i in range(len(roots)) if v >> i & 1]
+        action = "del " + ", ".join(names)
+        if alone:
+            why = "no other name holds these arrays" if len(names) == 1 else "these names share the arrays"
+            out.append(Suggestion(action, alone, why))
+        if with_history:
+            out.append(Suggestion(action + "; %reset -f out", alone + with_history,
+                                  "the output history holds some of them too"))
+    out.sort(key=lambda s: (-s.frees, s.action))
+    return tuple(out[:8])

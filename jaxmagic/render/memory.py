@@ -1,0 +1,115 @@
+"""Text and HTML for the memory reports: live arrays and owners, OOM explanations, plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxmagic._format import fmt_bytes, plural
+from jaxmagic.render import html as H
+from jaxmagic.render import text as T
+
+CPU_STATS = "not reported by the CPU backend"
+
+
+def _stats_note(report: Any) -> str:
+    if any(d.stats for d in report.devices):
+        return ""
+    return f"backend memory stats: {CPU_STATS if report.backend == 'cpu' else 'not reported by this backend'}"
+
+
+def _stat(stats: dict | None, key: str) -> str:
+    return fmt_bytes(stats.get(key)) if stats and key in stats else "n/a"
+
+
+def _owner_rows(report: Any) -> list[list[str]]:
+    total = report.total_bytes or 1
+    return [[o.root, o.kind, str(o.arrays), fmt_bytes(o.nbytes), f"{100 * o.nbytes / total:.0f}%"]
+            for o in report.owners]
+
+
+def _device_rows(report: Any) -> list[list[str]]:
+    rows = []
+    for d in report.devices:
+        top = ", ".join(f"{name} {fmt_bytes(b)}" for name, b in d.by_owner[:3])
+        rows.append([str(d.id), str(d.arrays), fmt_bytes(d.array_bytes), _stat(d.stats, "bytes_in_use"),
+                     _stat(d.stats, "peak_bytes_in_use"), _stat(d.stats, "bytes_limit"), top])
+    return rows
+
+
+def _array_rows(report: Any) -> list[list[str]]:
+    rows = []
+    for a in report.arrays[: report.top]:
+        also = ", ".join(a.other_paths)
+        if a.shares_buffer_with:
+            also = (also + "; " if also else "") + f"buffer shared with {a.shares_buffer_with}"
+        where = (f"device {a.devices[0][0]}" if len(a.devices) == 1
+                 else f"{len(a.devices)} devices") + (f" {a.sharding}" if len(a.devices) > 1 else "")
+        rows.append([fmt_bytes(a.nbytes), a.type_str, where, a.owner, also])
+    return rows
+
+
+_OWNER_HEAD = ["owner", "held as", "arrays", "bytes", "share"]
+_DEVICE_HEAD = ["device", "arrays", "array bytes", "in use", "peak", "limit", "largest owners"]
+_ARRAY_HEAD = ["bytes", "type", "where", "owner", "also held as"]
+
+
+def memory_text(report: Any, *, width: int = 100) -> str:
+    """The live-memory report as plain text."""
+    out = [f"jaxmemory: {report.summary()} (shared buffers counted once)"]
+    note = _stats_note(report)
+    if note:
+        out.append(note)
+    if report.arrays:
+        out += ["", "by owner", T.table(_OWNER_HEAD, _owner_rows(report), numeric=(2, 3, 4))]
+        out += ["", "per device", T.table(_DEVICE_HEAD, _device_rows(report), numeric=(0, 1, 2, 3, 4, 5), max_col=60)]
+        shown = min(report.top, len(report.arrays))
+        out += ["", f"largest arrays ({shown} of {len(report.arrays)})",
+                T.table(_ARRAY_HEAD, _array_rows(report), numeric=(0,), max_col=60)]
+    if report.suggestions:
+        out += ["", "to free memory (up to; arrays something outside the namespace holds stay alive)"]
+        w = max(len(s.action) for s in report.suggestions)
+        out += [f"  {s.action.ljust(w)}  frees {fmt_bytes(s.frees):>10}  {s.why}" for s in report.suggestions]
+    if report.deleted:
+        out += ["", T.wrap("still bound to deleted (e.g. donated) arrays, which raise if used: "
+                           + ", ".join(report.deleted), width=width)]
+    for n in report.notes:
+        out.append(T.wrap(n, width=width, first="note: ", indent="      "))
+    return "\n".join(out)
+
+
+def memory_html(report: Any) -> str:
+    """The live-memory report as self-contained HTML."""
+    parts = [f"<h3>Device memory <span class='jm-muted'>· {H.esc(report.summary())} "
+             "(shared buffers counted once)</span></h3>"]
+    note = _stats_note(report)
+    if note:
+        parts.append(f"<div class='jm-muted'>{H.esc(note)}</div>")
+    if report.arrays:
+        total = report.total_bytes or 1
+        owner_rows = [[H.esc(o.root) if o.kind != "variable" else f"<code>{H.esc(o.root)}</code>",
+                       H.badge(o.kind, "warn" if o.kind == "history" else "bad" if o.kind == "unowned" else ""),
+                       (H.esc(o.arrays), o.arrays), (H.esc(fmt_bytes(o.nbytes)), o.nbytes),
+                       (H.bar(o.nbytes / total) + " " + H.esc(f"{100 * o.nbytes / total:.0f}%"), o.nbytes)]
+                      for o in report.owners]
+        parts += ["<h4>By owner</h4>", H.table(_OWNER_HEAD, owner_rows, numeric=(2, 3), sortable=True)]
+        parts += ["<h4>Per device</h4>", H.table(_DEVICE_HEAD, [[H.esc(c) for c in r] for r in _device_rows(report)],
+                                                 numeric=(0, 1, 2, 3, 4, 5), sortable=True)]
+        rows = [[(H.esc(r[0]), a.nbytes), f"<code>{H.esc(r[1])}</code>", H.esc(r[2]),
+                 f"<code>{H.esc(r[3])}</code>", H.esc(r[4])]
+                for r, a in zip(_array_rows(report), report.arrays)]
+        parts += [f"<h4>Largest arrays ({min(report.top, len(report.arrays))} of {len(report.arrays)})</h4>",
+                  H.table(_ARRAY_HEAD, rows, numeric=(0,), sortable=True)]
+    if report.suggestions:
+        items = "".join(f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
+                        f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
+                        for s in report.suggestions)
+        parts += ["<h4>To free memory</h4>", items]
+    if report.deleted:
+        parts.append(f"<div class='jm-insight'>Still bound to deleted (e.g. donated) arrays, which raise if "
+                     f"used: {', '.join(f'<code>{H.esc(d)}</code>' for d in report.deleted)}</div>")
+    parts += [f"<div class='jm-muted'>note: {H.esc(n)}</div>" for n in report.notes]
+    return H.document("".join(parts), sortable=True)
+
+
+def count_line(n: int, nbytes: int, what: str = "array") -> str:
+    return f"{plural(n, what)}, {fmt_bytes(nbytes)}"
