@@ -37,3 +37,49 @@ class MemoryMagics(Magics):
         except (ValueError, TypeError) as e:
             raise UsageError(f"%jaxmemory: {e}") from None
         return show(report, args)
+
+
+# --- OOM explained: a post_run_cell listener --------------------------------------------------
+# A listener, not set_custom_exc: IPython has shown the traceback, untouched, before
+# post_run_cell runs, in the terminal and in a kernel alike, and the exception stays the
+# cell's error (sys.last_value, the kernel's error reply). set_custom_exc would replace
+# IPython's traceback printing and allows one handler per shell.
+
+_MARK = "_jaxmagic_oom_listener"
+
+
+def _oom_listener(shell: Any) -> Any:
+    def post_run_cell(result: Any) -> None:
+        exc = getattr(result, "error_in_exec", None)
+        if exc is None or "RESOURCE_EXHAUSTED" not in str(exc) and exc.__cause__ is None \
+                and exc.__context__ is None:
+            return  # the common case costs one str()
+        try:
+            from jaxmagic.memories.oom import explain_oom, find_resource_exhausted
+
+            if find_resource_exhausted(exc) is None:
+                return
+            import sys
+
+            from IPython.display import display
+
+            tb = sys.last_traceback if getattr(sys, "last_value", None) is exc else None
+            display(explain_oom(exc, shell.user_ns, hidden=getattr(shell, "user_ns_hidden", ()), tb=tb))
+        except Exception as e:  # never turn one error into two
+            print(f"jaxmagic: could not explain the out-of-memory error ({type(e).__name__}: {e})")
+
+    setattr(post_run_cell, _MARK, True)
+    return post_run_cell
+
+
+def install_oom_listener(shell: Any) -> None:
+    """Explain ``RESOURCE_EXHAUSTED`` errors under their traceback; replaces any earlier one."""
+    uninstall_oom_listener(shell)
+    shell.events.register("post_run_cell", _oom_listener(shell))
+
+
+def uninstall_oom_listener(shell: Any) -> None:
+    """Remove every listener :func:`install_oom_listener` added (also ones from before a reload)."""
+    callbacks = shell.events.callbacks.get("post_run_cell", [])
+    for cb in [cb for cb in callbacks if getattr(cb, _MARK, False)]:
+        shell.events.unregister("post_run_cell", cb)

@@ -113,3 +113,55 @@ def memory_html(report: Any) -> str:
 
 def count_line(n: int, nbytes: int, what: str = "array") -> str:
     return f"{plural(n, what)}, {fmt_bytes(nbytes)}"
+
+
+def oom_text(report: Any, *, width: int = 100) -> str:
+    """An OOM explanation as plain text (printed under the traceback)."""
+    out = [f"jaxmagic: {report.summary()}", f"  error: {report.error}"]
+    if report.where:
+        out.append(f"  at {report.where}" + (f": {report.source}" if report.source else ""))
+    if report.requested is not None:
+        out.append(f"  requested {fmt_bytes(report.requested)} ({report.requested:,} bytes)"
+                   + (f"; device limit {fmt_bytes(report.limit)}" if report.limit else ""))
+    m = report.memory
+    note = _stats_note(m)
+    out.append(f"  alive: {m.summary()}" + (f" ({note})" if note else ""))
+    if m.owners:
+        out.append("  held by: " + ", ".join(f"{o.root} {fmt_bytes(o.nbytes)}" for o in m.owners[:6])
+                   + (" …" if len(m.owners) > 6 else ""))
+    if report.fixes:
+        out.append("fixes, most bytes first:")
+        w = max(len(s.action) for s in report.fixes)
+        out += [f"  {s.action.ljust(w)}  frees up to {fmt_bytes(s.frees):>10}  {s.why}" for s in report.fixes]
+    if report.remedies:
+        out.append("shrink the computation:" if not report.fixes else "or shrink the computation:")
+        out += [T.wrap(r, width=width, first="  - ", indent="    ") for r in report.remedies]
+    return "\n".join(out)
+
+
+def oom_html(report: Any) -> str:
+    """An OOM explanation as self-contained HTML."""
+    m = report.memory
+    parts = [f"<h3>{H.badge('out of memory', 'bad')} {H.esc(report.summary())}</h3>",
+             f"<div><code>{H.esc(report.error)}</code></div>"]
+    if report.where:
+        parts.append(f"<div class='jm-muted'>at {H.esc(report.where)}"
+                     + (f": <code>{H.esc(report.source)}</code>" if report.source else "") + "</div>")
+    stats = [("requested", fmt_bytes(report.requested)), ("alive", fmt_bytes(m.total_bytes)),
+             ("device limit", fmt_bytes(report.limit) if report.limit else "not reported")]
+    parts.append("<div class='jm-totals'>" + "".join(
+        f"<span class='jm-stat'>{H.esc(k)} <b>{H.esc(v)}</b></span>" for k, v in stats) + "</div>")
+    if m.owners:
+        total = m.total_bytes or 1
+        rows = [[f"<code>{H.esc(o.root)}</code>", H.esc(o.kind), (H.esc(fmt_bytes(o.nbytes)), o.nbytes),
+                 H.bar(o.nbytes / total)] for o in m.owners[:10]]
+        parts += ["<h4>Alive, by owner</h4>", H.table(["owner", "held as", "bytes", ""], rows, numeric=(2,))]
+    if report.fixes:
+        parts.append("<h4>Fixes, most bytes first</h4>" + "".join(
+            f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
+            f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
+            for s in report.fixes))
+    if report.remedies:
+        parts.append("<h4>Shrink the computation</h4><ul>"
+                     + "".join(f"<li>{H.esc(r)}</li>" for r in report.remedies) + "</ul>")
+    return H.document("".join(parts))
