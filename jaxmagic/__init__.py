@@ -31,6 +31,8 @@ _LAZY = {
     "MemoryReport": "jaxmagic.memories",
     "explain_oom": "jaxmagic.memories",
     "OOMReport": "jaxmagic.memories",
+    "plan": "jaxmagic.memories",
+    "PlanReport": "jaxmagic.memories",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import parse, show
+from jaxmagic.magics._args import evaluate, evaluate_call, parse, show
 
 
 @magics_class
@@ -37,6 +37,47 @@ class MemoryMagics(Magics):
         except (ValueError, TypeError) as e:
             raise UsageError(f"%jaxmemory: {e}") from None
         return show(report, args)
+
+    @magic_arguments()
+    @argument("call", nargs="*", help="the call to plan, e.g. step(state, batch); arguments may be "
+              "jax.ShapeDtypeStruct")
+    @argument("--mesh", default=None, help="expression for a jax.sharding.Mesh to lay the arguments out on")
+    @argument("--specs", default=None, help="expression: one PartitionSpec (or None, or a pytree of specs) "
+              "per positional argument, e.g. \"(None, P('data'))\"; needs --mesh")
+    @argument("--device", default=None, help="compare the peak with a device: h100, h200, a100-80g, a100-40g, "
+              "tpu-v5e, tpu-v5p, ... or a size such as 80GiB")
+    @argument("-o", "--output", action="store_true", help="return the PlanReport instead of displaying it")
+    @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @no_var_expand
+    @line_magic
+    def jaxplan(self, line: str = "") -> Any:
+        """Will a call fit? Compile it without running it and show, per device: memory
+        (arguments, outputs, temporaries, aliased, code → peak), FLOPs, bytes accessed and
+        the collectives XLA inserted with their mesh axes, bytes and source lines.
+
+        Example: ``%jaxplan --mesh mesh --specs "(None, P('data'))" --device h100 step(state, batch)``
+        """
+        args, expr = parse(self.jaxplan, line)
+        fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxplan", expr)
+        mesh = evaluate(self.shell, "jaxplan", _unquoted(args.mesh), "a mesh") if args.mesh else None
+        specs = evaluate(self.shell, "jaxplan", _unquoted(args.specs), "a tuple of PartitionSpecs") \
+            if args.specs else None
+        from jaxmagic.ir import NotTraceableError
+        from jaxmagic.memories.plan import plan
+
+        try:
+            report = plan(fn, *call_args, mesh=mesh, specs=specs, device=args.device, **call_kwargs)
+        except (NotTraceableError, TypeError, ValueError) as e:
+            raise UsageError(f"%jaxplan: {e}") from None
+        return show(report, args)
+
+
+def _unquoted(text: str) -> str:
+    """A flag's expression without one pair of enclosing quotes (``--specs '(None, P("d"))'``)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 # --- OOM explained: a post_run_cell listener --------------------------------------------------

@@ -8,7 +8,8 @@ Plural because ``jaxmagic.memory`` is the public function; a package of that nam
 
 from jaxmagic.memories.live import memory
 from jaxmagic.memories.oom import OOMReport, explain_oom
+from jaxmagic.memories.plan import PlanReport, device_capacity, plan
 from jaxmagic.memories.report import ArrayRecord, DeviceMemory, MemoryReport, OwnerTotal, Suggestion
 
-__all__ = ["ArrayRecord", "DeviceMemory", "MemoryReport", "OOMReport", "OwnerTotal", "Suggestion",
-           "explain_oom", "memory"]
+__all__ = ["ArrayRecord", "DeviceMemory", "MemoryReport", "OOMReport", "OwnerTotal", "PlanReport",
+           "Suggestion", "device_capacity", "explain_oom", "memory", "plan"]

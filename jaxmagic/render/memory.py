@@ -165,3 +165,77 @@ def oom_html(report: Any) -> str:
         parts.append("<h4>Shrink the computation</h4><ul>"
                      + "".join(f"<li>{H.esc(r)}</li>" for r in report.remedies) + "</ul>")
     return H.document("".join(parts))
+
+
+_MEM_ROWS = (("arguments", "argument_bytes"), ("outputs", "output_bytes"), ("temporaries", "temp_bytes"),
+             ("aliased (donated, reused)", "alias_bytes"), ("generated code", "generated_code_bytes"),
+             ("peak = arguments + outputs + temporaries − aliased + code", "peak_bytes"))
+
+
+def _plan_head(report: Any) -> list[str]:
+    from jaxmagic._format import fmt_count
+
+    c = report.cost
+    intensity = f"{report.intensity:.2f}" if report.intensity is not None else "n/a"
+    where = report.mesh or plural(report.devices, "device")
+    lines = [f"jaxplan: {report.name}({report.signature}) on {where}, compiled only (nothing ran)",
+             f"FLOPs {fmt_count(c.get('flops'))}/device · bytes accessed {fmt_bytes(c.get('bytes_accessed'))}/device"
+             f" · FLOPs/byte {intensity}"]
+    if report.capacity is not None and report.peak is not None:
+        name, cap = report.capacity
+        verdict = "fits" if report.fits else "does NOT fit"
+        lines.append(f"{verdict} {name} ({fmt_bytes(cap)}): headroom {fmt_bytes(report.headroom) if report.fits else '-' + fmt_bytes(-report.headroom)}"
+                     f" ({100 * report.peak / cap:.1f}% used)")
+    return lines
+
+
+def _collective_rows(report: Any) -> list[list[str]]:
+    return [[c.kind, ",".join(c.axes) if c.axes else (c.groups[:40] or "—"),
+             str(c.group_size) if c.group_size else "", c.out_type, fmt_bytes(c.nbytes), c.source or c.op_name or ""]
+            for c in report.collectives]
+
+
+_COLL_HEAD = ["collective", "over", "group", "result", "bytes/call", "from"]
+_ESTIMATE = ("estimates by this backend's compiler ({backend}); on GPU/TPU the same call is compiled by "
+             "theirs, which fuses and schedules differently")
+
+
+def plan_text(report: Any, *, width: int = 100) -> str:
+    """A plan as plain text."""
+    out = _plan_head(report)
+    if report.memory:
+        out += ["", "memory per device"]
+        out += [f"  {label:<58} {fmt_bytes(report.memory[key]):>10}" for label, key in _MEM_ROWS]
+    else:
+        out.append("memory analysis: not reported by this backend")
+    if report.collectives:
+        out += ["", f"collectives XLA inserted ({len(report.collectives)}, "
+                    f"{fmt_bytes(report.communication_bytes())} per device per call)",
+                T.table(_COLL_HEAD, _collective_rows(report), numeric=(2, 4), max_col=60)]
+    else:
+        out += ["", "no collectives: every device computes alone"]
+    out.append(T.wrap("note: " + _ESTIMATE.format(backend=report.backend), width=width))
+    return "\n".join(out)
+
+
+def plan_html(report: Any) -> str:
+    """A plan as self-contained HTML."""
+    head = _plan_head(report)
+    parts = [f"<h3>{H.esc(head[0])}</h3>", f"<div class='jm-totals'>{H.esc(head[1])}</div>"]
+    if len(head) > 2:
+        parts.append(f"<div>{H.badge('fits' if report.fits else 'does not fit', 'ok' if report.fits else 'bad')} "
+                     f"{H.esc(head[2])}</div>")
+    if report.memory:
+        peak = report.memory["peak_bytes"] or 1
+        rows = [[H.esc(label), (H.esc(fmt_bytes(report.memory[key])), report.memory[key]),
+                 H.bar(report.memory[key] / peak)] for label, key in _MEM_ROWS]
+        parts += ["<h4>Memory per device</h4>", H.table(["", "bytes", ""], rows, numeric=(1,))]
+    if report.collectives:
+        parts += [f"<h4>Collectives XLA inserted ({len(report.collectives)}, "
+                  f"{H.esc(fmt_bytes(report.communication_bytes()))} per device per call)</h4>",
+                  H.table(_COLL_HEAD, [[H.esc(c) for c in r] for r in _collective_rows(report)],
+                          numeric=(2, 4), sortable=True)]
+    else:
+        parts.append("<p>No collectives: every device computes alone.</p>")
+    parts.append(f"<div class='jm-muted'>{H.esc(_ESTIMATE.format(backend=report.backend))}</div>")
+    return H.document("".join(parts), sortable=True)
