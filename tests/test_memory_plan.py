@@ -223,3 +223,20 @@ def test_magic_o_q_and_flags_anywhere(shell):
 def test_magic_bad_input(shell, line, message):
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("jaxplan", line)
+
+
+def test_batch_sweep_finds_the_largest_batch_that_fits():
+    mesh = mesh_of((2, 4), ("data", "model"))
+    specs = (P(None, "model"), P("data"))
+    small = plan(step, W, X, mesh=mesh, specs=specs)
+    capacity = small.peak * 3  # room for a few times the batch
+    report = plan(step, W, X, mesh=mesh, specs=specs, device=capacity, batch_sweep=True)
+    best = report.max_batch
+    assert best and best % 2 == 0 and best > 32  # a multiple of the data axis, larger than given
+    fits = plan(step, W, jax.ShapeDtypeStruct((best, 64), jnp.float32), mesh=mesh, specs=specs)
+    over = plan(step, W, jax.ShapeDtypeStruct((best + 2, 64), jnp.float32), mesh=mesh, specs=specs)
+    assert fits.peak <= capacity < over.peak
+    assert dict(report.sweep)[best] == fits.peak
+    assert f"the largest batch that fits {report.capacity[0]} is {best}" in report.to_text()
+    with pytest.raises(ValueError, match="batch_sweep needs a device"):
+        plan(step, W, X, batch_sweep=True)

@@ -46,6 +46,8 @@ class MemoryMagics(Magics):
               "per positional argument, e.g. \"(None, P('data'))\"; needs --mesh")
     @argument("--device", default=None, help="compare the peak with a device: h100, h200, a100-80g, a100-40g, "
               "tpu-v5e, tpu-v5p, ... or a size such as 80GiB")
+    @argument("--batch-sweep", action="store_true", help="also find the largest batch (dimension 0 of the last "
+              "positional argument) that fits --device, by compiling only")
     @argument("-o", "--output", action="store_true", help="return the PlanReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
     @no_var_expand
@@ -66,7 +68,8 @@ class MemoryMagics(Magics):
         from jaxmagic.memories.plan import plan
 
         try:
-            report = plan(fn, *call_args, mesh=mesh, specs=specs, device=args.device, **call_kwargs)
+            report = plan(fn, *call_args, mesh=mesh, specs=specs, device=args.device,
+                          batch_sweep=args.batch_sweep, **call_kwargs)
         except (NotTraceableError, TypeError, ValueError) as e:
             raise UsageError(f"%jaxplan: {e}") from None
         return show(report, args)

@@ -60,6 +60,8 @@ class PlanReport(Result):
     cost: dict[str, float | None]
     collectives: tuple[Collective, ...]
     capacity: tuple[str, int] | None = None
+    sweep: tuple[tuple[int, int], ...] = ()  # (batch size, peak bytes) compiled by --batch-sweep
+    max_batch: int | None = None  # the largest batch size that fits ``capacity`` (None: none tried fits)
 
     @property
     def peak(self) -> int | None:
@@ -103,11 +105,13 @@ class PlanReport(Result):
                 "devices": self.devices, "memory": self.memory, "cost": dict(self.cost),
                 "intensity": self.intensity, "collectives": [c.to_dict() for c in self.collectives],
                 "capacity": list(self.capacity) if self.capacity else None, "fits": self.fits,
-                "headroom": self.headroom}
+                "headroom": self.headroom, "sweep": [list(t) for t in self.sweep], "max_batch": self.max_batch}
 
 
 def _is_spec(x: Any) -> bool:
-    return x is None or isinstance(x, str) or type(x).__name__ == "PartitionSpec"
+    from jax.sharding import PartitionSpec
+
+    return x is None or isinstance(x, (str, PartitionSpec))
 
 
 def _pspec(norm: Any) -> Any:
@@ -178,7 +182,8 @@ def _map_arrays(tree: Any, fn: Callable[[str, Any], Any]) -> Any:
 
 
 def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None = None,
-         device: str | int | None = None, **kwargs: Any) -> PlanReport:
+         device: str | int | None = None, batch_sweep: bool = False, batch_argnums: Sequence[int] = (-1,),
+         **kwargs: Any) -> PlanReport:
     """Compile ``fn(*args, **kwargs)`` without running it and report, per device, its memory
     (arguments, outputs, temporaries, aliased, generated code → peak), FLOPs, bytes accessed
     and the collectives XLA inserted.
@@ -191,6 +196,10 @@ def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None
             for every array of that argument, ``None`` for replicated, or a pytree of specs
             matching the argument.
         device: a capacity to compare the peak with: ``"h100"``, ``"tpu-v5e"``, ``"80GiB"``, bytes.
+        batch_sweep: also find the largest batch size that fits ``device``, by compiling only:
+            dimension 0 of every array in the arguments ``batch_argnums`` (default: the last
+            positional one) is resized, in steps of the number of shards that dimension has.
+        batch_argnums: which positional arguments carry the batch.
 
     Returns:
         A :class:`PlanReport`. Raises ``NotTraceableError`` when the call does not trace,
@@ -202,27 +211,108 @@ def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None
     """
     import jax
 
-    from jaxmagic.ir import inspect_call
     from jaxmagic.shardings.mesh import mesh_info
 
     capacity = device_capacity(device) if device is not None else None
     if specs is not None and mesh is None:
         raise ValueError("specs need a mesh: pass mesh=... as well")
-    if isinstance(specs, (str,)) or type(specs).__name__ == "PartitionSpec":
+    if isinstance(specs, str) or (specs is not None and _is_spec(specs)):
         specs = (specs,)
-    abstract = _abstract(args, mesh, specs)
-    report = inspect_call(fn, *abstract, stage="hlo", **kwargs)
-    memory = dict(report.memory) if report.memory is not None else None
-    if memory is not None:
-        memory["peak_bytes"] = (memory["argument_bytes"] + memory["output_bytes"] + memory["temp_bytes"]
-                                - memory["alias_bytes"] + memory["generated_code_bytes"])
+    if batch_sweep and capacity is None:
+        raise ValueError("batch_sweep needs a device capacity to fit: pass device=... as well")
+    report, memory = _compile(fn, args, mesh, specs, kwargs)
+    sweep, max_batch = ((), None)
+    if batch_sweep:
+        sweep, max_batch = _sweep(fn, args, mesh, specs, kwargs, capacity[1], batch_argnums)
     info = mesh_info(mesh) if mesh is not None else None
     axes = (info.axis_names, info.axis_sizes) if info is not None else None
     n_devices = info.size if info is not None else _devices_of(report.hlo or "")
     return PlanReport(name=report.name, signature=report.signature, backend=jax.default_backend(),
                       mesh=info.describe() if info is not None else None, devices=n_devices, memory=memory,
                       cost=dict(report.cost), collectives=tuple(collectives(report.hlo or "", axes)),
-                      capacity=capacity)
+                      capacity=capacity, sweep=sweep, max_batch=max_batch)
+
+
+def _compile(fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict) -> tuple[Any, dict | None]:
+    from jaxmagic.ir import inspect_call
+
+    report = inspect_call(fn, *_abstract(args, mesh, specs), stage="hlo", **kwargs)
+    memory = dict(report.memory) if report.memory is not None else None
+    if memory is not None:
+        memory["peak_bytes"] = (memory["argument_bytes"] + memory["output_bytes"] + memory["temp_bytes"]
+                                - memory["alias_bytes"] + memory["generated_code_bytes"])
+    return report, memory
+
+
+def _resized(arg: Any, size: int, keep_sharding: bool) -> Any:
+    import jax
+
+    def leaf(_path: str, x: Any) -> Any:
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")) or len(x.shape) == 0:
+            return x
+        sharding = getattr(x, "sharding", None) if keep_sharding else None
+        return jax.ShapeDtypeStruct((size, *x.shape[1:]), x.dtype, sharding=sharding)
+
+    return _map_arrays(arg, leaf)
+
+
+def _sweep(fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict, capacity: int,
+           argnums: Sequence[int], max_compiles: int = 24) -> tuple[tuple[tuple[int, int], ...], int | None]:
+    """Largest batch size whose peak fits ``capacity``: doubling, then bisection, compiling only."""
+    import jax
+
+    from jaxmagic.shardings.mesh import mesh_info
+    from jaxmagic.shardings.spec import validate_spec
+
+    n = len(args)
+    idx = sorted({a % n for a in argnums}) if n else []
+    leaves = [x for i in idx for x in jax.tree.leaves(args[i]) if getattr(x, "shape", ())]
+    if not leaves:
+        raise ValueError(f"batch_sweep: arguments {list(argnums)} hold no arrays with a batch dimension")
+    start = int(leaves[0].shape[0])
+    step = 1
+    if mesh is not None and specs is not None:
+        sizes = mesh_info(mesh).shape
+        for i in idx:
+            if _is_spec(specs[i]) and specs[i] is not None:
+                norm = validate_spec(specs[i], sizes, leaves[0].shape)
+                for ax in norm[0] if norm else ():
+                    step *= sizes[ax]
+    tried: dict[int, int] = {}
+
+    def fits(b: int) -> bool:
+        resized = [(_resized(a, b, mesh is None) if i in idx else a) for i, a in enumerate(args)]
+        _, memory = _compile(fn, resized, mesh, specs, kwargs)
+        tried[b] = memory["peak_bytes"] if memory else 0
+        return tried[b] <= capacity
+
+    b = max(step, start // step * step)
+    lo, hi = None, None
+    if fits(b):
+        lo = b
+        while len(tried) < max_compiles // 2:
+            b *= 2
+            if not fits(b):
+                hi = b
+                break
+            lo = b
+    else:
+        hi = b
+        while b > step and len(tried) < max_compiles // 2:
+            b = max(step, b // 2 // step * step)
+            if fits(b):
+                lo = b
+                break
+            hi = b
+    while lo is not None and hi is not None and hi - lo > step and len(tried) < max_compiles:
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            break
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return tuple(sorted(tried.items())), lo
 
 
 def _devices_of(hlo: str) -> int:

@@ -214,8 +214,19 @@ def plan_text(report: Any, *, width: int = 100) -> str:
                 T.table(_COLL_HEAD, _collective_rows(report), numeric=(2, 4), max_col=60)]
     else:
         out += ["", "no collectives: every device computes alone"]
+    if report.sweep:
+        out += ["", _sweep_line(report)]
+        out += [f"  batch {b:>8}  peak {fmt_bytes(p):>10}  {'fits' if p <= report.capacity[1] else 'too big'}"
+                for b, p in report.sweep]
     out.append(T.wrap("note: " + _ESTIMATE.format(backend=report.backend), width=width))
     return "\n".join(out)
+
+
+def _sweep_line(report: Any) -> str:
+    name = report.capacity[0]
+    if report.max_batch is None:
+        return f"batch sweep: no batch size tried fits {name}"
+    return f"batch sweep: the largest batch that fits {name} is {report.max_batch} ({len(report.sweep)} compiles)"
 
 
 def plan_html(report: Any) -> str:
@@ -237,5 +248,10 @@ def plan_html(report: Any) -> str:
                           numeric=(2, 4), sortable=True)]
     else:
         parts.append("<p>No collectives: every device computes alone.</p>")
+    if report.sweep:
+        cap = report.capacity[1]
+        rows = [[(H.esc(b), b), (H.esc(fmt_bytes(p)), p), H.badge("fits", "ok") if p <= cap else H.badge("too big", "bad")]
+                for b, p in report.sweep]
+        parts += [f"<h4>{H.esc(_sweep_line(report))}</h4>", H.table(["batch", "peak", ""], rows, numeric=(0, 1))]
     parts.append(f"<div class='jm-muted'>{H.esc(_ESTIMATE.format(backend=report.backend))}</div>")
     return H.document("".join(parts), sortable=True)
