@@ -28,7 +28,10 @@ def test_output_history_leak_found_and_freed(ip):
     del res, report, recs
     ip.run_cell("%reset -f out")
     after = ip.run_cell("%jaxmemory -o").result
-    assert not [r for r in after.arrays if r.type_str == "f32[12345]" and r.kind != "unowned"]
+    left = [r for r in after.arrays if r.type_str == "f32[12345]" and r.nbytes]
+    assert not [r for r in left if r.owner.startswith("Out[")]
+    # what %reset -f out leaves is IPython's hidden copy of _/__/___, named as such
+    assert all(r.owner.startswith("user_ns_hidden[") for r in left), [r.owner for r in left]
     assert "weights" in {r.owner for r in after.arrays}
 
 
@@ -59,3 +62,28 @@ def test_help_documents_every_flag(ip):
 def test_bad_input_is_a_usage_error(ip, line, message):
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("jaxmemory", line.split(" ", 1)[1])
+
+
+def test_hidden_copies_of_underscore_that_reset_out_leaves_are_found(ip):
+    """IPython pushes ``_``, ``__``, ``___`` into ``user_ns_hidden`` as well, and ``%reset -f out``
+    does not clear those copies: the array stays alive. The report names the holder and the
+    statement that frees it."""
+    ip.run_cell("import jax.numpy as jnp")
+    from jaxmagic.memories.live import CLEAR_HIDDEN
+
+    # An earlier %reset -f out (test above) left the copies, so IPython stopped updating _:
+    # the statement the report suggests restores it.
+    ip.run_cell(CLEAR_HIDDEN)
+    ip.run_cell("jnp.full((54321,), 3.0)", store_history=True)
+    assert type(ip.user_ns["_"]).__name__ == "ArrayImpl"
+    ip.run_cell("1 + 1", store_history=True)  # the array moves to __
+    ip.run_cell("%reset -f out", store_history=True)
+    report = ip.run_cell("%jaxmemory -o").result
+    recs = [r for r in report.arrays if r.type_str == "f32[54321]" and r.nbytes]
+    assert recs and recs[0].kind == "history" and recs[0].owner.startswith("user_ns_hidden[")
+    fix = [s for s in report.suggestions if "user_ns_hidden" in s.action]
+    assert fix and fix[0].frees >= 54321 * 4
+    del recs, report
+    ip.run_cell(fix[0].action)
+    after = ip.run_cell("%jaxmemory -o").result
+    assert not [r for r in after.arrays if r.type_str == "f32[54321]"]

@@ -32,8 +32,7 @@ class MemoryMagics(Magics):
         from jaxmagic.memories import memory
 
         try:
-            report = memory(self.shell.user_ns, top=args.top, device=args.device,
-                            hidden=getattr(self.shell, "user_ns_hidden", ()))
+            report = memory(top=args.top, device=args.device)  # this shell's namespaces
         except (ValueError, TypeError) as e:
             raise UsageError(f"%jaxmemory: {e}") from None
         return show(report, args)
@@ -108,7 +107,7 @@ def _oom_listener(shell: Any) -> Any:
             from IPython.display import display
 
             tb = sys.last_traceback if getattr(sys, "last_value", None) is exc else None
-            display(explain_oom(exc, shell.user_ns, hidden=getattr(shell, "user_ns_hidden", ()), tb=tb))
+            display(explain_oom(exc, tb=tb))  # the running shell's namespaces
         except Exception as e:  # never turn one error into two
             print(f"jaxmagic: could not explain the out-of-memory error ({type(e).__name__}: {e})")
 

@@ -13,23 +13,38 @@ from jaxmagic.memories.report import (UNOWNED, ArrayRecord, DeviceMemory, Memory
 
 # IPython's output history: ``Out`` (also ``_oh``) and the last three results.
 HISTORY_NAMES = ("_", "__", "___")
+RESET_OUT = "%reset -f out"
+# IPython pushes _, __, ___ into user_ns_hidden too (to tell whether the user rebound them), and
+# %reset -f out does not clear those copies: they keep the arrays alive, and IPython then takes
+# _ for user-bound and stops updating it. Dropping the copies frees both.
+# "" is what %reset -f out binds the visible _, __, ___ to, so IPython also updates _ again.
+CLEAR_HIDDEN = 'get_ipython().user_ns_hidden.update(_="", __="", ___="")'
 _SKIP = re.compile(r"^(_\d+|_i\d*|_ii+|_iii|_oh|_ih|_dh|In|Out|__\w*__|exit|quit|get_ipython)$")
 
 
-def namespace_roots(ns: Mapping[str, Any], hidden: Iterable[str] = ()) -> list[Root]:
+def namespace_roots(ns: Mapping[str, Any], hidden: Iterable[str] = (),
+                    hidden_ns: Mapping[str, Any] | None = None) -> list[Root]:
     """The roots of ``ns``: user variables (not ``hidden``, not IPython's own names), then
-    ``Out[n]`` entries and ``_``, ``__``, ``___`` as output history."""
+    ``Out[n]`` entries and ``_``, ``__``, ``___`` as output history, then the copies of
+    ``_``, ``__``, ``___`` and ``_<n>`` that IPython keeps in ``hidden_ns`` (its
+    ``user_ns_hidden``) where they are other objects than the visible ones."""
     hidden = set(hidden)
     roots = [Root(k, "variable", v) for k, v in dict.items(ns)
              if isinstance(k, str) and k not in hidden and not _SKIP.match(k) and k not in HISTORY_NAMES]
     out = dict.get(ns, "Out") if isinstance(ns, dict) else None
     if isinstance(out, dict):
-        roots += [Root(f"Out[{n}]", "history", v) for n, v in sorted(dict.items(out), key=lambda kv: str(kv[0]))]
-    roots += [Root(k, "history", dict.get(ns, k)) for k in HISTORY_NAMES if k in ns]
+        roots += [Root(f"Out[{n}]", "history", v, RESET_OUT)
+                  for n, v in sorted(dict.items(out), key=lambda kv: str(kv[0]))]
+    roots += [Root(k, "history", dict.get(ns, k), RESET_OUT) for k in HISTORY_NAMES if k in ns]
+    if isinstance(hidden_ns, dict):
+        for k, v in dict.items(hidden_ns):
+            if isinstance(k, str) and (k in HISTORY_NAMES or re.match(r"^_\d+$", k)) and dict.get(ns, k) is not v:
+                free = CLEAR_HIDDEN if k in HISTORY_NAMES else f"del get_ipython().user_ns_hidden[{k!r}]"
+                roots.append(Root(f"user_ns_hidden[{k!r}]", "history", v, free))
     return roots
 
 
-def _user_namespace() -> tuple[dict, set[str]]:
+def _user_namespace() -> tuple[dict, set[str], dict | None]:
     try:
         from IPython import get_ipython
 
@@ -37,10 +52,11 @@ def _user_namespace() -> tuple[dict, set[str]]:
     except ImportError:  # pragma: no cover - IPython is a dependency
         shell = None
     if shell is not None:
-        return shell.user_ns, set(getattr(shell, "user_ns_hidden", ()))
+        hidden_ns = getattr(shell, "user_ns_hidden", None)
+        return shell.user_ns, set(hidden_ns or ()), hidden_ns
     import __main__
 
-    return vars(__main__), set()
+    return vars(__main__), set(), None
 
 
 def _device_id(device: Any, known: Iterable[int]) -> int | None:
@@ -119,8 +135,9 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
             max_items: int) -> MemoryReport:
     import jax
 
+    hidden_ns = None
     if namespace is None:
-        namespace, default_hidden = _user_namespace()
+        namespace, default_hidden, hidden_ns = _user_namespace()
         hidden = set(hidden) | default_hidden
     if not isinstance(namespace, Mapping):
         raise TypeError(f"namespace must be a mapping of names to objects, not {type(namespace).__name__}")
@@ -136,7 +153,7 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
         except Exception:
             continue
     ns = namespace if isinstance(namespace, dict) else dict(namespace)
-    owners = find_owners(namespace_roots(ns, hidden), live, max_objects=max_objects, max_items=max_items)
+    owners = find_owners(namespace_roots(ns, hidden, hidden_ns), live, max_objects=max_objects, max_items=max_items)
     per_device = _layouts()
     local_ids = frozenset(local)
     seen_buffers: dict[tuple[int, int], str] = {}
@@ -224,31 +241,39 @@ def _devices(records: list[ArrayRecord], local: Mapping[int, Any], only: int | N
 
 
 def _suggestions(records: list[ArrayRecord], masks: list[int], roots: list[Root]) -> tuple[Suggestion, ...]:
-    history_bits = sum(1 << i for i, r in enumerate(roots) if r.kind == "history")
-    by_holders: dict[int, int] = defaultdict(int)
+    """For each set of statements some arrays need to be freed (``del a``, ``%reset -f out``,
+    ...), the bytes that set frees: every array whose holders it all drops."""
+    by_mask: dict[int, int] = defaultdict(int)
     for r, m in zip(records, masks):
         if m:
-            by_holders[m] += r.nbytes
+            by_mask[m] += r.nbytes
+    needs: dict[frozenset, int] = defaultdict(int)  # statements needed -> bytes needing exactly them
+    history_of: dict[frozenset, set[str]] = defaultdict(set)
+    for m, b in by_mask.items():
+        holders = [roots[i] for i in range(len(roots)) if m >> i & 1]
+        key = frozenset(r.free or f"del {r.label}" for r in holders)
+        needs[key] += b
+        history_of[key].update(r.label for r in holders if r.kind == "history")
+    order = {r.label: i for i, r in enumerate(roots)}
     out: list[Suggestion] = []
-    only_history = sum(b for m, b in by_holders.items() if m & ~history_bits == 0)
-    if only_history:
-        names = sorted({r.root for r, m in zip(records, masks) if m and m & ~history_bits == 0})
-        out.append(Suggestion("%reset -f out", only_history,
-                              f"only IPython's output history holds them ({', '.join(names[:6])}"
-                              f"{' …' if len(names) > 6 else ''})"))
-    variables: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # variable bits -> [alone, with history]
-    for m, b in by_holders.items():
-        v = m & ~history_bits
-        if v:
-            variables[v][0 if m == v else 1] += b
-    for v, (alone, with_history) in variables.items():
-        names = [roots[i].label for i in range(len(roots)) if v >> i & 1]
-        action = "del " + ", ".join(names)
-        if alone:
-            why = "no other name holds these arrays" if len(names) == 1 else "these names share the arrays"
-            out.append(Suggestion(action, alone, why))
-        if with_history:
-            out.append(Suggestion(action + "; %reset -f out", alone + with_history,
-                                  "the output history holds some of them too"))
+    for key in needs:
+        frees = sum(b for k, b in needs.items() if k <= key)
+        dels = sorted((a[4:] for a in key if a.startswith("del ") and "user_ns_hidden" not in a),
+                      key=lambda name: order.get(name, 0))
+        others = sorted((a for a in key if not (a.startswith("del ") and "user_ns_hidden" not in a)),
+                        key=lambda a: (a != RESET_OUT, a))
+        action = "; ".join((["del " + ", ".join(dels)] if dels else []) + others)
+        hist = sorted(history_of[key])
+        if not dels:
+            why = ("only IPython's output history holds them (" + ", ".join(hist[:6])
+                   + (" …" if len(hist) > 6 else "") + ")")
+            if CLEAR_HIDDEN in key:
+                why += ("; IPython keeps hidden copies of _, __, ___ that %reset -f out leaves alive "
+                        "(and then stops updating _)")
+        elif others:
+            why = "the output history holds some of them too"
+        else:
+            why = "no other name holds these arrays" if len(dels) == 1 else "these names share the arrays"
+        out.append(Suggestion(action, frees, why))
     out.sort(key=lambda s: (-s.frees, s.action))
     return tuple(out[:8])

@@ -39,6 +39,7 @@ class Root:
     label: str  # "model", "Out[3]", "_"
     kind: str  # "variable" or "history"
     value: Any = field(repr=False, compare=False)
+    free: str = ""  # the statement that drops this reference ("%reset -f out"); "del <label>" if empty
 
 
 @dataclass
