@@ -27,9 +27,20 @@ def _owner_rows(report: Any) -> list[list[str]]:
             for o in report.owners]
 
 
+def _shown_devices(report: Any) -> list[Any]:
+    """Devices holding arrays or reporting counters (an idle simulated device is noise)."""
+    return [d for d in report.devices if d.arrays or d.stats]
+
+
+def _idle_note(report: Any) -> str:
+    idle = [str(d.id) for d in report.devices if not (d.arrays or d.stats)]
+    return f"devices {', '.join(idle)} hold no live arrays" if len(idle) > 1 else \
+        f"device {idle[0]} holds no live arrays" if idle else ""
+
+
 def _device_rows(report: Any) -> list[list[str]]:
     rows = []
-    for d in report.devices:
+    for d in _shown_devices(report):
         top = ", ".join(f"{name} {fmt_bytes(b)}" for name, b in d.by_owner[:3])
         rows.append([str(d.id), str(d.arrays), fmt_bytes(d.array_bytes), _stat(d.stats, "bytes_in_use"),
                      _stat(d.stats, "peak_bytes_in_use"), _stat(d.stats, "bytes_limit"), top])
@@ -62,6 +73,8 @@ def memory_text(report: Any, *, width: int = 100) -> str:
     if report.arrays:
         out += ["", "by owner", T.table(_OWNER_HEAD, _owner_rows(report), numeric=(2, 3, 4))]
         out += ["", "per device", T.table(_DEVICE_HEAD, _device_rows(report), numeric=(0, 1, 2, 3, 4, 5), max_col=60)]
+        if _idle_note(report):
+            out.append(_idle_note(report))
         shown = min(report.top, len(report.arrays))
         out += ["", f"largest arrays ({shown} of {len(report.arrays)})",
                 T.table(_ARRAY_HEAD, _array_rows(report), numeric=(0,), max_col=60)]
@@ -94,6 +107,8 @@ def memory_html(report: Any) -> str:
         parts += ["<h4>By owner</h4>", H.table(_OWNER_HEAD, owner_rows, numeric=(2, 3), sortable=True)]
         parts += ["<h4>Per device</h4>", H.table(_DEVICE_HEAD, [[H.esc(c) for c in r] for r in _device_rows(report)],
                                                  numeric=(0, 1, 2, 3, 4, 5), sortable=True)]
+        if _idle_note(report):
+            parts.append(f"<div class='jm-muted'>{H.esc(_idle_note(report))}</div>")
         rows = [[(H.esc(r[0]), a.nbytes), f"<code>{H.esc(r[1])}</code>", H.esc(r[2]),
                  f"<code>{H.esc(r[3])}</code>", H.esc(r[4])]
                 for r, a in zip(_array_rows(report), report.arrays)]
