@@ -336,3 +336,4 @@ def test_report_faces():
     c = Check()
     c.feed(html)
     assert not c.stack
+

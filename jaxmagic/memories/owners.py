@@ -135,6 +135,7 @@ class _Walker:
         self.alias: dict[int, list[tuple[int, str]]] = {}
         self.deleted: list[int] = []
         self.truncated: list[tuple[int, int]] = []
+        self.changed: list[int] = []
         self.objects = 0
         self.stopped = False
 
@@ -208,12 +209,15 @@ class _Walker:
             while queue and not self.stopped:
                 x, node = queue.popleft()
                 count = 0
-                for label, child in self.edges(x):
-                    count += 1
-                    if count > self.max_items:
-                        self.truncated.append((node, count - 1))
-                        break
-                    self.visit(child, node, label, queue)
+                try:
+                    for label, child in self.edges(x):
+                        count += 1
+                        if count > self.max_items:
+                            self.truncated.append((node, count - 1))
+                            break
+                        self.visit(child, node, label, queue)
+                except RuntimeError:  # another thread resized a dict or set while we read it
+                    self.changed.append(node)
 
     def kind_of(self, cls: type) -> int:
         """0: nothing to find inside; 1: a jax.Array; 2: a wrapper or container to walk."""
@@ -335,6 +339,9 @@ def find_owners(roots: Iterable[Root], live: Mapping[int, Any], *, max_objects: 
     if w.stopped:
         notes.append(f"owner search stopped after {w.objects:,} objects (limit {max_objects:,}); "
                      "arrays it did not reach are listed as unowned")
+    if w.changed:
+        notes.append(f"{len(w.changed)} container(s) changed while being searched (another thread), e.g. "
+                     f"{w.path_of(w.changed[0], roots)}; some of their arrays may be listed as unowned")
     for node, n in w.truncated[:5]:
         notes.append(f"{w.path_of(node, roots)} has more than {n:,} items; only the first {n:,} were searched")
     deleted = [w.path_of(nid, roots) for nid in w.deleted]
