@@ -337,3 +337,16 @@ def test_report_faces():
     c.feed(html)
     assert not c.stack
 
+
+
+def test_an_unnamed_view_of_a_named_buffer_goes_with_its_array():
+    devs = np.array(jax.devices())
+    x = jax.device_put(jnp.arange(32.0), NamedSharding(Mesh(devs, ("d",)), P("d")))
+    hidden_views = [x.addressable_shards[1].data]  # no name in the namespace reaches this one
+    report = memory({"x": x})
+    view = [r for r in report.arrays if r.owner == "x (same buffer)"]
+    # addressable_shards made one view per shard (x keeps them): each goes with x, at 0 bytes
+    assert len(view) == 8
+    assert all(v.kind == "variable" and v.root == "x" and v.nbytes == 0 for v in view)
+    assert not [r for r in report.arrays if r.kind == "unowned" and r.shares_buffer_with == "x"]
+    del hidden_views

@@ -156,7 +156,7 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
     owners = find_owners(namespace_roots(ns, hidden, hidden_ns), live, max_objects=max_objects, max_items=max_items)
     per_device = _layouts()
     local_ids = frozenset(local)
-    seen_buffers: dict[tuple[int, int], str] = {}
+    seen_buffers: dict[tuple[int, int], tuple[str, str, str, int]] = {}  # -> owner, root, kind, mask
     records: list[ArrayRecord] = []
     masks: list[int] = []
     sized = []
@@ -174,25 +174,31 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
         owner = owners.path.get(aid, UNOWNED)
         roots = owners.roots_of(aid)
         kind = "unowned" if not roots else "variable" if any(r.kind == "variable" for r in roots) else "history"
-        shared_with, charged = None, []
+        root, mask = owners.root.get(aid, UNOWNED), owners.root_mask.get(aid, 0)
+        shared, charged = None, []
         buffers = dict(_buffers(arr))
         for d, b in devs:
             key = (d, buffers[d]) if d in buffers and b else None
             if key is not None and key in seen_buffers:
-                shared_with = seen_buffers[key]
+                shared = seen_buffers[key]
                 charged.append((d, 0))
             else:
                 if key is not None:
-                    seen_buffers[key] = owner
+                    seen_buffers[key] = (owner, root, kind, mask)
                 charged.append((d, b))
         if dev is not None and dev not in dict(charged):
             continue
+        if kind == "unowned" and shared is not None and not any(b for _, b in charged):
+            # a second Array over buffers a named array holds (JAX keeps per-shard views
+            # inside an array): it lives and dies with that array
+            owner, root, kind, mask = f"{shared[0]} (same buffer)", shared[1], shared[2], shared[3]
         records.append(ArrayRecord(
-            owner=owner, root=owners.root.get(aid, UNOWNED), kind=kind,
+            owner=owner, root=root, kind=kind,
             type_str=_type_str(tuple(arr.shape), arr.dtype), nbytes=sum(b for _, b in charged),
             devices=tuple(charged), sharding=sharding, held_by=tuple(r.label for r in roots),
-            other_paths=tuple(owners.other_paths.get(aid, ())), shares_buffer_with=shared_with))
-        masks.append(owners.root_mask.get(aid, 0))
+            other_paths=tuple(owners.other_paths.get(aid, ())),
+            shares_buffer_with=shared[0] if shared is not None else None))
+        masks.append(mask)
     ranked = sorted(range(len(records)), key=lambda i: (-records[i].nbytes, records[i].owner))
     records = [records[i] for i in ranked]
     masks = [masks[i] for i in ranked]
@@ -208,11 +214,16 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
         deleted=tuple(owners.deleted), notes=tuple(notes), objects_searched=owners.objects, top=top, device=dev)
 
 
+def _is_view(r: ArrayRecord) -> bool:
+    """A second Array over buffers another array holds (counted with that array)."""
+    return r.shares_buffer_with is not None and not r.nbytes
+
+
 def _owner_totals(records: list[ArrayRecord]) -> tuple[OwnerTotal, ...]:
     acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for r in records:
         slot = acc[(r.root, r.kind)]
-        slot[0] += 1
+        slot[0] += not _is_view(r)
         slot[1] += r.nbytes
     return tuple(sorted((OwnerTotal(root, kind, n, b) for (root, kind), (n, b) in acc.items()),
                         key=lambda o: (-o.nbytes, o.root)))
@@ -229,7 +240,7 @@ def _devices(records: list[ArrayRecord], local: Mapping[int, Any], only: int | N
             for rd, b in r.devices:
                 if rd == did:
                     by_owner[r.root] += b
-                    count += 1
+                    count += not _is_view(r)
         try:
             stats = d.memory_stats()
         except Exception:
