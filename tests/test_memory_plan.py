@@ -240,3 +240,29 @@ def test_batch_sweep_finds_the_largest_batch_that_fits():
     assert f"the largest batch that fits {report.capacity[0]} is {best}" in report.to_text()
     with pytest.raises(ValueError, match="batch_sweep needs a device"):
         plan(step, W, X, batch_sweep=True)
+
+
+def test_nnx_jit_train_step_with_optimizer_is_planned_not_run():
+    import optax
+
+    model = nnx.Sequential(nnx.Linear(64, 256, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(256, 10, rngs=nnx.Rngs(1)))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        def loss_fn(m):
+            return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    kernel = model.layers[0].kernel.get_raw_value()
+    x, y = jax.ShapeDtypeStruct((128, 64), jnp.float32), jax.ShapeDtypeStruct((128,), jnp.int32)
+    report = plan(train_step, model, optimizer, x, y, mesh=mesh_of((8,), ("data",)),
+                  specs=(None, None, P("data"), P("data")))
+    assert [(c.kind, c.axes) for c in report.collectives] == [("all-reduce", ("data",))]
+    params = (64 * 256 + 256 + 256 * 10 + 10) * 4
+    assert report.memory["argument_bytes"] >= 3 * params  # parameters + two Adam moments, replicated
+    assert int(optimizer.step.get_raw_value()) == 0  # no update ran
+    assert model.layers[0].kernel.get_raw_value() is kernel and not kernel.is_deleted()
