@@ -120,3 +120,31 @@ def test_terminal_ipython_process():
     explained = out.index("jaxmagic: out of device memory: asked for 1.0 TiB")
     assert tb < explained
     assert "Traceback" in out[:tb] or "Cell" in out[:tb] or "File" in out[:tb]
+
+
+def test_the_failing_jitted_call_is_compiled_again_not_run(ip):
+    ip.run_cell("import jax, jax.numpy as jnp\n"
+                "calls = []\n"
+                "@jax.jit\n"
+                "def widen(a):\n"
+                "    calls.append(1)  # runs at trace time only\n"
+                "    return jnp.zeros((2**38,)) + a.sum()\n"
+                "small = jnp.ones(3)\n")
+    with capture_output() as cap:
+        res = ip.run_cell("out = widen(small)")
+    assert isinstance(res.error_in_exec, jax.errors.JaxRuntimeError)
+    shown = " ".join((cap.stdout + "".join(o.data["text/plain"] for o in cap.outputs)).split())
+    assert "widen's program (traced and compiled again, not run): peak 1.0 TiB per device" in shown
+    assert "outputs 1.0 TiB" in shown and "most of it outputs (1.0 TiB)" in shown
+    assert "out" not in ip.user_ns and not ip.user_ns["small"].is_deleted()
+
+
+def test_calls_that_are_not_plain_names_are_not_compiled():
+    from jaxmagic.memories.oom import plan_failing_call
+
+    ns = {"f": jax.jit(lambda a: a), "x": jnp.ones(2), "plain": lambda a: a}
+    assert plan_failing_call("f(x)", ns) is not None
+    assert plan_failing_call("f(x + 1)", ns) is None  # would evaluate user code
+    assert plan_failing_call("plain(x)", ns) is None  # not a JAX function
+    assert plan_failing_call("f(missing)", ns) is None
+    assert plan_failing_call("obj.method(x)", ns) is None

@@ -50,6 +50,7 @@ class OOMReport(Result):
     source: str | None  # that line's code
     call: str | None  # the call on that line, for %jaxplan
     memory: MemoryReport
+    program: Any  # PlanReport of the failing call, traced and compiled again (not run), or None
     fixes: tuple[Suggestion, ...]  # most bytes first
     remedies: tuple[str, ...]  # changes to the computation (no byte count without a plan)
     limit: int | None  # the device's bytes_limit where the backend reports it
@@ -70,7 +71,9 @@ class OOMReport(Result):
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.error, "requested": self.requested, "where": self.where, "source": self.source,
-                "call": self.call, "memory": self.memory.to_dict(), "fixes": [f.to_dict() for f in self.fixes],
+                "call": self.call, "memory": self.memory.to_dict(),
+                "program": self.program.to_dict() if self.program is not None else None,
+                "fixes": [f.to_dict() for f in self.fixes],
                 "remedies": list(self.remedies), "limit": self.limit}
 
 
@@ -101,6 +104,40 @@ def _call_in(source: str | None) -> str | None:
         if isinstance(node, ast.Call):
             return ast.get_source_segment(source, node) or ast.unparse(node)
     return None
+
+
+def _jax_callable(fn: Any) -> bool:
+    """A function JAX or Flax made (``jax.jit``, ``nnx.jit``): compiling it runs no user code
+    beyond its tracing. Read from the type, not the object (no user ``__getattr__``)."""
+    module = type(fn).__module__ or ""
+    return callable(fn) and module.split(".")[0] in ("jax", "jaxlib", "flax")
+
+
+def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
+    """Compile (never run) ``call`` when it is ``f(a, b, k=c)`` with plain names bound in
+    ``namespace`` and ``f`` a JAX/Flax-compiled function; ``None`` otherwise or on any error."""
+    if not call:
+        return None
+    try:
+        node = ast.parse(call, mode="eval").body
+    except SyntaxError:
+        return None
+    names = [*node.args, *(k.value for k in node.keywords)] if isinstance(node, ast.Call) else []
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) \
+            or any(k.arg is None for k in node.keywords) or not all(isinstance(a, ast.Name) for a in names):
+        return None
+    missing = object()
+    fn = dict.get(namespace, node.func.id, missing) if isinstance(namespace, dict) else missing
+    args = [dict.get(namespace, a.id, missing) for a in node.args]
+    kwargs = {k.arg: dict.get(namespace, k.value.id, missing) for k in node.keywords}
+    if fn is missing or missing in args or missing in kwargs.values() or not _jax_callable(fn):
+        return None
+    from jaxmagic.memories.plan import plan
+
+    try:
+        return plan(fn, *args, **kwargs)
+    except Exception:  # the explanation must never fail because a re-compile did
+        return None
 
 
 def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, *,
@@ -135,6 +172,11 @@ def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, 
     (where, source), outer = _user_frames(tb if tb is not None else exc.__traceback__)
     call = _call_in(outer)
     report = memory(namespace, hidden=hidden, top=10)
+    if namespace is None:
+        from jaxmagic.memories.live import _user_namespace
+
+        namespace = _user_namespace()[0]
+    program = plan_failing_call(call, namespace)
     limits = [d.stats.get("bytes_limit") for d in report.devices if d.stats and d.stats.get("bytes_limit")]
     limit = min(limits) if limits else None
     fixes = tuple(report.suggestions)
@@ -146,6 +188,12 @@ def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, 
     elif asked is not None and asked > freeable:
         remedies.append(f"the allocation ({fmt_bytes(asked)}) is more than all named live arrays together "
                         f"({fmt_bytes(freeable)}): freeing them will not be enough; the computation must shrink")
+    if program is not None and program.memory:
+        m = program.memory
+        biggest = max((("outputs", m["output_bytes"]), ("temporaries", m["temp_bytes"]),
+                       ("arguments", m["argument_bytes"])), key=lambda t: t[1])
+        remedies.insert(0, f"{program.name}'s program needs {fmt_bytes(m['peak_bytes'])} per device, most of "
+                           f"it {biggest[0]} ({fmt_bytes(biggest[1])}): shrink those first")
     if call:
         remedies.append(f"see its memory before running it: %jaxplan {call} (compiles only; "
                         "--device h100 tells whether it fits)")
@@ -156,4 +204,4 @@ def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, 
         "shard the largest arrays over more devices (a PartitionSpec on the batch or model axis)",
     ]
     return OOMReport(error=first, requested=asked, where=where, source=source, call=call, memory=report,
-                     fixes=fixes, remedies=tuple(remedies), limit=limit)
+                     program=program, fixes=fixes, remedies=tuple(remedies), limit=limit)

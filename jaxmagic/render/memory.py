@@ -138,6 +138,12 @@ def oom_text(report: Any, *, width: int = 100) -> str:
     if report.requested is not None:
         out.append(f"  requested {fmt_bytes(report.requested)} ({report.requested:,} bytes)"
                    + (f"; device limit {fmt_bytes(report.limit)}" if report.limit else ""))
+    if report.program is not None and report.program.memory:
+        pm = report.program.memory
+        out.append(f"  {report.program.name}'s program (traced and compiled again, not run): peak {fmt_bytes(pm['peak_bytes'])}"
+                   f" per device = arguments {fmt_bytes(pm['argument_bytes'])} + outputs "
+                   f"{fmt_bytes(pm['output_bytes'])} + temporaries {fmt_bytes(pm['temp_bytes'])}"
+                   f" − aliased {fmt_bytes(pm['alias_bytes'])}")
     m = report.memory
     note = _stats_note(m)
     out.append(f"  alive: {m.summary()}" + (f" ({note})" if note else ""))
@@ -163,6 +169,8 @@ def oom_html(report: Any) -> str:
         parts.append(f"<div class='jm-muted'>at {H.esc(report.where)}"
                      + (f": <code>{H.esc(report.source)}</code>" if report.source else "") + "</div>")
     stats = [("requested", fmt_bytes(report.requested)), ("alive", fmt_bytes(m.total_bytes)),
+             *([("program peak", fmt_bytes(report.program.memory["peak_bytes"]))]
+               if report.program is not None and report.program.memory else []),
              ("device limit", fmt_bytes(report.limit) if report.limit else "not reported")]
     parts.append("<div class='jm-totals'>" + "".join(
         f"<span class='jm-stat'>{H.esc(k)} <b>{H.esc(v)}</b></span>" for k, v in stats) + "</div>")
