@@ -148,3 +148,25 @@ def test_calls_that_are_not_plain_names_are_not_compiled():
     assert plan_failing_call("plain(x)", ns) is None  # not a JAX function
     assert plan_failing_call("f(missing)", ns) is None
     assert plan_failing_call("obj.method(x)", ns) is None
+
+
+def test_a_profiled_cell_that_runs_out_is_explained_too(ip):
+    ip.run_cell("import jax.numpy as jnp")
+    with capture_output() as cap:
+        res = ip.run_cell("%%jaxprofile\ny = jnp.zeros((2**38,), jnp.float32)\n")
+    assert type(res.error_in_exec) is jax.errors.JaxRuntimeError
+    shown = cap.stdout + "".join(o.data["text/plain"] for o in cap.outputs)
+    assert shown.count("out of device memory: asked for 1.0 TiB") == 1
+
+
+def test_json_and_escaped_html():
+    import json
+
+    exc = _real_oom()
+    ns = {"d": {"<script>alert(1)</script>": jnp.ones(31)}}
+    report = explain_oom(exc, ns)
+    json.dumps(report.to_dict())
+    from jaxmagic.memories import memory
+
+    html = report.to_html() + memory(ns, top=10**6).to_html()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
