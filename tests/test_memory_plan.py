@@ -266,3 +266,19 @@ def test_nnx_jit_train_step_with_optimizer_is_planned_not_run():
     assert report.memory["argument_bytes"] >= 3 * params  # parameters + two Adam moments, replicated
     assert int(optimizer.step.get_raw_value()) == 0  # no update ran
     assert model.layers[0].kernel.get_raw_value() is kernel and not kernel.is_deleted()
+
+
+def test_magic_names_the_cell_a_collective_comes_from(shell):
+    shell.run_cell("def loss2(w, x):\n    return jnp.mean(jnp.tanh(x @ w) ** 2)\nstep2 = jax.grad(loss2)\n",
+                   store_history=True)
+    cell = shell.execution_count - 1
+    report = shell.run_cell("%jaxplan -o --mesh mesh --specs dp step2(w, x)").result
+    assert [c.source for c in report.collectives] == [f"In[{cell}], line 2 (loss2)"]
+
+
+def test_tuple_results_are_shown_without_layouts_or_index_comments():
+    text = ("  %a2a = (f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, "
+            "/*index=5*/f32[1,2]{1,0}) all-to-all(%p), channel_id=1, replica_groups={{0,1,2,3,4,5}}\n")
+    (c,) = collectives(text)
+    assert c.out_type == "(f32[1,2], f32[1,2], f32[1,2], f32[1,2], f32[1,2], f32[1,2])"
+    assert c.out_bytes == 6 * 8 and c.group_size == 6

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate, evaluate_call, parse, show
+from jaxmagic.magics._args import cell_label, evaluate, evaluate_call, parse, show
 
 
 @magics_class
@@ -68,7 +68,8 @@ class MemoryMagics(Magics):
 
         try:
             report = plan(fn, *call_args, mesh=mesh, specs=specs, device=args.device,
-                          batch_sweep=args.batch_sweep, **call_kwargs)
+                          batch_sweep=args.batch_sweep, label_file=lambda f: cell_label(self.shell, f),
+                          **call_kwargs)
         except (NotTraceableError, TypeError, ValueError) as e:
             raise UsageError(f"%jaxplan: {e}") from None
         return show(report, args)

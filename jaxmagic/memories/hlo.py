@@ -207,7 +207,8 @@ def collectives(hlo_text: str, mesh_axes: tuple[Sequence[str], Sequence[int]] | 
             source = f"{sfile.group(1)}:{sline.group(1)}"
         op_name = re.search(r'op_name="([^"]*)"', attrs)
         size = len(groups[0]) if groups and kind != "collective-permute" else None
-        out.append(Collective(kind, name, re.sub(r"\{[^}]*\}", "", out_type), type_bytes(out_type), in_bytes,
+        shown_type = re.sub(r"/\*.*?\*/", "", re.sub(r"\{[^}]*\}", "", out_type))  # no layouts, no /*index=5*/
+        out.append(Collective(kind, name, shown_type, type_bytes(out_type), in_bytes,
                               text, size, axes, source, op_name.group(1) if op_name else None))
     return out
 

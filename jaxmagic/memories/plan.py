@@ -183,7 +183,7 @@ def _map_arrays(tree: Any, fn: Callable[[str, Any], Any]) -> Any:
 
 def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None = None,
          device: str | int | None = None, batch_sweep: bool = False, batch_argnums: Sequence[int] = (-1,),
-         **kwargs: Any) -> PlanReport:
+         label_file: Callable[[str], str | None] | None = None, **kwargs: Any) -> PlanReport:
     """Compile ``fn(*args, **kwargs)`` without running it and report, per device, its memory
     (arguments, outputs, temporaries, aliased, generated code → peak), FLOPs, bytes accessed
     and the collectives XLA inserted.
@@ -200,6 +200,8 @@ def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None
             dimension 0 of every array in the arguments ``batch_argnums`` (default: the last
             positional one) is resized, in steps of the number of shards that dimension has.
         batch_argnums: which positional arguments carry the batch.
+        label_file: names a source file for the collectives' source lines (the magic passes
+            one that turns a notebook cell's file into ``In[5]``).
 
     Returns:
         A :class:`PlanReport`. Raises ``NotTraceableError`` when the call does not trace,
@@ -227,10 +229,24 @@ def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None
     info = mesh_info(mesh) if mesh is not None else None
     axes = (info.axis_names, info.axis_sizes) if info is not None else None
     n_devices = info.size if info is not None else _devices_of(report.hlo or "")
+    found = collectives(report.hlo or "", axes)
+    if label_file is not None:
+        found = [_relabel(c, label_file) for c in found]
     return PlanReport(name=report.name, signature=report.signature, backend=jax.default_backend(),
                       mesh=info.describe() if info is not None else None, devices=n_devices, memory=memory,
-                      cost=dict(report.cost), collectives=tuple(collectives(report.hlo or "", axes)),
+                      cost=dict(report.cost), collectives=tuple(found),
                       capacity=capacity, sweep=sweep, max_batch=max_batch)
+
+
+def _relabel(c: Collective, label_file: Callable[[str], str | None]) -> Collective:
+    """``/tmp/ipykernel_1/123.py:2 (loss)`` -> ``In[5], line 2 (loss)`` where ``label_file`` knows the file."""
+    import dataclasses
+
+    m = re.match(r"^(.*):(\d+)( \(.*\))?$", c.source or "")
+    label = label_file(m.group(1)) if m else None
+    if not label:
+        return c
+    return dataclasses.replace(c, source=f"{label}, line {m.group(2)}{m.group(3) or ''}")
 
 
 def _compile(fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict) -> tuple[Any, dict | None]:
