@@ -84,6 +84,7 @@ def test_explanation_under_an_unchanged_traceback_in_a_shell(ip):
     shown = cap.stdout[len(plain.stdout):] + "".join(o.data["text/plain"] for o in cap.outputs)
     assert "out of device memory: asked for 1.0 TiB" in shown
     assert "%jaxplan grow(2**38)" in " ".join(shown.split())
+    assert re.search(r"at In\[\d+\], line 3: return jnp.zeros", shown)
 
 
 def test_other_errors_get_no_explanation(ip):

@@ -108,7 +108,7 @@ def _oom_listener(shell: Any) -> Any:
             from IPython.display import display
 
             tb = sys.last_traceback if getattr(sys, "last_value", None) is exc else None
-            display(explain_oom(exc, tb=tb))  # the running shell's namespaces
+            display(explain_oom(exc, tb=tb, label_file=lambda f: cell_label(shell, f)))  # this shell's namespaces
         except Exception as e:  # never turn one error into two
             print(f"jaxmagic: could not explain the out-of-memory error ({type(e).__name__}: {e})")
 

@@ -77,7 +77,7 @@ class OOMReport(Result):
                 "remedies": list(self.remedies), "limit": self.limit}
 
 
-def _user_frames(tb: Any) -> tuple[tuple[str | None, str | None], str | None]:
+def _user_frames(tb: Any, label_file: Any = None) -> tuple[tuple[str | None, str | None], str | None]:
     """``(where, source)`` of the innermost user frame, and the source of the outermost one
     (the cell's own line, whose call can be planned from the namespace)."""
     from jaxmagic._frames import is_library_file
@@ -88,7 +88,9 @@ def _user_frames(tb: Any) -> tuple[tuple[str | None, str | None], str | None]:
     inner = frames[-1]
     # the cell's own top-level line (IPython's exec frame is outside any library directory)
     outer = next((f for f in frames if f.name == "<module>"), frames[0])
-    return (f"{inner.filename}:{inner.lineno}", (inner.line or "").strip() or None), \
+    label = label_file(inner.filename) if label_file is not None else None
+    where = f"{label}, line {inner.lineno}" if label else f"{inner.filename}:{inner.lineno}"
+    return (where, (inner.line or "").strip() or None), \
         (outer.line or "").strip() or None
 
 
@@ -141,7 +143,7 @@ def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
 
 
 def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, *,
-                hidden: Iterable[str] = (), tb: Any = None) -> OOMReport:
+                hidden: Iterable[str] = (), tb: Any = None, label_file: Any = None) -> OOMReport:
     """Explain ``exc`` (or the ``RESOURCE_EXHAUSTED`` error it was raised from).
 
     Args:
@@ -150,6 +152,7 @@ def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, 
         hidden: names of ``namespace`` to ignore.
         tb: the full traceback where the caller has it (IPython's ``sys.last_traceback`` also
             holds the cell's own frame, which the exception's ``__traceback__`` may lack).
+        label_file: names a source file (the listener passes one giving ``In[5]`` for a cell).
 
     Returns:
         An :class:`OOMReport`. Raises ``ValueError`` if ``exc`` is not an out-of-memory error.
@@ -169,7 +172,7 @@ def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, 
     message = str(oom).strip()
     first = message.splitlines()[0] if message else type(oom).__name__
     asked = requested_bytes(message)
-    (where, source), outer = _user_frames(tb if tb is not None else exc.__traceback__)
+    (where, source), outer = _user_frames(tb if tb is not None else exc.__traceback__, label_file)
     call = _call_in(outer)
     report = memory(namespace, hidden=hidden, top=10)
     if namespace is None:
