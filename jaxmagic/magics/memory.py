@@ -42,7 +42,7 @@ class MemoryMagics(Magics):
               "jax.ShapeDtypeStruct")
     @argument("--mesh", default=None, help="expression for a jax.sharding.Mesh to lay the arguments out on")
     @argument("--specs", default=None, help="expression: one PartitionSpec (or None, or a pytree of specs) "
-              "per positional argument, e.g. \"(None, P('data'))\"; needs --mesh")
+              "per positional argument, e.g. specs or '(None, P(\"data\"))'; needs --mesh")
     @argument("--device", default=None, help="compare the peak with a device: h100, h200, a100-80g, a100-40g, "
               "tpu-v5e, tpu-v5p, ... or a size such as 80GiB")
     @argument("--batch-sweep", action="store_true", help="also find the largest batch (dimension 0 of the last "
@@ -56,7 +56,8 @@ class MemoryMagics(Magics):
         (arguments, outputs, temporaries, aliased, code → peak), FLOPs, bytes accessed and
         the collectives XLA inserted with their mesh axes, bytes and source lines.
 
-        Example: ``%jaxplan --mesh mesh --specs "(None, P('data'))" --device h100 step(state, batch)``
+        Example: ``%jaxplan --mesh mesh --specs specs --device h100 step(state, batch)`` with
+        ``specs = (None, P("data"))`` (state replicated, batch split over ``data``).
         """
         args, expr = parse(self.jaxplan, line)
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxplan", expr)

@@ -59,6 +59,20 @@ def _array_rows(report: Any) -> list[list[str]]:
     return rows
 
 
+def _suggestion_lines(suggestions: Any, verb: str, width: int) -> list[str]:
+    """``  action  frees 8.0 MiB  why``, aligned; a line too wide puts ``why`` on its own lines."""
+    w = max(len(s.action) for s in suggestions if len(s.action) <= 40) if any(
+        len(s.action) <= 40 for s in suggestions) else 0
+    out = []
+    for s in suggestions:
+        head = f"  {s.action.ljust(w)}  {verb} {fmt_bytes(s.frees):>10}"
+        if len(head) + 2 + len(s.why) <= width:
+            out.append(f"{head}  {s.why}")
+        else:
+            out += [head, T.wrap(s.why, width=width, indent="      ")]
+    return out
+
+
 _OWNER_HEAD = ["owner", "held as", "arrays", "bytes", "share"]
 _DEVICE_HEAD = ["device", "arrays", "array bytes", "in use", "peak", "limit", "largest owners"]
 _ARRAY_HEAD = ["bytes", "type", "where", "owner", "also held as"]
@@ -80,8 +94,7 @@ def memory_text(report: Any, *, width: int = 100) -> str:
                 T.table(_ARRAY_HEAD, _array_rows(report), numeric=(0,), max_col=60)]
     if report.suggestions:
         out += ["", "to free memory (up to; arrays something outside the namespace holds stay alive)"]
-        w = max(len(s.action) for s in report.suggestions)
-        out += [f"  {s.action.ljust(w)}  frees {fmt_bytes(s.frees):>10}  {s.why}" for s in report.suggestions]
+        out += _suggestion_lines(report.suggestions, "frees", width)
     if report.deleted:
         out += ["", T.wrap("still bound to deleted (e.g. donated) arrays, which raise if used: "
                            + ", ".join(report.deleted), width=width)]
@@ -152,8 +165,7 @@ def oom_text(report: Any, *, width: int = 100) -> str:
                    + (" …" if len(m.owners) > 6 else ""))
     if report.fixes:
         out.append("fixes, most bytes first:")
-        w = max(len(s.action) for s in report.fixes)
-        out += [f"  {s.action.ljust(w)}  frees up to {fmt_bytes(s.frees):>10}  {s.why}" for s in report.fixes]
+        out += _suggestion_lines(report.fixes, "frees up to", width)
     if report.remedies:
         out.append("shrink the computation:" if not report.fixes else "or shrink the computation:")
         out += [T.wrap(r, width=width, first="  - ", indent="    ") for r in report.remedies]
