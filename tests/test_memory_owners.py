@@ -229,6 +229,8 @@ def test_arrays_on_several_meshes_bytes_per_device_exact():
     assert {r.owner for r in on_6.arrays if r.owner in ns} == {"b", "c"}
     assert [d.id for d in on_6.devices] == [6]
     assert dict(on_6.devices[0].by_owner)["b"] == 2 * 8 * 4 and dict(on_6.devices[0].by_owner)["c"] == 20
+    # only device 6's share of each array counts in the filtered report
+    assert {r.owner: r.nbytes for r in on_6.arrays if r.owner in ns} == {"b": 2 * 8 * 4, "c": 20}
 
 
 def test_a_buffer_viewed_by_two_arrays_is_counted_once():

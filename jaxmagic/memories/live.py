@@ -186,8 +186,10 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
                 if key is not None:
                     seen_buffers[key] = (owner, root, kind, mask)
                 charged.append((d, b))
-        if dev is not None and dev not in dict(charged):
-            continue
+        if dev is not None:  # --device: this device's bytes only
+            if dev not in dict(charged):
+                continue
+            charged = [(d, b) for d, b in charged if d == dev]
         if kind == "unowned" and shared is not None and not any(b for _, b in charged):
             # a second Array over buffers a named array holds (JAX keeps per-shard views
             # inside an array): it lives and dies with that array
