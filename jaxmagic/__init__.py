@@ -27,6 +27,12 @@ _LAZY = {
     "SpecError": "jaxmagic.shardings",
     "devices": "jaxmagic.shardings.devices",
     "DevicesReport": "jaxmagic.shardings.devices",
+    "memory": "jaxmagic.memories",
+    "MemoryReport": "jaxmagic.memories",
+    "explain_oom": "jaxmagic.memories",
+    "OOMReport": "jaxmagic.memories",
+    "plan": "jaxmagic.memories",
+    "PlanReport": "jaxmagic.memories",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
@@ -46,6 +52,10 @@ def load_ipython_extension(ipython: Any) -> None:
     from jaxmagic.magics import register
 
     register(ipython)
+    # OOM explained (issue 9): a post_run_cell listener, removed again on %unload_ext.
+    from jaxmagic.magics.memory import install_oom_listener
+
+    install_oom_listener(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -53,3 +63,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     from jaxmagic.magics import unregister
 
     unregister(ipython)
+    from jaxmagic.magics.memory import uninstall_oom_listener
+
+    uninstall_oom_listener(ipython)

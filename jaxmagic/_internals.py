@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any, Callable, NamedTuple
 
-TESTED_WITH = {"jax": "0.10.2", "ipykernel": "7.4.0"}
+TESTED_WITH = {"jax": "0.10.2", "ipykernel": "7.4.0", "flax": "0.12.8"}
 
 
 class InternalsChanged(RuntimeError):
@@ -322,3 +322,37 @@ def monitoring_listeners() -> tuple[tuple, tuple]:
     _require(durations is not None and events is not None, "jax",
              "monitoring._event_duration_secs_listeners/_event_listeners")
     return tuple(durations), tuple(events)
+
+
+# --- jax / flax: the attribute that holds the array inside a wrapper ------------------------
+
+# A wrapper's private slot that holds its value: walking it should not add a step to the
+# owner path (``model.kernel`` is the Param; its array sits in ``_raw_value``).
+_TRANSPARENT = (
+    ("flax.nnx.variablelib", "Variable", "_raw_value", True),  # nnx.Param, nnx.BatchStat, ...
+    ("flax.nnx.statelib", "State", "_mapping", False),  # nnx.State's dict (an instance attribute)
+    ("jax._src.random.prng", "PRNGKeyArray", "_base_array", False),  # a typed key's uint32 data
+    ("jax._src.prng", "PRNGKeyArray", "_base_array", False),  # where it lived before jax 0.10
+)
+
+# Bookkeeping attributes of NNX graph nodes that hold no user data.
+NNX_BOOKKEEPING_PREFIXES = ("_pytree__", "_object__")
+
+
+def transparent_slots() -> dict[type, str]:
+    """``{wrapper class: name of the slot holding its value}`` for the wrappers whose modules
+    are already imported (a user who never imported flax has no NNX objects). Each entry is
+    checked to exist (and, for slots, to be one); a changed one raises :class:`InternalsChanged`."""
+    import sys
+
+    out: dict[type, str] = {}
+    for module, cls_name, slot, is_slot in _TRANSPARENT:
+        mod = sys.modules.get(module)
+        if mod is None:
+            continue
+        cls = getattr(mod, cls_name, None)
+        library = "flax" if module.startswith("flax") else "jax"
+        _require(isinstance(cls, type) and (not is_slot or slot in _slots(cls)), library,
+                 f"{module}.{cls_name}.{slot}")
+        out[cls] = slot
+    return out

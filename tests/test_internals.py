@@ -102,3 +102,21 @@ def test_checkify_change_names_the_versions():
 
 def test_subshell_route_is_none_outside_a_kernel():
     assert internals.route_comm_to_subshell(object()) is None
+
+
+def test_transparent_slots_hold_the_wrapped_values():
+    import jax
+    from flax import nnx
+
+    from jaxmagic._internals import transparent_slots
+
+    found = transparent_slots()
+    param = nnx.Param(jax.numpy.ones(3))
+    slot = next(s for cls, s in found.items() if isinstance(param, cls))
+    assert type(param).__mro__[1].__dict__[slot].__get__(param) is param.get_raw_value()
+    key = jax.random.key(0)
+    slot = next(s for cls, s in found.items() if isinstance(key, cls))
+    assert vars(key)[slot] is jax.random.key_data(key)
+    state = nnx.state(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+    slot = next(s for cls, s in found.items() if isinstance(state, cls))
+    assert set(vars(state)[slot]) == {"kernel", "bias"}

@@ -14,6 +14,7 @@ MAGIC_CLASSES = (
     "jaxmagic.magics.ir:IRMagics",
     "jaxmagic.magics.check:CheckMagics",
     "jaxmagic.magics.structure:StructureMagics",
+    "jaxmagic.magics.memory:MemoryMagics",
 )
 
 
