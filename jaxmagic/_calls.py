@@ -41,7 +41,8 @@ def _is_array(x: Any) -> bool:
     import jax
     import numpy as np
 
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+    # ShapeDtypeStruct: an array known by shape and dtype only (%jaxplan before any data exists)
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic))
 
 
 def _is_number(x: Any) -> bool:

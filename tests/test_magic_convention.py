@@ -32,6 +32,8 @@ MAGICS = {
     "jaxtree": ("model", "TreeSummary"),
     "jaxsharding": ("x", "ShardingReport"),
     "jaxdevices": ("", "DevicesReport"),
+    "jaxmemory": ("", "MemoryReport"),
+    "jaxplan": ("f(x)", "PlanReport"),
 }
 
 
@@ -115,6 +117,16 @@ def test_values_with_spaces_keep_their_quotes(shell):
     r = shell.run_line_magic("jaxsharding", 'mesh --shape 8,16 --spec "data, model" -o')
     assert r.arrays[0].shape == (8, 16)
     assert "data" in r.arrays[0].spec_text and "model" in r.arrays[0].spec_text
+
+
+def test_flag_values_keep_inner_quotes(shell):
+    shell.run_cell("from jax.sharding import PartitionSpec as P\nmesh = jax.make_mesh((8,), ('data',))\n"
+                   "xs = jnp.ones((8, 4))")
+    for spec in ('"(P(\'data\'),)"', "'(P(\"data\"),)'", "(P('data'),)"):
+        r = shell.run_line_magic("jaxplan", f"--mesh mesh --specs {spec} f(xs) -o")
+        assert type(r).__name__ == "PlanReport", spec
+    with pytest.raises(UsageError, match="No closing quotation"):
+        shell.run_cell_magic("jaxprofile", "--json 'unbalanced", "1")
 
 
 def test_expressions_are_not_var_expanded(shell):

@@ -19,7 +19,6 @@ import shlex
 from typing import Any, Callable, NamedTuple
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import parse_argstring
 
 # A token: runs of non-space characters and quoted strings ("data, model" is one token).
 _TOKEN = re.compile(r"""(?:"[^"]*"|'[^']*'|[^\s"'])+""")
@@ -42,7 +41,11 @@ def parse(magic: Callable, line: str, *, expression: bool = True) -> Line:
     """
     parser = magic.parser
     if not expression:
-        return Line(_parse_flags(magic, line), "")
+        try:
+            argv = shlex.split(line)
+        except ValueError as e:  # an unbalanced quote
+            raise UsageError(f"%{parser.prog.lstrip('%')}: {e} in {line!r}") from None
+        return Line(_parse_flags(magic, argv), "")
     takes_value, known = set(), set()
     for action in parser._actions:
         known.update(action.option_strings)
@@ -91,14 +94,13 @@ def parse(magic: Callable, line: str, *, expression: bool = True) -> Line:
     expr = line[start:stop].strip()
     if expr.endswith(";"):
         expr = expr[:-1].rstrip()
-    flags = [_unquote(t) for t in lead + trail]
-    return Line(_parse_flags(magic, " ".join(shlex.quote(f) for f in flags)), expr)
+    return Line(_parse_flags(magic, [_unquote(t) for t in lead + trail]), expr)
 
 
-def _parse_flags(magic: Callable, argstring: str) -> Any:
-    """``parse_argstring`` whose errors name the valid flags."""
+def _parse_flags(magic: Callable, argv: list[str]) -> Any:
+    """Parse flag tokens (quotes already removed); errors name the valid flags."""
     try:
-        return parse_argstring(magic, argstring)
+        return magic.parser.parse_args(argv)
     except UsageError as e:
         parser = magic.parser
         valid = " ".join(sorted({s for a in parser._actions for s in a.option_strings}))
@@ -113,11 +115,12 @@ def _required_value(parser: Any) -> set[str]:
 
 
 def _unquote(token: str) -> str:
-    try:
-        parts = shlex.split(token)
-    except ValueError:
-        return token
-    return parts[0] if len(parts) == 1 else token
+    """A flag or value as meant: one pair of enclosing quotes removed (``"data, model"``,
+    ``--spec='data, model'``); quotes inside a value stay (``(P('data'),)`` is Python)."""
+    flag, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return flag + eq + value
 
 
 def show(result: Any, args: Any, display_obj: Any = None) -> Any:

@@ -56,13 +56,13 @@ class MemoryMagics(Magics):
         (arguments, outputs, temporaries, aliased, code → peak), FLOPs, bytes accessed and
         the collectives XLA inserted with their mesh axes, bytes and source lines.
 
-        Example: ``%jaxplan --mesh mesh --specs specs --device h100 step(state, batch)`` with
-        ``specs = (None, P("data"))`` (state replicated, batch split over ``data``).
+        Example: ``%jaxplan --mesh mesh --specs "(None, P('data'))" --device h100 step(state, batch)``
+        (state replicated, batch split over ``data``).
         """
         args, expr = parse(self.jaxplan, line)
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxplan", expr)
-        mesh = evaluate(self.shell, "jaxplan", _unquoted(args.mesh), "a mesh") if args.mesh else None
-        specs = evaluate(self.shell, "jaxplan", _unquoted(args.specs), "a tuple of PartitionSpecs") \
+        mesh = evaluate(self.shell, "jaxplan", args.mesh, "a mesh") if args.mesh else None
+        specs = evaluate(self.shell, "jaxplan", args.specs, "a tuple of PartitionSpecs") \
             if args.specs else None
         from jaxmagic.ir import NotTraceableError
         from jaxmagic.memories.plan import plan
@@ -74,14 +74,6 @@ class MemoryMagics(Magics):
         except (NotTraceableError, TypeError, ValueError) as e:
             raise UsageError(f"%jaxplan: {e}") from None
         return show(report, args)
-
-
-def _unquoted(text: str) -> str:
-    """A flag's expression without one pair of enclosing quotes (``--specs '(None, P("d"))'``)."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
 
 
 # --- OOM explained: a post_run_cell listener --------------------------------------------------
