@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests import nbutil
+from tests import helpers as nbutil
 
 NB = "13_memory.ipynb"
 pytestmark = pytest.mark.slow

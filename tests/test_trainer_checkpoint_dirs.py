@@ -17,7 +17,7 @@ from flax import nnx
 from jaxmagic.train import CheckpointMismatchError, Trainer
 from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.history_log import LOG_NAME
-from tests.trainutil import TinyMLP, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, dataset, loss_fn, one_device, params_of
 
 
 def _bytes_under(path) -> int:

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from jaxmagic.train import EarlyStopping, Trainer
-from tests.trainutil import TinyMLP, batches, dataset, loss_fn, one_device, params_of
+from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device, params_of
 
 
 def hand_loop(model, tx, data):

@@ -126,7 +126,10 @@ def test_explorer_build_stays_small(mesh):
 
 
 def test_progress_widget_sends_formatted_values_and_stop_reaches_the_trainer():
-    from tests.trainutil import TinyMLP, dataset, loss_fn, nnx, one_device, optax
+    import optax
+    from flax import nnx
+
+    from tests.helpers import TinyMLP, dataset, loss_fn, one_device
     from jaxmagic.train import Callback, Trainer
 
     views: list[dict] = []

@@ -150,15 +150,19 @@ def _dtype(dtype: Any) -> Any:
     return dtype
 
 
-def _itemsize(dtype: Any) -> int:
-    return int(_dtype(dtype).itemsize)
+def _itemsize(dtype: Any, itemsize: int | None = None) -> int:
+    return int(itemsize) if itemsize is not None else int(_dtype(dtype).itemsize)
 
 
 def _dtype_name(dtype: Any) -> str:
-    return str(getattr(_dtype(dtype), "name", dtype))
+    try:
+        return str(getattr(_dtype(dtype), "name", dtype))
+    except TypeError:  # a JAX extended dtype known by name only ("key<fry>")
+        return str(dtype)
 
 
-def layout_from_spec(shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, name: str = "") -> ArrayLayout:
+def layout_from_spec(shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, name: str = "",
+                     itemsize: int | None = None) -> ArrayLayout:
     """Layout of an array of ``shape``/``dtype`` split over ``mesh`` by ``spec``.
 
     Pure arithmetic: mesh position ``c`` holds, along a dimension split by axes
@@ -189,7 +193,7 @@ def layout_from_spec(shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, 
         step = shape[dim] // parts
         starts[:, dim] = block * step
         stops[:, dim] = block * step + step
-    return ArrayLayout(name, shape, _dtype_name(dtype), _itemsize(dtype), info, norm,
+    return ArrayLayout(name, shape, _dtype_name(dtype), _itemsize(dtype, itemsize), info, norm,
                        info.device_ids, starts, stops)
 
 
@@ -198,12 +202,14 @@ def _slice_bounds(s: slice, size: int) -> tuple[int, int]:
     return start, stop
 
 
-def layout_from_sharding(sharding: Any, shape: Sequence[int], dtype: Any, *, name: str = "") -> ArrayLayout:
+def layout_from_sharding(sharding: Any, shape: Sequence[int], dtype: Any, *, name: str = "",
+                         itemsize: int | None = None) -> ArrayLayout:
     """Layout of an array with JAX ``sharding``: arithmetic for named shardings, otherwise
-    ``sharding.devices_indices_map(shape)``."""
+    ``sharding.devices_indices_map(shape)``. ``itemsize`` overrides the dtype's (for dtypes
+    known by name only, such as PRNG keys)."""
     shape = tuple(int(d) for d in shape)
     if type(sharding).__name__ == "NamedSharding":
-        return layout_from_spec(shape, dtype, sharding.mesh, sharding.spec, name=name)
+        return layout_from_spec(shape, dtype, sharding.mesh, sharding.spec, name=name, itemsize=itemsize)
     index_map = sharding.devices_indices_map(shape)
     devices = sorted(index_map, key=lambda d: d.id)
     starts = np.zeros((len(devices), len(shape)), dtype=np.int64)
@@ -218,5 +224,5 @@ def layout_from_sharding(sharding: Any, shape: Sequence[int], dtype: Any, *, nam
     label = type(sharding).__name__.replace("Sharding", "")
     if label == "SingleDevice":
         label = f"device {devices[0].id}"
-    return ArrayLayout(name, shape, _dtype_name(dtype), _itemsize(dtype), info, None,
+    return ArrayLayout(name, shape, _dtype_name(dtype), _itemsize(dtype, itemsize), info, None,
                        info.device_ids, starts, stops, sharding_repr=label)

@@ -93,8 +93,8 @@ class ShardingReport(Result):
         """
         for i, a in enumerate(self.arrays):
             if a.name == name:
-                new = layout_from_spec(a.shape, a.dtype if a.itemsize else "float32", a.mesh, spec, name=a.name)
-                new = replace(new, itemsize=a.itemsize)
+                new = layout_from_spec(a.shape, a.dtype if a.itemsize else "float32", a.mesh, spec, name=a.name,
+                                       itemsize=a.itemsize)
                 arrays = self.arrays[:i] + (new,) + self.arrays[i + 1:]
                 return replace(self, arrays=arrays, edited=tuple(dict.fromkeys(self.edited + (name,))))
         raise KeyError(f"no array named {name!r}; arrays: {', '.join(a.name for a in self.arrays[:10])}")
@@ -165,7 +165,8 @@ def _leaf_layouts(obj: Any) -> tuple[list[ArrayLayout], list[str], list[tuple[st
             skipped.append((path, "no sharding (host value or abstract value without sharding)"))
         else:
             try:
-                arrays.append(layout_from_sharding(leaf.sharding, leaf.shape, leaf.dtype or "float32", name=path))
+                arrays.append(layout_from_sharding(leaf.sharding, leaf.shape, leaf.dtype or "float32", name=path,
+                                                   itemsize=leaf.itemsize))
                 kinds.append(leaf.kind)
             except Exception as e:  # keep the rest of the tree visible
                 skipped.append((path, f"{type(e).__name__}: {e}"))

@@ -152,8 +152,6 @@ def test_jaxsharding_of_a_batch_sharded_over_data(ip):
         assert cell.changed == []
 
 
-@pytest.mark.xfail(strict=True, reason="not in issue 8: %jaxsharding skips nnx.Rngs key arrays ('data type key<fry> "
-                                       "not understood'), so a model state's bytes come out short")
 def test_jaxsharding_of_a_model_state_with_rngs_counts_every_array(ip):
     names = setup(ip, "vae") + ["xs", "vae_state", "mesh"]
     ip.run_cell(SHARDING_SETUP)
