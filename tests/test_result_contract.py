@@ -147,6 +147,38 @@ def _history_diverged() -> Result:
 
 
 # type name -> {variant: builder}. Builders that take an argument get a fresh ``tmp_path``.
+def _memory() -> Result:
+    from jaxmagic.memories.live import memory
+
+    held = {"params": {"w": jnp.ones((64, 32)), "b": jnp.zeros(32)}, "same": None}
+    held["same"] = held["params"]["w"]  # one buffer under two names: counted once
+    return memory(held, top=5)
+
+
+def _oom() -> Result:
+    from jaxmagic.memories.oom import explain_oom
+
+    keep = {"x": jnp.ones((128, 128))}
+    try:
+        jnp.zeros((2**38,), jnp.float32).block_until_ready()  # ~1 TiB: a real RESOURCE_EXHAUSTED
+    except Exception as e:  # noqa: BLE001 - the real error is what is explained
+        return explain_oom(e, keep)
+    raise AssertionError("allocating 1 TiB did not fail")
+
+
+def _plan() -> Result:
+    from jaxmagic.memories.plan import plan
+
+    mesh = jax.make_mesh((8,), ("data",))
+
+    def loss(w, x):
+        return jnp.mean(jnp.tanh(x @ w) ** 2)
+
+    grad = jax.grad(loss)
+    w, x = jax.ShapeDtypeStruct((16, 8), jnp.float32), jax.ShapeDtypeStruct((64, 16), jnp.float32)
+    return plan(grad, w, x, mesh=mesh, specs=(None, P("data")), device="h100")
+
+
 BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete},
     "IRReport": {"jaxpr": _ir("jaxpr"), "stablehlo": _ir("stablehlo"), "optimized": _ir("stablehlo", True)},
@@ -155,6 +187,9 @@ BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "ShardingReport": {"array": _sharding_array, "what-if": _sharding_what_if, "tree": _sharding_tree},
     "DevicesReport": {"devices": _devices},
     "History": {"fit": _history, "diverged": _history_diverged},
+    "MemoryReport": {"live": _memory},
+    "OOMReport": {"oom": _oom},
+    "PlanReport": {"data-parallel": _plan},
 }
 CASES = [(kind, variant) for kind, variants in BUILDERS.items() for variant in variants]
 

@@ -58,10 +58,13 @@ class FunctionProfile:
     device_s: float | None = None   # from --trace
     const_bytes: int = 0            # arrays closed over and baked into the program
     calls_lower_bound: bool = False  # calls counted in a truncated trace: at least this many
+    # traced without building a program (jax.eval_shape, nnx.eval_shape, make_jaxpr): no compile
+    traced_only: int = 0
+    traced_only_s: float = 0.0
 
     @property
     def trace_s(self) -> float:
-        return sum(c.trace_s for c in self.compiles)
+        return sum(c.trace_s for c in self.compiles) + self.traced_only_s
 
     @property
     def lower_s(self) -> float:
@@ -105,7 +108,8 @@ class FunctionProfile:
         ``site``, ``reasons``, ``kinds``, ``signature``), ``calls`` (``None``: not counted),
         ``calls_lower_bound``, ``flops``, ``transcendentals``, ``bytes_accessed``,
         ``arithmetic_intensity``, ``memory``, ``jaxpr``, ``hlo``, ``donated_args``,
-        ``device_s`` (from ``--trace``), ``const_bytes``. Seconds are floats."""
+        ``device_s`` (from ``--trace``), ``const_bytes``, ``traced_only`` (traces that built
+        no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``). Seconds are floats."""
         return {
             "name": self.name, "kind": self.kind, "defined_at": self.defined_at,
             "compiles": len(self.compiles), "trace_s": self.trace_s, "lower_s": self.lower_s,
@@ -120,7 +124,7 @@ class FunctionProfile:
             "bytes_accessed": self.bytes_accessed, "arithmetic_intensity": self.intensity,
             "memory": self.memory, "jaxpr": self.jaxpr, "hlo": self.hlo,
             "donated_args": self.donated_args, "device_s": self.device_s,
-            "const_bytes": self.const_bytes,
+            "const_bytes": self.const_bytes, "traced_only": self.traced_only,
         }
 
 
@@ -508,7 +512,10 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         return n if n is not None else device_runs.get(sanitize(name))
 
     functions = []
-    for (name, defined), us in groups.items():
+    for (name, defined), group in groups.items():
+        # a trace that built no program (eval_shape, make_jaxpr) is not a compile
+        us = [u for u in group if u.lowering is not None or u.lower is not None or u.compile is not None]
+        traced = [u for u in group if u not in us]
         last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
         kind = "eager" if _is_eager(defined, last_lowering, lowerings_seen) else "jit"
         # Eager ops are single primitives: their IR is never shown, so skip printing it.
@@ -521,7 +528,8 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
             compiles=tuple(_records(us, defined, cell_file, cell_label, misses_known)),
             calls=calls, calls_lower_bound=lower_bound and calls is not None and kind == "jit",
             donated_args=sum(last_lowering.donated) if last_lowering else 0,
-            device_s=device_s.get(sanitize(name)), **info))
+            device_s=device_s.get(sanitize(name)), traced_only=len(traced),
+            traced_only_s=sum(u.trace.seconds for u in traced if u.trace), **info))
     # functions that ran in the cell without compiling in it (compiled before): from --trace;
     # eager ops dispatched as tiny jitted programs are counted with the eager ops instead
     known = {f.name for f in functions} | set(cap.eager_ops) | set(eager_calls)

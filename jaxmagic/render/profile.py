@@ -23,6 +23,11 @@ def _calls(f: "FunctionProfile") -> str:
     return f"≥{f.calls}" if f.calls_lower_bound else str(f.calls)
 
 
+def _compiles(f: "FunctionProfile") -> str:
+    """Compiles, and traces that built no program (eval_shape, make_jaxpr) when there were any."""
+    return f"{len(f.compiles)} (+{f.traced_only} traced)" if f.traced_only else str(len(f.compiles))
+
+
 def _where(f: "FunctionProfile") -> str:
     if f.sites:
         return ", ".join(f.sites)
@@ -87,7 +92,7 @@ def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
         out.append(T.table(
             ["function", "called at", "compiles", "trace", "lower", "compile", "calls", "flops",
              "bytes", "flops/byte", "temp mem"] + (["device time"] if device else []),
-            [[f.name, _where(f), len(f.compiles), fmt_seconds(f.trace_s),
+            [[f.name, _where(f), _compiles(f), fmt_seconds(f.trace_s),
               fmt_seconds(f.lower_s), fmt_seconds(f.backend_compile_s), _calls(f), fmt_count(f.flops),
               fmt_bytes(f.bytes_accessed), _intensity(f), _mem(f, "temp_bytes")]
              + ([UNKNOWN if f.device_s is None else fmt_seconds(f.device_s)] if device else [])
@@ -202,7 +207,7 @@ def profile_html(r: "ProfileReport") -> str:
     if jit:
         parts.append("<h4>Functions</h4>")
         rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(_where(f)),
-                 (str(len(f.compiles)), len(f.compiles)),
+                 (_compiles(f), len(f.compiles)),
                  (fmt_seconds(f.trace_s), f.trace_s), (fmt_seconds(f.lower_s), f.lower_s),
                  (fmt_seconds(f.backend_compile_s), f.backend_compile_s),
                  (_calls(f), -1 if f.calls is None else f.calls),

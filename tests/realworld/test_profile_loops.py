@@ -280,8 +280,6 @@ def test_int64_truncated_to_int32_is_reported(ip):
     assert "x64-truncated" in {i.kind for i in report.insights}
 
 
-@pytest.mark.xfail(strict=True, reason="not in issue 8: a trace with no lowering or compile (nnx.eval_shape, "
-                                       "jax.eval_shape) is reported as a compile")
 def test_abstract_model_for_an_orbax_restore_compiles_nothing(ip):
     """The Flax checkpoint guide's restore target: nnx.eval_shape builds the model abstractly."""
     setup(ip)

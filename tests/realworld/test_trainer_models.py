@@ -140,8 +140,6 @@ def test_profiled_fit_is_clean_and_readable(ip):
     assert not {f.name for f in report.functions} & {"call", "f", "eval_batch"}, [f.name for f in report.functions]
 
 
-@pytest.mark.xfail(strict=True, reason="not in issue 8: a trace without a compile (jax.eval_shape inside "
-                                       "Trainer.fit) is counted as a compile of 'f'")
 def test_profiled_fit_compile_count_matches_xla(ip):
     setup(ip)
     ip.run_cell("from jaxmagic.train import Trainer\n" + PROFILED_FIT)
