@@ -61,12 +61,18 @@ def main() -> None:
     t_text, text = timed(lambda: report.to_text())
     t_html, html = timed(lambda: report.to_html())
     owned = sum(a.kind != "unowned" for a in report.arrays)
-    print(f"jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} devices; "
-          f"{n_live} live arrays, namespace: 1000-layer NNX model + Adam ({report.objects_searched} objects searched)")
-    print(f"  jaxmagic.memory()            {t_mem * 1e3:8.1f} ms wall, {cpu_mem * 1e3:.1f} ms CPU   "
-          f"target < 1000 ms   ({owned} of {len(report.arrays)} arrays owned)")
-    print(f"  + to_text / to_html          {t_text * 1e3:8.1f} ms / {t_html * 1e3:.1f} ms "
-          f"(HTML {len(html) / 1e3:.0f} kB, top {report.top})")
+    print(
+        f"jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} devices; "
+        f"{n_live} live arrays, namespace: 1000-layer NNX model + Adam ({report.objects_searched} objects searched)"
+    )
+    print(
+        f"  jaxmagic.memory()            {t_mem * 1e3:8.1f} ms wall, {cpu_mem * 1e3:.1f} ms CPU   "
+        f"target < 1000 ms   ({owned} of {len(report.arrays)} arrays owned)"
+    )
+    print(
+        f"  + to_text / to_html          {t_text * 1e3:8.1f} ms / {t_html * 1e3:.1f} ms "
+        f"(HTML {len(html) / 1e3:.0f} kB, top {report.top})"
+    )
     print(f"  baseline: live_arrays+nbytes {t_base * 1e3:8.1f} ms   ratio {t_mem / t_base:.1f}x")
     print(f"  load average {open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} cores")
 

@@ -18,7 +18,8 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
 import jaxmagic  # noqa: E402
 
@@ -52,27 +53,42 @@ def main() -> None:
     print(f"  + to_text                    {t_text * 1e3:8.1f} ms")
     print(f"  summary total (capture+html) {(t_sum + t_html) * 1e3:8.1f} ms   target < 1000 ms")
     print(f"  baseline: nnx repr           {t_repr * 1e3:8.1f} ms")
-    print(f"  baseline: treescope html     {t_ts * 1e3:8.1f} ms   HTML {len(ts) / 1e6:.2f} MB "
-          f"(ratio to jaxmagic summary {t_ts / (t_sum + t_html):.1f}x)")
+    print(
+        f"  baseline: treescope html     {t_ts * 1e3:8.1f} ms   HTML {len(ts) / 1e6:.2f} MB "
+        f"(ratio to jaxmagic summary {t_ts / (t_sum + t_html):.1f}x)"
+    )
 
-    t_mesh, r = best(lambda: jaxmagic.sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model")))
+    t_mesh, r = best(
+        lambda: jaxmagic.sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model"))
+    )
     t_mesh_r, hm = best(lambda: (r.to_html(), r.to_text()))
-    print(f"512-device simulated mesh: layout {t_mesh * 1e3:.1f} ms + html/text {t_mesh_r * 1e3:.1f} ms "
-          f"= {(t_mesh + t_mesh_r) * 1e3:.1f} ms (target < 1000 ms), HTML {len(hm[0]) / 1e3:.0f} kB")
+    print(
+        f"512-device simulated mesh: layout {t_mesh * 1e3:.1f} ms + html/text {t_mesh_r * 1e3:.1f} ms "
+        f"= {(t_mesh + t_mesh_r) * 1e3:.1f} ms (target < 1000 ms), HTML {len(hm[0]) / 1e3:.0f} kB"
+    )
 
     mesh = jax.make_mesh((2, 4), ("data", "model"))
-    tree = {f"layer{i}": {"w": jax.ShapeDtypeStruct((256, 128), jnp.float32,
-                                                    sharding=NamedSharding(mesh, P("data", "model" if i % 2 else None)))}
-            for i in range(2000)}
+    tree = {
+        f"layer{i}": {
+            "w": jax.ShapeDtypeStruct(
+                (256, 128), jnp.float32, sharding=NamedSharding(mesh, P("data", "model" if i % 2 else None))
+            )
+        }
+        for i in range(2000)
+    }
     t_tree, rt = best(lambda: jaxmagic.sharding(tree))
     t_tree_r, ht = best(lambda: (rt.to_html(), rt.to_text()))
     t_w, w = best(lambda: rt.explore(), repeat=1)
     specs = iter([P("model", "data"), P("data", None)] * 10)
     t_edit, _ = best(lambda: w.edit_spec("layer5.w", next(specs)))  # Python's half of the round trip
-    print(f"2000-leaf sharded tree: layout {t_tree * 1e3:.1f} ms + html/text {t_tree_r * 1e3:.1f} ms "
-          f"= {(t_tree + t_tree_r) * 1e3:.1f} ms (target < 1000 ms), HTML {len(ht[0]) / 1e6:.2f} MB; "
-          f"explorer widget build {t_w * 1e3:.1f} ms, spec edit {t_edit * 1e3:.1f} ms")
-    arrays = [jax.device_put(jnp.zeros((64, 32)), NamedSharding(mesh, P("data", "model"))) for _ in range(2000)]
+    print(
+        f"2000-leaf sharded tree: layout {t_tree * 1e3:.1f} ms + html/text {t_tree_r * 1e3:.1f} ms "
+        f"= {(t_tree + t_tree_r) * 1e3:.1f} ms (target < 1000 ms), HTML {len(ht[0]) / 1e6:.2f} MB; "
+        f"explorer widget build {t_w * 1e3:.1f} ms, spec edit {t_edit * 1e3:.1f} ms"
+    )
+    arrays = [
+        jax.device_put(jnp.zeros((64, 32)), NamedSharding(mesh, P("data", "model"))) for _ in range(2000)
+    ]
     t_real, rr = best(lambda: jaxmagic.sharding(arrays))
     t_real_r, _ = best(lambda: rr.to_html())
     print(f"2000 real sharded arrays: layout {t_real * 1e3:.1f} ms + html {t_real_r * 1e3:.1f} ms")

@@ -76,6 +76,7 @@ def main() -> None:
     def make(k):
         def fn(v):
             return jnp.sin(v) * k + v.sum()
+
         fn.__name__ = fn.__qualname__ = f"fn{k:02d}"  # 50 distinct functions
         return jax.jit(fn)
 
@@ -89,26 +90,34 @@ def main() -> None:
         report = prof.report()
         builds.append(time.perf_counter() - t)
     t = time.perf_counter()
-    html, text = report.to_html(), report.to_text()
+    html, _ = report.to_html(), report.to_text()
     render = time.perf_counter() - t
-    print(f"report build, 50 functions   median {statistics.median(builds) * 1e3:.1f} ms "
-          f"(+ render text+html {render * 1e3:.1f} ms, {len(html) // 1024} KiB html, "
-          f"{len([f for f in report.functions if f.kind == 'jit'])} jit functions)")
+    print(
+        f"report build, 50 functions   median {statistics.median(builds) * 1e3:.1f} ms "
+        f"(+ render text+html {render * 1e3:.1f} ms, {len(html) // 1024} KiB html, "
+        f"{len([f for f in report.functions if f.kind == 'jit'])} jit functions)"
+    )
 
-    code = ("import time; t=time.perf_counter(); from IPython.testing.globalipapp import start_ipython; "
-            "ip=start_ipython(); t0=time.perf_counter(); ip.run_line_magic('load_ext','jaxmagic'); "
-            "t1=time.perf_counter(); import sys; print(t1-t0, 'jax' in sys.modules)")
+    code = (
+        "import time; t=time.perf_counter(); from IPython.testing.globalipapp import start_ipython; "
+        "ip=start_ipython(); t0=time.perf_counter(); ip.run_line_magic('load_ext','jaxmagic'); "
+        "t1=time.perf_counter(); import sys; print(t1-t0, 'jax' in sys.modules)"
+    )
     loads = []
     for _ in range(5):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         secs, jax_loaded = out.stdout.split()
         loads.append(float(secs))
-    print(f"%load_ext jaxmagic (fresh process)  median {statistics.median(loads) * 1e3:.1f} ms, "
-          f"jax imported: {jax_loaded}")
-    print(f"targets: dispatch ratio <= 1.05 -> {'OK' if r1 <= 1.05 else 'MISSED'}; "
-          f"compute ratio <= 1.02 -> {'OK' if r2 <= 1.02 else 'MISSED'}; "
-          f"build < 50 ms -> {'OK' if statistics.median(builds) < 0.05 else 'MISSED'}; "
-          f"load < 300 ms -> {'OK' if statistics.median(loads) < 0.3 else 'MISSED'}")
+    print(
+        f"%load_ext jaxmagic (fresh process)  median {statistics.median(loads) * 1e3:.1f} ms, "
+        f"jax imported: {jax_loaded}"
+    )
+    print(
+        f"targets: dispatch ratio <= 1.05 -> {'OK' if r1 <= 1.05 else 'MISSED'}; "
+        f"compute ratio <= 1.02 -> {'OK' if r2 <= 1.02 else 'MISSED'}; "
+        f"build < 50 ms -> {'OK' if statistics.median(builds) < 0.05 else 'MISSED'}; "
+        f"load < 300 ms -> {'OK' if statistics.median(loads) < 0.3 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,13 @@ def main() -> None:
 
     def fresh():
         g, params, rest = nnx.split(MLP(args.width, nnx.Rngs(0)), nnx.Param, ...)
-        return g, {"params": params, "rest": rest, "opt": tx.init(params), "step": jnp.int32(0),
-                   "bad": jnp.int32(-1)}
+        return g, {
+            "params": params,
+            "rest": rest,
+            "opt": tx.init(params),
+            "step": jnp.int32(0),
+            "bad": jnp.int32(-1),
+        }
 
     g, _ = fresh()
     gather = StepFns(g, loss_fn, tx, {}, gather=True)
@@ -56,6 +61,7 @@ def main() -> None:
     def hand_body(c, b):
         def lf(p):
             return loss_fn(nnx.merge(g, p, copy=True), b)
+
         loss, grads = jax.value_and_grad(lf)(c[0])
         upd, opt = tx.update(grads, c[1], c[0])
         return (optax.apply_updates(c[0], upd), opt), loss

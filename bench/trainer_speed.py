@@ -78,6 +78,7 @@ def main() -> None:
     def step(params, opt, x, yb):
         def lf(p):
             return loss_fn(nnx.merge(g, p, copy=True), (x, yb))
+
         loss, grads = jax.value_and_grad(lf)(params)
         upd, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, upd), opt, loss
@@ -88,6 +89,7 @@ def main() -> None:
         def body(c, b):
             p, o, loss = step(c[0], c[1], b[0], b[1])
             return (p, o), loss
+
         (params, opt), losses = jax.lax.scan(body, (params, opt), (xc, yc))
         return params, opt, losses
 
@@ -144,10 +146,15 @@ def main() -> None:
         run_trainer.compiles = tr.history.compiles
         return dt
 
-    loops = {"trainer (progress on)": run_trainer, "hand jax.jit split/merge": run_hand_jit,
-             f"hand lax.scan x{K}": run_hand_scan, "naive @nnx.jit + float(loss)": run_naive}
+    loops = {
+        "trainer (progress on)": run_trainer,
+        "hand jax.jit split/merge": run_hand_jit,
+        f"hand lax.scan x{K}": run_hand_scan,
+        "naive @nnx.jit + float(loss)": run_naive,
+    }
     try:
         import keras  # noqa: F401
+
         loops["keras 3 fit"] = None  # not installed here; left as a slot
     except ImportError:
         pass
@@ -155,12 +162,14 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in loops}
     names = list(loops)
     for r in range(args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order: interleaved
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order: interleaved
             times[name].append(loops[name]())
     rate = {k: N / statistics.median(v) for k, v in times.items()}
     ref = rate[f"hand lax.scan x{K}"]
-    print(f"MLP 64-{args.width}-{args.width}-10, batch {B}, {N} steps, {args.repeats} interleaved repeats, "
-          f"backend {jax.default_backend()}, trainer steps_per_call={run_trainer.k}")
+    print(
+        f"MLP 64-{args.width}-{args.width}-10, batch {B}, {N} steps, {args.repeats} interleaved repeats, "
+        f"backend {jax.default_backend()}, trainer steps_per_call={run_trainer.k}"
+    )
     print(f"{'loop':34s} {'steps/s (median)':>16s} {'vs hand scan':>12s}   all runs (steps/s)")
     for k, v in rate.items():
         runs = ", ".join(f"{N / t:.0f}" for t in times[k])
@@ -177,18 +186,24 @@ def main() -> None:
     state_bytes = sum(x.nbytes for x in jax.tree.leaves((p, o)))
 
     def peak(m):
-        return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        return (
+            m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        )
 
     model = MLP(args.width, nnx.Rngs(0))
     tr = Trainer(model, tx, loss_fn, devices=dev)
     tr.fit((X, y), steps=K, batch_size=B, progress=None, steps_per_call=K)
     key = next(k for k in tr._compiled if k[0] == "train")
     tm = tr._compiled[key].memory_analysis()
-    print(f"memory (compiled call, {K} steps): trainer peak {peak(tm) / 2**20:.2f} MiB vs hand scan "
-          f"{peak(hand) / 2**20:.2f} MiB = {peak(tm) / peak(hand):.2f}x (trainer data on device: "
-          f"{sum(x.nbytes for x in jax.tree.leaves(tr.history.config and (X, y))) / 2**20:.2f} MiB counted as argument)")
-    print(f"donation: trainer aliases {tm.alias_size_in_bytes / 2**20:.2f} MiB of a {state_bytes / 2**20:.2f} MiB "
-          f"train state ({tr_entry['alias_bytes'] >= state_bytes and 'state aliased' or 'NOT fully aliased'})")
+    print(
+        f"memory (compiled call, {K} steps): trainer peak {peak(tm) / 2**20:.2f} MiB vs hand scan "
+        f"{peak(hand) / 2**20:.2f} MiB = {peak(tm) / peak(hand):.2f}x (trainer data on device: "
+        f"{sum(x.nbytes for x in jax.tree.leaves(tr.history.config and (X, y))) / 2**20:.2f} MiB counted as argument)"
+    )
+    print(
+        f"donation: trainer aliases {tm.alias_size_in_bytes / 2**20:.2f} MiB of a {state_bytes / 2**20:.2f} MiB "
+        f"train state ({tr_entry['alias_bytes'] >= state_bytes and 'state aliased' or 'NOT fully aliased'})"
+    )
 
 
 if __name__ == "__main__":

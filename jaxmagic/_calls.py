@@ -21,10 +21,12 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-STATIC_RULE = ("arrays and Python numbers are traced; Python bool, str, None, callables and "
-               "other objects are static")
+STATIC_RULE = (
+    "arrays and Python numbers are traced; Python bool, str, None, callables and other objects are static"
+)
 
 _MAX_SIGNATURE = 160  # characters of the argument list in a title before it is cut with "…"
 
@@ -95,8 +97,9 @@ class SafeCall:
         leaves, self._tree = jax.tree_util.tree_flatten((self.callee, a, k), is_leaf=_is_graph_node)
         self._leaves = leaves
         self._nodes = [i for i, x in enumerate(leaves) if _is_graph_node(x)]
-        self._dynamic = [i for i, x in enumerate(leaves)
-                         if _is_array(x) or (_is_number(x) and not static_numbers)]
+        self._dynamic = [
+            i for i, x in enumerate(leaves) if _is_array(x) or (_is_number(x) and not static_numbers)
+        ]
         self.static_numbers = static_numbers
         self.has_python_numbers = any(_is_number(x) for x in leaves)
         self._graphdef, self.state = None, None
@@ -126,6 +129,7 @@ class SafeCall:
     def pure(self) -> tuple[Callable, tuple]:
         """``(f, inputs)``: ``f(*inputs)`` makes the call on copies merged inside the trace,
         returning only the call's value. ``inputs`` is ``(state, *traced values)``."""
+
         def call(state: Any, *dynamic: Any) -> Any:
             callee, a, k = self._rebuild(state, dynamic)
             return callee(*a, **k)
@@ -150,8 +154,11 @@ def _kind(value: Any) -> str:
     if _is_graph_node(value):
         return "node"
     leaves = jax.tree_util.tree_leaves(value, is_leaf=_is_graph_node)
-    if leaves and not (len(leaves) == 1 and leaves[0] is value) and any(_is_array(x) or _is_graph_node(x) or _is_number(x)
-                                            for x in leaves):
+    if (
+        leaves
+        and not (len(leaves) == 1 and leaves[0] is value)
+        and any(_is_array(x) or _is_graph_node(x) or _is_number(x) for x in leaves)
+    ):
         return "tree"
     return "static"
 
@@ -201,8 +208,15 @@ def bound_arguments(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str |
     return out
 
 
-def describe_args(fn: Callable, args: tuple, kwargs: dict, *, values: bool = True,
-                  static: frozenset[str] = frozenset(), limit: int = _MAX_SIGNATURE) -> str:
+def describe_args(
+    fn: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    values: bool = True,
+    static: frozenset[str] = frozenset(),
+    limit: int = _MAX_SIGNATURE,
+) -> str:
     """The argument list as the user wrote it: ``tokens: i32[2,8], training=True``.
 
     Traced values show their type; static ones (``STATIC_RULE``, and the parameters named in
@@ -221,10 +235,13 @@ def describe_args(fn: Callable, args: tuple, kwargs: dict, *, values: bool = Tru
         else:
             parts.append(f"{name}: {text}" if name else text)
     out = ", ".join(parts)
-    return out if len(out) <= limit else out[:limit - 1].rsplit(", ", 1)[0] + ", …"
+    return out if len(out) <= limit else out[: limit - 1].rsplit(", ", 1)[0] + ", …"
 
 
 def python_numbers(fn: Callable, args: tuple, kwargs: dict) -> str:
     """``n=3, scale=0.5``: the Python numbers among the call's top-level arguments."""
-    return ", ".join(f"{name}={value!r}" if name else repr(value)
-                     for name, value in bound_arguments(fn, args, kwargs) if _is_number(value))
+    return ", ".join(
+        f"{name}={value!r}" if name else repr(value)
+        for name, value in bound_arguments(fn, args, kwargs)
+        if _is_number(value)
+    )

@@ -16,7 +16,8 @@ import importlib
 import inspect
 import os
 import sys
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 TESTED_WITH = {"jax": "0.10.2", "ipykernel": "7.4.0", "flax": "0.12.8"}
 
@@ -63,6 +64,7 @@ def _attr(path: str, library: str = "jax") -> Any:
 
 # --- jax: lowering (gives the jaxpr and the compiled executable of every jit compile) -------
 
+
 class LoweringCall(NamedTuple):
     closed_jaxpr: Any
     fun_name: str
@@ -73,8 +75,11 @@ class LoweringCall(NamedTuple):
 def _lowering_signature() -> inspect.Signature:
     fn = _attr("jax._src.interpreters.pxla:lower_sharding_computation")
     sig = inspect.signature(fn)
-    _require({"closed_jaxpr", "fun_name", "donated_invars"} <= set(sig.parameters), "jax",
-             "pxla.lower_sharding_computation(closed_jaxpr, fun_name, donated_invars, ...)")
+    _require(
+        {"closed_jaxpr", "fun_name", "donated_invars"} <= set(sig.parameters),
+        "jax",
+        "pxla.lower_sharding_computation(closed_jaxpr, fun_name, donated_invars, ...)",
+    )
     return sig
 
 
@@ -103,13 +108,17 @@ def executable_of(computation: Any) -> Any | None:
 
 # --- jax: eager dispatch and device->host copies --------------------------------------------
 
+
 def eval_trace() -> type:
     """``EvalTrace``: its ``process_primitive(trace, primitive, args, params)`` runs every op
     dispatched outside ``jit``."""
     cls = _attr("jax._src.core:EvalTrace")
     fn = getattr(cls, "process_primitive", None)
-    _require(fn is not None and len(inspect.signature(fn).parameters) == 4, "jax",
-             "core.EvalTrace.process_primitive(self, primitive, args, params)")
+    _require(
+        fn is not None and len(inspect.signature(fn).parameters) == 4,
+        "jax",
+        "core.EvalTrace.process_primitive(self, primitive, args, params)",
+    )
     return cls
 
 
@@ -117,8 +126,11 @@ def array_impl() -> type:
     """The concrete ``jax.Array`` class, checked for the ``_value`` property (the single
     place a device->host copy happens) and the ``_npy_value`` cache it fills."""
     cls = _attr("jax._src.array:ArrayImpl")
-    _require(isinstance(cls.__dict__.get("_value"), property) and "_npy_value" in _slots(cls),
-             "jax", "ArrayImpl._value property and _npy_value cache")
+    _require(
+        isinstance(cls.__dict__.get("_value"), property) and "_npy_value" in _slots(cls),
+        "jax",
+        "ArrayImpl._value property and _npy_value cache",
+    )
     return cls
 
 
@@ -152,6 +164,7 @@ def cache_miss_loggers() -> tuple[str, ...]:
 
 # --- jax: checkify ---------------------------------------------------------------------------
 
+
 def checkify_errors(error: Any) -> list[tuple[int, Any]]:
     """Every ``(code, exception)`` a checkify ``Error`` recorded (``get_exception`` gives only
     the first). Reads its per-effect tables ``_pred``, ``_code``, ``_payload``, ``_metadata``."""
@@ -164,12 +177,12 @@ def checkify_errors(error: Any) -> list[tuple[int, Any]]:
     for effect, pred in error._pred.items():
         if bool(np.any(np.asarray(pred))):
             code = int(np.asarray(error._code[effect]).ravel()[0])
-            found.append((code, jax.tree_util.tree_unflatten(error._metadata[code],
-                                                             error._payload[effect])))
+            found.append((code, jax.tree_util.tree_unflatten(error._metadata[code], error._payload[effect])))
     return sorted(found, key=lambda t: t[0])
 
 
 # --- ipykernel: subshells (Stop button while a cell runs) ----------------------------------
+
 
 def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None] | None:
     """Deliver ``comm``'s frontend messages on a new kernel subshell thread, so they arrive while
@@ -186,8 +199,12 @@ def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None
     channel = getattr(Kernel.instance(), "shell_channel_thread", None)
     manager = getattr(channel, "manager", None)
     needed = ("_create_subshell", "_delete_subshell", "_shell_channel_io_loop")
-    if comm is None or not hasattr(comm, "_reply_subshell_for") or manager is None \
-            or not all(hasattr(manager, n) for n in needed):
+    if (
+        comm is None
+        or not hasattr(comm, "_reply_subshell_for")
+        or manager is None
+        or not all(hasattr(manager, n) for n in needed)
+    ):
         return None
     done, box = threading.Event(), {}
 
@@ -205,6 +222,7 @@ def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None
 
     def undo() -> None:
         manager._shell_channel_io_loop.add_callback(lambda: manager._delete_subshell(sid))
+
     return undo
 
 
@@ -212,6 +230,7 @@ def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None
 # Used by %jaxcheck to find the user's line of an error raised inside a jitted library function
 # (jnp.floor_divide, jnp.take: their own frames stop at the jit boundary), to read the mode of
 # an out-of-bounds gather/scatter, and to find where an inf that reaches the result was made.
+
 
 def traceback_frames(tb: Any) -> list[tuple[str, int, str]]:
     """``[(file, line, function)]`` of a jaxlib ``Traceback``, innermost first (``[]`` if None)."""
@@ -275,15 +294,21 @@ def nnx_jit_arguments() -> dict[str, Any] | None:
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "__call__" and code.co_filename.endswith(_NNX_JIT_FILE) \
-                and getattr(code, "co_qualname", "JitWrapped.__call__") == "JitWrapped.__call__":
+        if (
+            code.co_name == "__call__"
+            and code.co_filename.endswith(_NNX_JIT_FILE)
+            and getattr(code, "co_qualname", "JitWrapped.__call__") == "JitWrapped.__call__"
+        ):
             break
         frame = frame.f_back
     if frame is None:
         return None
     local = frame.f_locals
-    _require(all(k in local for k in ("self", "args", "kwargs")), "flax",
-             "nnx.jit's JitWrapped.__call__(self, *args, **kwargs)")
+    _require(
+        all(k in local for k in ("self", "args", "kwargs")),
+        "flax",
+        "nnx.jit's JitWrapped.__call__(self, *args, **kwargs)",
+    )
     try:
         bound = inspect.signature(local["self"]).bind(*local["args"], **local["kwargs"])
     except (TypeError, ValueError):
@@ -292,6 +317,7 @@ def nnx_jit_arguments() -> dict[str, Any] | None:
 
 
 # --- jax: a hook on device->host copies ------------------------------------------------------
+
 
 def watch_host_copies(on_copy: Callable[[Any], None]) -> Callable[[], None]:
     """Call ``on_copy(array)`` before every device->host copy of a ``jax.Array`` (the
@@ -308,10 +334,12 @@ def watch_host_copies(on_copy: Callable[[Any], None]) -> Callable[[], None]:
 
     def undo() -> None:
         cls._value = prop
+
     return undo
 
 
 # --- jax: monitoring listeners (read-only; tests check nothing is left registered) ---------
+
 
 def monitoring_listeners() -> tuple[tuple, tuple]:
     """``(duration listeners, event listeners)`` currently registered with ``jax.monitoring``
@@ -319,8 +347,11 @@ def monitoring_listeners() -> tuple[tuple, tuple]:
     monitoring = _attr("jax._src:monitoring")
     durations = getattr(monitoring, "_event_duration_secs_listeners", None)
     events = getattr(monitoring, "_event_listeners", None)
-    _require(durations is not None and events is not None, "jax",
-             "monitoring._event_duration_secs_listeners/_event_listeners")
+    _require(
+        durations is not None and events is not None,
+        "jax",
+        "monitoring._event_duration_secs_listeners/_event_listeners",
+    )
     return tuple(durations), tuple(events)
 
 
@@ -352,7 +383,10 @@ def transparent_slots() -> dict[type, str]:
             continue
         cls = getattr(mod, cls_name, None)
         library = "flax" if module.startswith("flax") else "jax"
-        _require(isinstance(cls, type) and (not is_slot or slot in _slots(cls)), library,
-                 f"{module}.{cls_name}.{slot}")
+        _require(
+            isinstance(cls, type) and (not is_slot or slot in _slots(cls)),
+            library,
+            f"{module}.{cls_name}.{slot}",
+        )
         out[cls] = slot
     return out

@@ -16,8 +16,9 @@ from __future__ import annotations
 import linecache
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from jaxmagic._result import Result
 
@@ -27,40 +28,45 @@ CHECKS = ("index", "nan", "div", "user")
 # What plain JAX does instead of raising, per finding kind.
 _SILENT = {
     "index": "Plain JAX raises nothing here: out-of-bounds reads are clamped to the last valid "
-             "index and out-of-bounds writes (.at[].set) are dropped.",
+    "index and out-of-bounds writes (.at[].set) are dropped.",
     "nan": "Plain JAX raises nothing here: the NaN flows on into every result computed from it.",
     "div": "Plain JAX raises nothing here: a float division by zero gives inf or NaN, an integer "
-           "one an unspecified value.",
+    "one an unspecified value.",
     "user": "A checkify.check assertion in the code failed.",
     "inf": "Plain JAX raises nothing here: the inf flows on into the result (and inf - inf or "
-           "0 * inf turns it into NaN further on).",
+    "0 * inf turns it into NaN further on).",
 }
 _FIXES = {
     "index": "Check the index (or clip it on purpose with jnp.clip / mode='clip'); "
-             "use mode='fill' or mode='drop' to make the out-of-bounds behaviour explicit.",
+    "use mode='fill' or mode='drop' to make the out-of-bounds behaviour explicit.",
     "nan": "Guard the operation's domain (jnp.where before log/sqrt/division, a small epsilon), "
-           "or debug with jax.config.update('jax_debug_nans', True).",
+    "or debug with jax.config.update('jax_debug_nans', True).",
     "div": "Guard the divisor (jnp.where(d == 0, 1, d) or an epsilon) before dividing.",
     "user": "",
     "inf": "Guard the operation's domain (jnp.where before log/division, jnp.clip before exp, a "
-           "small epsilon), or debug with jax.config.update('jax_debug_infs', True).",
+    "small epsilon), or debug with jax.config.update('jax_debug_infs', True).",
 }
-_TITLES = {"index": "out-of-bounds index", "nan": "NaN produced", "div": "division by zero",
-           "user": "failed check", "inf": "inf produced"}
+_TITLES = {
+    "index": "out-of-bounds index",
+    "nan": "NaN produced",
+    "div": "division by zero",
+    "user": "failed check",
+    "inf": "inf produced",
+}
 
 
 @dataclass(frozen=True)
 class Finding:
     """One error checkify found: what, where (first frame outside JAX/Flax), and why it matters."""
 
-    kind: str                 # "index" | "nan" | "div" | "user" | "inf" (part of the nan check)
-    message: str              # checkify's own message
-    primitive: str | None     # the primitive that raised it (gather, log, div, ...)
+    kind: str  # "index" | "nan" | "div" | "user" | "inf" (part of the nan check)
+    message: str  # checkify's own message
+    primitive: str | None  # the primitive that raised it (gather, log, div, ...)
     file: str | None
     line: int | None
     function: str | None
-    source: str | None        # the source line, stripped
-    where: str | None         # a friendly location: "In[5], line 3" or "model.py:12"
+    source: str | None  # the source line, stripped
+    where: str | None  # a friendly location: "In[5], line 3" or "model.py:12"
     behaviour: str | None = None  # what plain JAX did here, when known more exactly than by kind
 
     @property
@@ -82,10 +88,19 @@ class Finding:
         return self.where + (f" in {self.function}" if self.function else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "title": self.title, "message": self.message,
-                "primitive": self.primitive, "file": self.file, "line": self.line,
-                "function": self.function, "source": self.source, "where": self.where,
-                "silent": self.silent, "fix": self.fix}
+        return {
+            "kind": self.kind,
+            "title": self.title,
+            "message": self.message,
+            "primitive": self.primitive,
+            "file": self.file,
+            "line": self.line,
+            "function": self.function,
+            "source": self.source,
+            "where": self.where,
+            "silent": self.silent,
+            "fix": self.fix,
+        }
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,8 @@ class CheckReport(Result):
     signature: str
     checks: tuple[str, ...]
     findings: tuple[Finding, ...]
-    output: str               # the value the call returned (plain JAX returns the same)
-    seconds: float            # checkify trace + compile + run
+    output: str  # the value the call returned (plain JAX returns the same)
+    seconds: float  # checkify trace + compile + run
     notes: tuple[str, ...] = field(default=())
     skipped: tuple[str, ...] = field(default=())
 
@@ -120,7 +135,9 @@ class CheckReport(Result):
             return f"{call}: no checks could run ({', '.join(self.skipped)} skipped)"
         if self.clean:
             return f"{call}: clean ({', '.join(self.checks)} checks{skipped})"
-        return f"{call}: " + ", ".join(f.title for f in self.findings) + (f" ({skipped[2:]})" if skipped else "")
+        return (
+            f"{call}: " + ", ".join(f.title for f in self.findings) + (f" ({skipped[2:]})" if skipped else "")
+        )
 
     def to_text(self, width: int = 100) -> str:
         from jaxmagic.render.check import check_text
@@ -133,10 +150,17 @@ class CheckReport(Result):
         return check_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "signature": self.signature, "checks": list(self.checks),
-                "clean": self.clean, "findings": [f.to_dict() for f in self.findings],
-                "output": self.output, "seconds": self.seconds, "notes": list(self.notes),
-                "skipped": list(self.skipped)}
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "checks": list(self.checks),
+            "clean": self.clean,
+            "findings": [f.to_dict() for f in self.findings],
+            "output": self.output,
+            "seconds": self.seconds,
+            "notes": list(self.notes),
+            "skipped": list(self.skipped),
+        }
 
 
 def parse_checks(spec: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
@@ -149,16 +173,17 @@ def parse_checks(spec: str | tuple[str, ...] | list[str] | None) -> tuple[str, .
         return CHECKS
     bad = [n for n in names if n not in CHECKS]
     if bad or not names:
-        raise ValueError(f"unknown check {', '.join(map(repr, bad)) or '(none given)'}; "
-                         f"choose from {', '.join(CHECKS)} or all")
+        raise ValueError(
+            f"unknown check {', '.join(map(repr, bad)) or '(none given)'}; "
+            f"choose from {', '.join(CHECKS)} or all"
+        )
     return tuple(c for c in CHECKS if c in names)
 
 
 def _errors(checks: tuple[str, ...]) -> frozenset:
     from jax.experimental import checkify as ck
 
-    sets = {"index": ck.index_checks, "nan": ck.nan_checks, "div": ck.div_checks,
-            "user": ck.user_checks}
+    sets = {"index": ck.index_checks, "nan": ck.nan_checks, "div": ck.div_checks, "user": ck.user_checks}
     out: frozenset = frozenset()
     for c in checks:
         out = out | sets[c]
@@ -166,8 +191,12 @@ def _errors(checks: tuple[str, ...]) -> frozenset:
 
 
 def _kind(exc: Any) -> str:
-    return {"OOBError": "index", "NaNError": "nan", "DivisionByZeroError": "div",
-            "FailedCheckError": "user"}.get(type(exc).__name__, "user")
+    return {
+        "OOBError": "index",
+        "NaNError": "nan",
+        "DivisionByZeroError": "div",
+        "FailedCheckError": "user",
+    }.get(type(exc).__name__, "user")
 
 
 def _exceptions(error: Any) -> tuple[list[Any], str | None]:
@@ -204,9 +233,13 @@ def _location(frame: tuple[str, int, str] | None, where: Callable[[str], str | N
         return {"file": None, "line": None, "function": None, "source": None, "where": None}
     file, line, function = frame
     cell = where(file) if where is not None else None
-    return {"file": file, "line": line, "function": function,
-            "source": linecache.getline(file, line).strip() or None,
-            "where": f"{cell}, line {line}" if cell else f"{os.path.basename(file)}:{line}"}
+    return {
+        "file": file,
+        "line": line,
+        "function": function,
+        "source": linecache.getline(file, line).strip() or None,
+        "where": f"{cell}, line {line}" if cell else f"{os.path.basename(file)}:{line}",
+    }
 
 
 def _finding(exc: Any, where: Callable[[str], str | None] | None, program: _Program) -> Finding:
@@ -224,8 +257,13 @@ def _finding(exc: Any, where: Callable[[str], str | None] | None, program: _Prog
     except InternalsChanged:
         pass
     behaviour = _oob_behaviour(chain[-1]) if chain and _kind(exc) == "index" else None
-    return Finding(kind=_kind(exc), message=str(exc).strip(), primitive=getattr(exc, "prim", None),
-                   behaviour=behaviour, **_location(frame, where))
+    return Finding(
+        kind=_kind(exc),
+        message=str(exc).strip(),
+        primitive=getattr(exc, "prim", None),
+        behaviour=behaviour,
+        **_location(frame, where),
+    )
 
 
 def _oob_behaviour(eqn: Any) -> str | None:
@@ -242,11 +280,17 @@ def _oob_behaviour(eqn: Any) -> str | None:
         if isinstance(fill, float) and math.isnan(fill):
             fill = "NaN"
         elif fill is None:
-            fill = ("NaN" if jax.dtypes.issubdtype(dtype, np.inexact) else
-                    "the most negative integer" if jax.dtypes.issubdtype(dtype, np.signedinteger)
-                    else "the largest value of the dtype")
-        return (said + f"the out-of-bounds read returned the fill value ({fill}) instead of an "
-                "element (gather mode 'fill', the default of jnp.take and nnx.Embed).")
+            fill = (
+                "NaN"
+                if jax.dtypes.issubdtype(dtype, np.inexact)
+                else "the most negative integer"
+                if jax.dtypes.issubdtype(dtype, np.signedinteger)
+                else "the largest value of the dtype"
+            )
+        return (
+            said + f"the out-of-bounds read returned the fill value ({fill}) instead of an "
+            "element (gather mode 'fill', the default of jnp.take and nnx.Embed)."
+        )
     if name == "gather" and m in (mode.CLIP, mode.PROMISE_IN_BOUNDS):
         return said + "the out-of-bounds read was clamped to the nearest valid index."
     if name.startswith("scatter") and m == mode.FILL_OR_DROP:
@@ -254,31 +298,42 @@ def _oob_behaviour(eqn: Any) -> str | None:
     if name.startswith("scatter") and m in (mode.CLIP, mode.PROMISE_IN_BOUNDS):
         return said + "the out-of-bounds write was clamped to the nearest valid index."
     if name in ("dynamic_slice", "dynamic_update_slice"):
-        return said + ("the index was clamped into range (a dynamic slice's start index is "
-                       "clamped so that the slice fits in the array).")
+        return said + (
+            "the index was clamped into range (a dynamic slice's start index is "
+            "clamped so that the slice fits in the array)."
+        )
     return None
 
 
-def _inf_finding(program: _Program, inputs: tuple, where: Callable[[str], str | None] | None
-                 ) -> tuple[Finding | None, str | None]:
+def _inf_finding(
+    program: _Program, inputs: tuple, where: Callable[[str], str | None] | None
+) -> tuple[Finding | None, str | None]:
     """An ``inf`` finding when the call's result holds inf that no input held (checkify's NaN
     check does not look at inf), located by running the program op by op."""
     from jaxmagic import jaxpr_sources
 
     try:  # the op-by-op run is best effort (InternalsChanged included)
         origin = jaxpr_sources.inf_origin(program.closed, list(inputs))
-        frame = (jaxpr_sources.chain_user_frame(origin)
-                 if origin not in (None, jaxpr_sources.INPUT) else None)
+        frame = jaxpr_sources.chain_user_frame(origin) if origin not in (None, jaxpr_sources.INPUT) else None
     except Exception as e:
-        return (Finding("inf", "the result contains inf", None, None, None, None, None, None),
-                f"where the inf was made is unknown: {type(e).__name__}: {e}")
+        return (
+            Finding("inf", "the result contains inf", None, None, None, None, None, None),
+            f"where the inf was made is unknown: {type(e).__name__}: {e}",
+        )
     if origin is None:
         return None, None
     if origin == jaxpr_sources.INPUT:
         return None, "the result contains inf that an input already held"
     eqn = origin[-1]
-    return (Finding("inf", f"inf generated by primitive: {eqn.primitive.name}.", eqn.primitive.name,
-                    **_location(frame, where)), None)
+    return (
+        Finding(
+            "inf",
+            f"inf generated by primitive: {eqn.primitive.name}.",
+            eqn.primitive.name,
+            **_location(frame, where),
+        ),
+        None,
+    )
 
 
 def _describe_output(out: Any) -> str:
@@ -304,9 +359,14 @@ def _describe_output(out: Any) -> str:
     return f"{type(out).__name__} of {len(leaves)}: {shown}"
 
 
-def check_call(fn: Callable, *args: Any, checks: Any = None,
-               where: Callable[[str], str | None] | None = None, call_name: str | None = None,
-               **kwargs: Any) -> CheckReport:
+def check_call(
+    fn: Callable,
+    *args: Any,
+    checks: Any = None,
+    where: Callable[[str], str | None] | None = None,
+    call_name: str | None = None,
+    **kwargs: Any,
+) -> CheckReport:
     """Run ``fn(*args, **kwargs)`` once under ``checkify`` (jitted) and report what it found.
 
     The call runs for real, on copies of the NNX modules, optimizers and ``nnx.Rngs`` among
@@ -369,14 +429,21 @@ def check_call(fn: Callable, *args: Any, checks: Any = None,
         notes += [inf_note] if inf_note else []
         if _has_nan_input(flat):
             notes.append("an input already contains NaN, so the first NaN reported may come from it")
-    return CheckReport(name=name, signature=describe_args(fn, args, kwargs, values=False),
-                       checks=ran, findings=tuple(findings), output=_describe_output(out),
-                       seconds=seconds, notes=tuple(notes),
-                       skipped=tuple(c for c in enabled if c not in ran))
+    return CheckReport(
+        name=name,
+        signature=describe_args(fn, args, kwargs, values=False),
+        checks=ran,
+        findings=tuple(findings),
+        output=_describe_output(out),
+        seconds=seconds,
+        notes=tuple(notes),
+        skipped=tuple(c for c in enabled if c not in ran),
+    )
 
 
-def _run_checked(closed: Any, flat: list, enabled: tuple[str, ...]
-                 ) -> tuple[Any, list, tuple[str, ...], list[str]]:
+def _run_checked(
+    closed: Any, flat: list, enabled: tuple[str, ...]
+) -> tuple[Any, list, tuple[str, ...], list[str]]:
     """Run the program ``closed`` on ``flat`` under checkify with ``enabled`` checks:
     ``(error, outputs, checks run, notes)``.
 
@@ -402,9 +469,11 @@ def _run_checked(closed: Any, flat: list, enabled: tuple[str, ...]
             jax.jit(ck.checkify(jaxpr_as_fun(closed), errors=_errors((c,)))).trace(*flat)
             working.append(c)
         except Exception as e:
-            notes.append(f"{c} checks skipped: checkify could not transform this call with them "
-                         f"({type(e).__name__}: {str(e).strip()[:120]}), a limitation of "
-                         "jax.experimental.checkify, not an error in your code")
+            notes.append(
+                f"{c} checks skipped: checkify could not transform this call with them "
+                f"({type(e).__name__}: {str(e).strip()[:120]}), a limitation of "
+                "jax.experimental.checkify, not an error in your code"
+            )
     if not working:
         raise first
     ran = tuple(working)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from jaxmagic._result import Result
 
@@ -54,10 +55,18 @@ class IRReport(Result):
         return ir_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "signature": self.signature, "out_signature": self.out_signature,
-                "stage": self.stage, "jaxpr": self.jaxpr, "stablehlo": self.stablehlo,
-                "hlo": self.hlo, "cost": dict(self.cost), "memory": self.memory,
-                "notes": list(self.notes)}
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "out_signature": self.out_signature,
+            "stage": self.stage,
+            "jaxpr": self.jaxpr,
+            "stablehlo": self.stablehlo,
+            "hlo": self.hlo,
+            "cost": dict(self.cost),
+            "memory": self.memory,
+            "notes": list(self.notes),
+        }
 
 
 def jaxpr_text(jaxpr: Any) -> str:
@@ -82,7 +91,7 @@ def _describe_out(out_info: Any, limit: int = 160) -> str:
         return f"{type(v).__name__}({len(leaves)} leaves)" if leaves else repr(v)
 
     out = ", ".join(one(v) for v in (out_info if isinstance(out_info, tuple) else (out_info,)))
-    return out if len(out) <= limit else out[:limit - 1].rsplit(", ", 1)[0] + ", …"
+    return out if len(out) <= limit else out[: limit - 1].rsplit(", ", 1)[0] + ", …"
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -102,15 +111,20 @@ def not_traceable(name: str, e: BaseException) -> NotTraceableError:
     text = str(e).strip()
     hint = ""
     if type(e).__name__ == "TraceContextError":
-        hint = (". The function changes an NNX object it reaches through a global or a closure "
-                "(an RNG stream, BatchNorm statistics); pass that object as an argument, e.g. "
-                "f(model, x), and it is traced as a copy")
-    return NotTraceableError(f"JAX could not trace {name}: {type(e).__name__}: "
-                             f"{text.splitlines()[0] if text else ''}{_user_frame(e)}{hint}")
+        hint = (
+            ". The function changes an NNX object it reaches through a global or a closure "
+            "(an RNG stream, BatchNorm statistics); pass that object as an argument, e.g. "
+            "f(model, x), and it is traced as a copy"
+        )
+    return NotTraceableError(
+        f"JAX could not trace {name}: {type(e).__name__}: "
+        f"{text.splitlines()[0] if text else ''}{_user_frame(e)}{hint}"
+    )
 
 
-def trace_safely(fn: Callable, args: tuple, kwargs: dict, name: str, *,
-                 own_trace: bool = True) -> tuple[Any, Any, tuple[str, ...]]:
+def trace_safely(
+    fn: Callable, args: tuple, kwargs: dict, name: str, *, own_trace: bool = True
+) -> tuple[Any, Any, tuple[str, ...]]:
     """Trace ``fn(*args, **kwargs)`` without touching the user's objects (see ``_calls``).
 
     Returns ``(traced, safe_call, notes)``. ``jax.jit`` / ``nnx.jit`` functions are traced
@@ -151,13 +165,14 @@ def trace_safely(fn: Callable, args: tuple, kwargs: dict, name: str, *,
     except Exception:
         raise not_traceable(name, first) from first
     numbers = python_numbers(fn, args, kwargs)
-    note = (f"Python numbers were kept static{f' ({numbers})' if numbers else ''}: traced as "
-            f"arrays, the call fails with {type(first).__name__}.")
+    note = (
+        f"Python numbers were kept static{f' ({numbers})' if numbers else ''}: traced as "
+        f"arrays, the call fails with {type(first).__name__}."
+    )
     return traced, call, (note,)
 
 
-def _static_params(traced: Any, call: Any, fn: Callable, args: tuple, kwargs: dict
-                   ) -> frozenset[str]:
+def _static_params(traced: Any, call: Any, fn: Callable, args: tuple, kwargs: dict) -> frozenset[str]:
     """Parameters a ``jax.jit`` function declared static (``static_argnums``/``argnames``):
     those of the call its traced program has no input for."""
     from jaxmagic._calls import bound_arguments, has_own_trace
@@ -171,8 +186,14 @@ def _static_params(traced: Any, call: Any, fn: Callable, args: tuple, kwargs: di
     return frozenset(n for n, _ in bound_arguments(fn, args, kwargs) if n and n not in dynamic)
 
 
-def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool = False,
-                 call_name: str | None = None, **kwargs: Any) -> IRReport:
+def inspect_call(
+    fn: Callable,
+    *args: Any,
+    stage: str = "jaxpr",
+    optimized: bool = False,
+    call_name: str | None = None,
+    **kwargs: Any,
+) -> IRReport:
     """Trace, lower and compile ``fn(*args, **kwargs)`` without running it.
 
     Works for plain functions, ``jax.jit`` / ``nnx.jit`` functions and methods, bound methods
@@ -219,9 +240,18 @@ def inspect_call(fn: Callable, *args: Any, stage: str = "jaxpr", optimized: bool
         if optimized or stage == "hlo":
             hlo = compiled.as_text()
         cost, memory = cost_of(compiled), memory_of(compiled)
-    return IRReport(name=name, signature=describe_args(fn, args, kwargs, static=static),
-                    out_signature=_describe_out(out_info), stage=stage, jaxpr=jaxpr_text(closed),
-                    stablehlo=stablehlo, hlo=hlo, cost=cost, memory=memory, notes=notes)
+    return IRReport(
+        name=name,
+        signature=describe_args(fn, args, kwargs, static=static),
+        out_signature=_describe_out(out_info),
+        stage=stage,
+        jaxpr=jaxpr_text(closed),
+        stablehlo=stablehlo,
+        hlo=hlo,
+        cost=cost,
+        memory=memory,
+        notes=notes,
+    )
 
 
 def cost_of(compiled: Any) -> dict[str, float | None]:
@@ -231,8 +261,11 @@ def cost_of(compiled: Any) -> dict[str, float | None]:
         cost = compiled.cost_analysis()
         if isinstance(cost, (list, tuple)):
             cost = cost[0] if cost else None
-        for key, src in (("flops", "flops"), ("transcendentals", "transcendentals"),
-                         ("bytes_accessed", "bytes accessed")):
+        for key, src in (
+            ("flops", "flops"),
+            ("transcendentals", "transcendentals"),
+            ("bytes_accessed", "bytes accessed"),
+        ):
             v = (cost or {}).get(src)
             out[key] = None if v is None or v < 0 else float(v)
     except Exception:  # backends may not implement it: shown as n/a
@@ -244,9 +277,16 @@ def memory_of(compiled: Any) -> dict[str, int] | None:
     """XLA memory analysis (argument/output/alias/temp/code bytes), or ``None`` if unavailable."""
     try:
         m = compiled.memory_analysis()
-        return None if m is None else {
-            "argument_bytes": int(m.argument_size_in_bytes), "output_bytes": int(m.output_size_in_bytes),
-            "alias_bytes": int(m.alias_size_in_bytes), "temp_bytes": int(m.temp_size_in_bytes),
-            "generated_code_bytes": int(m.generated_code_size_in_bytes)}
+        return (
+            None
+            if m is None
+            else {
+                "argument_bytes": int(m.argument_size_in_bytes),
+                "output_bytes": int(m.output_size_in_bytes),
+                "alias_bytes": int(m.alias_size_in_bytes),
+                "temp_bytes": int(m.temp_size_in_bytes),
+                "generated_code_bytes": int(m.generated_code_size_in_bytes),
+            }
+        )
     except Exception:
         return None

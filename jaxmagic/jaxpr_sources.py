@@ -10,7 +10,8 @@ program down to one equation.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from jaxmagic import _internals
 
@@ -81,8 +82,7 @@ def inf_origin(closed: Any, args: list) -> Chain | str | None:
     An inf that later becomes finite (a ``-inf`` attention mask under ``exp``) is forgotten,
     so intentional infs that never reach the result are not blamed.
     """
-    _, origins = _run(closed.jaxpr, closed.consts, args,
-                      [INPUT if _has_inf(a) else None for a in args], ())
+    _, origins = _run(closed.jaxpr, closed.consts, args, [INPUT if _has_inf(a) else None for a in args], ())
     return next((o for o in origins if o is not None), None)
 
 

@@ -46,7 +46,8 @@ def _python_attributes(node: Any) -> tuple:
         value = attrs[name]
         plain = isinstance(value, (bool, int, float, str, type(None), tuple)) and not any(
             isinstance(v, (jax.Array, np.ndarray)) or nnx.graph.is_graph_node(v)
-            for v in (value if isinstance(value, tuple) else ()))
+            for v in (value if isinstance(value, tuple) else ())
+        )
         out.append((name, repr(value) if plain else type(value).__name__))
     return tuple(out)
 
@@ -64,8 +65,7 @@ def graph_fingerprint(obj: Any) -> tuple:
         else:
             entry += (_leaf(node),)
         nodes.append(entry)
-    values = tuple((tuple(map(str, p)), _leaf(v)) for p, v in
-                   jax.tree_util.tree_flatten_with_path(state)[0])
+    values = tuple((tuple(map(str, p)), _leaf(v)) for p, v in jax.tree_util.tree_flatten_with_path(state)[0])
     return ("graph", graphdef, tuple(nodes), values)
 
 
@@ -76,8 +76,12 @@ def fingerprint(obj: Any) -> Any:
     if isinstance(obj, (jax.Array, np.ndarray, np.generic)):
         return _array(obj)
     leaves, treedef = jax.tree_util.tree_flatten(obj, is_leaf=nnx.graph.is_graph_node)
-    return ("tree", str(treedef), id(obj), tuple(fingerprint(v) if nnx.graph.is_graph_node(v)
-                                                 else _leaf(v) for v in leaves))
+    return (
+        "tree",
+        str(treedef),
+        id(obj),
+        tuple(fingerprint(v) if nnx.graph.is_graph_node(v) else _leaf(v) for v in leaves),
+    )
 
 
 def _holds_arrays(obj: Any) -> bool:
@@ -88,12 +92,17 @@ def _holds_arrays(obj: Any) -> bool:
             leaves = jax.tree_util.tree_leaves(obj, is_leaf=nnx.graph.is_graph_node)
         except Exception:
             return False
-        return bool(leaves) and all(isinstance(x, (jax.Array, np.ndarray, np.generic, int, float))
-                                    or nnx.graph.is_graph_node(x) for x in leaves)
+        return bool(leaves) and all(
+            isinstance(x, (jax.Array, np.ndarray, np.generic, int, float)) or nnx.graph.is_graph_node(x)
+            for x in leaves
+        )
     return False
 
 
 def namespace_fingerprint(ns: dict) -> dict:
     """``{name: fingerprint}`` of every model, optimizer, array and pytree of arrays in ``ns``."""
-    return {name: fingerprint(value) for name, value in ns.items()
-            if not name.startswith("_") and _holds_arrays(value)}
+    return {
+        name: fingerprint(value)
+        for name, value in ns.items()
+        if not name.startswith("_") and _holds_arrays(value)
+    }

@@ -34,8 +34,29 @@ NOTEBOOKS = ROOT / "notebooks"
 # -- HTML ----------------------------------------------------------------------------------
 
 # Elements without an end tag (HTML void elements, and SVG shapes we write as ``<rect/>``).
-VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-                  "track", "wbr", "rect", "path", "circle", "line", "polyline", "polygon"})
+VOID = frozenset(
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+        "rect",
+        "path",
+        "circle",
+        "line",
+        "polyline",
+        "polygon",
+    }
+)
 _URL_ATTRS = ("src", "href", "xlink:href", "action", "data")
 _REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
 _CSS_REMOTE = re.compile(r"(url\(\s*['\"]?\s*(https?:)?//|@import)", re.I)
@@ -137,8 +158,12 @@ def parse_html(page: str, *, self_contained: bool = True) -> Page:
 
 def assert_self_contained(page: Page) -> None:
     """No network fetch: see ``parse_html``."""
-    remote = [f"<{t} {n}={a[n]!r}>" for t, a in page.elements for n in _URL_ATTRS
-              if a.get(n) and _REMOTE.match(a[n] or "")]
+    remote = [
+        f"<{t} {n}={a[n]!r}>"
+        for t, a in page.elements
+        for n in _URL_ATTRS
+        if a.get(n) and _REMOTE.match(a[n] or "")
+    ]
     assert remote == [], f"fetches from the network: {remote}"
     assert "link" not in page.tags, "a <link> element loads an external resource"
     css = "\n".join(page.styles) + "\n".join(a.get("style") or "" for _, a in page.elements)
@@ -146,6 +171,7 @@ def assert_self_contained(page: Page) -> None:
 
 
 # -- IPython -------------------------------------------------------------------------------
+
 
 def run(ip: Any, cell: str) -> tuple[Any, str]:
     """Run a cell; return its result and everything it showed as text (stdout, stderr and
@@ -175,17 +201,22 @@ def global_state() -> tuple:
         tuple(logging.getLogger("jax").handlers),
         getattr(module, name),
         _internals.eval_trace().process_primitive,
-        array.__dict__["_value"], array.__dict__.get("block_until_ready"),
-        array.__dict__.get("__add__"), array.__dict__.get("__getitem__"),
+        array.__dict__["_value"],
+        array.__dict__.get("block_until_ready"),
+        array.__dict__.get("__add__"),
+        array.__dict__.get("__getitem__"),
         warnings.showwarning,
         "update" in vars(jax.config),
-        jax.numpy.asarray, jax.numpy.array, jax.device_put,
+        jax.numpy.asarray,
+        jax.numpy.array,
+        jax.device_put,
     )
 
 
 # -- notebooks -----------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def execute(name: str, timeout: int = 300):
     """Run ``notebooks/<name>`` top to bottom in a fresh kernel; returns ``(nb, seconds)``.
 
@@ -199,8 +230,13 @@ def execute(name: str, timeout: int = 300):
     env_pp = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     os.environ["PYTHONPATH"] = env_pp  # inherited by the kernel process
     workdir = tempfile.mkdtemp(prefix=f"nb-{pathlib.Path(name).stem}-")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": workdir}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": workdir}},
+    )
     t0 = time.perf_counter()
     client.execute()
     return nb, time.perf_counter() - t0
@@ -254,9 +290,18 @@ def words(text: str) -> str:
 
 # -- trainer -------------------------------------------------------------------------------
 
+
 class TinyMLP(nnx.Module):
-    def __init__(self, din: int = 8, width: int = 16, dout: int = 3, *, rngs: nnx.Rngs, dropout: float = 0.0,
-                 batchnorm: bool = False):
+    def __init__(
+        self,
+        din: int = 8,
+        width: int = 16,
+        dout: int = 3,
+        *,
+        rngs: nnx.Rngs,
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ):
         self.l1 = nnx.Linear(din, width, rngs=rngs)
         self.bn = nnx.BatchNorm(width, rngs=rngs) if batchnorm else None
         self.drop = nnx.Dropout(dropout, rngs=rngs) if dropout else None
@@ -287,7 +332,9 @@ def dataset(n: int = 200, din: int = 8, classes: int = 3, seed: int = 0):
 
 
 def batches(X, y, batch_size: int, n: int):
-    return [(X[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]) for i in range(n)]
+    return [
+        (X[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]) for i in range(n)
+    ]
 
 
 def params_of(model) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from jaxmagic.check import check_call
 from jaxmagic.ir import NotTraceableError, inspect_call
 from tests.fingerprint import fingerprint, namespace_fingerprint
 
-MODELS = '''
+MODELS = """
 import jax, jax.numpy as jnp, optax
 from flax import nnx
 
@@ -134,7 +134,7 @@ batch = {"inputs": jnp.tile(tokens, (2, 1)), "labels": jnp.ones((2, 8), jnp.int3
 mlp_batch = {"inputs": jnp.linspace(-1.0, 1.0, 12).reshape(2, 6), "labels": jnp.array([0, 2])}
 images = jnp.ones((2, 12, 12, 1))
 pixels = jnp.linspace(0.0, 1.0, 24).reshape(2, 12)
-'''
+"""
 
 FAILING = '''
 class Sampler(nnx.Module):
@@ -203,6 +203,7 @@ def result_of(ip, line):
 
 # -- miniGPT: nnx.jit methods, a donating generate step, a generate loop -------------------
 
+
 def test_jaxpr_of_an_nnx_jit_method_works_and_leaves_the_model_as_it_was(mip):
     before = namespace_fingerprint(mip.user_ns)
     r = result_of(mip, "%jaxpr -o gpt.generate_step(tokens, 3)")
@@ -214,10 +215,12 @@ def test_jaxpr_of_an_nnx_jit_method_works_and_leaves_the_model_as_it_was(mip):
 
 def test_generate_loop_gives_the_same_tokens_after_every_magic(mip):
     expected = mip.user_ns["gpt"].generate_text(4, [1, 5, 7])
-    for line in ("%jaxpr -q gpt.generate_step(tokens, 3)",
-                 "%jaxhlo -q --optimized gpt.generate_step(tokens, 3)",
-                 "%jaxcheck -q gpt.generate_step(tokens, 3)",
-                 "%jaxpr -q gpt.sample_from(jnp.arange(16.0))"):
+    for line in (
+        "%jaxpr -q gpt.generate_step(tokens, 3)",
+        "%jaxhlo -q --optimized gpt.generate_step(tokens, 3)",
+        "%jaxcheck -q gpt.generate_step(tokens, 3)",
+        "%jaxpr -q gpt.sample_from(jnp.arange(16.0))",
+    ):
         result_of(mip, line)
     assert mip.user_ns["gpt"].generate_text(4, [1, 5, 7]) == expected
 
@@ -227,8 +230,9 @@ def test_title_is_the_users_call_not_nnx_state_paths(mip):
     head = r.to_text().splitlines()[0]
     assert head == "jaxpr of train_step(model: MiniGPT, optimizer: Optimizer, batch: dict(2 leaves)) -> f32[]"
     assert "states[" not in r.to_text().splitlines()[0] and len(head) < 200
-    r = inspect_call(mip.user_ns["gpt"].generate_step, mip.user_ns["tokens"], 3,
-                     call_name="gpt.generate_step")
+    r = inspect_call(
+        mip.user_ns["gpt"].generate_step, mip.user_ns["tokens"], 3, call_name="gpt.generate_step"
+    )
     assert r.summary().startswith("jaxpr of gpt.generate_step(padded_tokens: i32[1,8], ")
 
 
@@ -261,7 +265,7 @@ def test_out_of_range_token_is_found_with_what_embed_really_did(mip):
     r = result_of(mip, "%jaxcheck -o gpt(jnp.array([[1, 20, 3, 0, 0, 0, 0, 0]]))")
     f = r.finding("index")
     assert "index 20 is out of bounds for axis 0 with size 16" in f.message
-    assert f.source == 'x = self.token_emb(tokens) + self.pos_emb(jnp.arange(tokens.shape[1]))'
+    assert f.source == "x = self.token_emb(tokens) + self.pos_emb(jnp.arange(tokens.shape[1]))"
     assert "fill value (NaN)" in f.silent and "clamped" not in f.silent
     assert r.finding("nan") is not None  # the NaN row flows on, as plain JAX would
 
@@ -279,6 +283,7 @@ def test_train_step_with_integer_label_cross_entropy_runs_the_checks_that_work(m
 
 # -- VAE: an encoder that samples from nnx.Rngs ------------------------------------------
 
+
 @pytest.mark.parametrize("magic", ["%jaxpr", "%jaxhlo", "%jaxcheck"])
 def test_vae_sampling_works_and_no_rng_counter_advances(mip, magic):
     vae = mip.user_ns["vae"]
@@ -293,6 +298,7 @@ def test_vae_sampling_works_and_no_rng_counter_advances(mip, magic):
 
 # -- CNN: BatchNorm statistics and Dropout -----------------------------------------------
 
+
 def test_batchnorm_statistics_stay_untouched(mip):
     cnn = mip.user_ns["cnn"]
     mean = jnp.array(cnn.bn.mean[...])
@@ -304,6 +310,7 @@ def test_batchnorm_statistics_stay_untouched(mip):
 
 
 # -- findings on real code: inf, integer division, source lines --------------------------
+
 
 def test_inf_from_log_of_zero_is_reported_with_its_line(mip):
     mip.run_cell("def neg_log_likelihood(p):\n    return -jnp.log(p).sum()")
@@ -329,8 +336,10 @@ def test_inf_already_in_the_input_is_a_note_not_a_finding():
 
 
 def test_integer_division_and_take_findings_have_their_source_line(mip):
-    mip.run_cell("def per_bucket(counts, sizes):\n    return counts // sizes\n"
-                 "def lookup(table, ids):\n    return jnp.take(table, ids, axis=0)")
+    mip.run_cell(
+        "def per_bucket(counts, sizes):\n    return counts // sizes\n"
+        "def lookup(table, ids):\n    return jnp.take(table, ids, axis=0)"
+    )
     f = result_of(mip, "%jaxcheck -o per_bucket(jnp.array([4, 6]), jnp.array([2, 0]))").finding("div")
     assert f.source == "return counts // sizes" and f.where.endswith("line 2")
     f = result_of(mip, "%jaxcheck -o lookup(jnp.ones((3, 2)), jnp.array([5]))").finding("index")
@@ -339,12 +348,17 @@ def test_integer_division_and_take_findings_have_their_source_line(mip):
 
 # -- Python numbers used as Python values ------------------------------------------------
 
+
 def test_int_used_as_a_loop_count_is_kept_static_with_a_note(mip):
     mip.run_cell("def repeat(x, n):\n    for _ in range(n):\n        x = jnp.sin(x)\n    return x")
     r = result_of(mip, "%jaxpr -o repeat(x4, 3)")
     assert r.jaxpr.count("sin") == 3
-    assert r.notes == (("Python numbers were kept static (n=3): traced as arrays, the call fails "
-                        "with TracerIntegerConversionError."),)
+    assert r.notes == (
+        (
+            "Python numbers were kept static (n=3): traced as arrays, the call fails "
+            "with TracerIntegerConversionError."
+        ),
+    )
     assert "note: Python numbers were kept static (n=3)" in r.to_text()
     assert result_of(mip, "%jaxcheck -o repeat(x4, 3)").clean
 
@@ -385,7 +399,9 @@ def test_failures_say_what_failed(mip):
 
 
 def test_a_closure_that_changes_a_global_model_is_refused_with_a_hint(mip):
-    mip.run_cell("def noisy_global(x):\n    return sampler.lin(x) + jax.random.normal(sampler.rngs.noise(), x.shape)")
+    mip.run_cell(
+        "def noisy_global(x):\n    return sampler.lin(x) + jax.random.normal(sampler.rngs.noise(), x.shape)"
+    )
     before = namespace_fingerprint(mip.user_ns)
     with pytest.raises(NotTraceableError, match="pass that object as an argument"):
         inspect_call(mip.user_ns["noisy_global"], mip.user_ns["x4"])
@@ -417,6 +433,7 @@ def test_the_fingerprint_sees_each_kind_of_change():
 
 # -- the three faces carry notes and skipped checks --------------------------------------
 
+
 def test_faces_carry_notes_and_skipped_checks(mip):
     import json
 
@@ -429,8 +446,16 @@ def test_faces_carry_notes_and_skipped_checks(mip):
     ir = result_of(mip, "%jaxpr -o repeat(x4, 2)")
     assert "note: Python numbers were kept static (n=2)" in ir.to_html()
     assert json.loads(ir.to_json())["notes"] == list(ir.notes)
-    nothing = CheckReport(name="f", signature="x: f32[2]", checks=(), findings=(), output="f32[2]",
-                          seconds=0.1, notes=("index checks skipped: ...",), skipped=("index",))
+    nothing = CheckReport(
+        name="f",
+        signature="x: f32[2]",
+        checks=(),
+        findings=(),
+        output="f32[2]",
+        seconds=0.1,
+        notes=("index checks skipped: ...",),
+        skipped=("index",),
+    )
     assert not nothing.clean and nothing.summary() == "f(x: f32[2]): no checks could run (index skipped)"
     assert nothing.to_text().splitlines()[1].startswith("nothing checked (no check could run; index skipped)")
     assert "nothing checked" in nothing.to_html() and "No errors found" not in nothing.to_html()
@@ -444,10 +469,12 @@ def test_argument_list_names_each_kind_compactly():
 
     lin = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     args = ({"w": jnp.ones(3)}, nnx.state(lin), 3, 0.5, True, "relu", jnp.tanh)
-    assert describe_args(f, args, {}) == ("params: dict(1 leaves), state: State(2 leaves), n: i32[], "
-                                          "lr: f32[], flag=True, name='relu', fn=tanh")
+    assert describe_args(f, args, {}) == (
+        "params: dict(1 leaves), state: State(2 leaves), n: i32[], lr: f32[], flag=True, name='relu', fn=tanh"
+    )
     assert describe_args(f, args, {}, values=False).startswith(
-        "params: dict, state: State, n: int, lr: float, flag: bool, name: str, fn: ")
+        "params: dict, state: State, n: int, lr: float, flag: bool, name: str, fn: "
+    )
     assert describe_args(lin, (jnp.ones((4, 2)),), {}) == "inputs: f32[4,2]"
 
 
@@ -463,14 +490,14 @@ def test_linen_train_state_step_titles_its_value_as_the_user_sees_it():
             return nn.Dense(3)(x)
 
     model, x = Classifier(), jnp.ones((2, 5))
-    state = train_state.TrainState.create(apply_fn=model.apply, tx=optax.adam(1e-3),
-                                          params=model.init(jax.random.key(0), x)["params"])
+    state = train_state.TrainState.create(
+        apply_fn=model.apply, tx=optax.adam(1e-3), params=model.init(jax.random.key(0), x)["params"]
+    )
 
     @jax.jit
     def train_step(state, batch, key):
         def loss_fn(params):
-            logits = state.apply_fn({"params": params}, batch["x"], training=True,
-                                    rngs={"dropout": key})
+            logits = state.apply_fn({"params": params}, batch["x"], training=True, rngs={"dropout": key})
             return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -478,9 +505,11 @@ def test_linen_train_state_step_titles_its_value_as_the_user_sees_it():
 
     batch, before = {"x": x, "y": jnp.array([0, 2])}, fingerprint(state)
     r = inspect_call(train_step, state, batch, jax.random.key(1))
-    assert r.to_text().splitlines()[0] == ("jaxpr of train_step(state: TrainState(14 leaves), "
-                                           "batch: dict(2 leaves), key: key<fry>[]) -> "
-                                           "TrainState(14 leaves), f32[]")
+    assert r.to_text().splitlines()[0] == (
+        "jaxpr of train_step(state: TrainState(14 leaves), "
+        "batch: dict(2 leaves), key: key<fry>[]) -> "
+        "TrainState(14 leaves), f32[]"
+    )
     assert check_call(train_step, state, batch, jax.random.key(1)).skipped == ("index",)
     assert fingerprint(state) == before
 
@@ -498,14 +527,17 @@ def test_a_jit_functions_static_arguments_show_their_values():
     assert r.signature == "x: f32[3], n=2, params: dict(1 leaves), mode='flip'"
 
 
-@pytest.mark.parametrize("fn,said", [
-    (lambda x, i: x[i], "the index was clamped into range (a dynamic slice's start index"),
-    (lambda x, i: x[jnp.array([i])], "the out-of-bounds read was clamped to the nearest valid index"),
-    (lambda x, i: jnp.take(x, i), "returned the fill value (NaN) instead of an element"),
-    (lambda x, i: jnp.take(x, i, mode="clip"), "the out-of-bounds read was clamped"),
-    (lambda x, i: x.at[i].set(0.0), "the out-of-bounds write was dropped"),
-    (lambda x, i: x.at[i].set(0.0, mode="clip"), "the out-of-bounds write was clamped"),
-])
+@pytest.mark.parametrize(
+    "fn,said",
+    [
+        (lambda x, i: x[i], "the index was clamped into range (a dynamic slice's start index"),
+        (lambda x, i: x[jnp.array([i])], "the out-of-bounds read was clamped to the nearest valid index"),
+        (lambda x, i: jnp.take(x, i), "returned the fill value (NaN) instead of an element"),
+        (lambda x, i: jnp.take(x, i, mode="clip"), "the out-of-bounds read was clamped"),
+        (lambda x, i: x.at[i].set(0.0), "the out-of-bounds write was dropped"),
+        (lambda x, i: x.at[i].set(0.0, mode="clip"), "the out-of-bounds write was clamped"),
+    ],
+)
 def test_out_of_bounds_findings_say_what_the_operation_did(fn, said):
     f = check_call(fn, jnp.arange(3.0), 7).finding("index")
     assert said in f.silent and f.source is not None

@@ -64,6 +64,7 @@ def cip(ip):
 
 # -- what it finds --------------------------------------------------------------
 
+
 def test_out_of_bounds_read_is_found_with_its_cell_line(cip):
     res, out = run(cip, "%jaxcheck pick(jnp.arange(3.0), 10)")
     assert res.success and res.result is None
@@ -105,10 +106,12 @@ def test_user_checks_are_functionalized(cip):
 
 
 def test_jit_nnx_jit_module_pytree_kwargs_and_static_leaves(cip):
-    for call, kind in [("jitted(jnp.arange(4.0), 7)", "index"),
-                       ("apply(lin, jnp.ones((1, 2)), 5)", "index"),
-                       ("pytree_fn({'w': jnp.ones(3)}, 3)", "index"),
-                       ("scaled(jnp.ones(2), 'scale', factor=jnp.float32(jnp.nan))", "nan")]:
+    for call, kind in [
+        ("jitted(jnp.arange(4.0), 7)", "index"),
+        ("apply(lin, jnp.ones((1, 2)), 5)", "index"),
+        ("pytree_fn({'w': jnp.ones(3)}, 3)", "index"),
+        ("scaled(jnp.ones(2), 'scale', factor=jnp.float32(jnp.nan))", "nan"),
+    ]:
         res, _ = run(cip, f"r = %jaxcheck -o {call}")
         assert res.success, call
         assert [f.kind for f in cip.user_ns["r"].findings] == [kind], call
@@ -124,6 +127,7 @@ def test_nan_in_inputs_is_noted(cip):
 
 
 # -- three faces --------------------------------------------------------------
+
 
 def test_text_html_and_dict_faces(cip):
     r = cip.run_cell("%jaxcheck -o many(jnp.arange(3.0), 10)").result
@@ -172,6 +176,7 @@ def test_displayed_html_in_a_notebook_bundle(cip):
 
 # -- flags --------------------------------------------------------------------
 
+
 def test_quiet_shows_nothing_and_output_returns_report(cip):
     res, out = run(cip, "%jaxcheck -q pick(jnp.arange(3.0), 10)")
     assert res.success and out == "" and res.result is None
@@ -179,11 +184,17 @@ def test_quiet_shows_nothing_and_output_returns_report(cip):
     assert isinstance(res.result, CheckReport)
 
 
-@pytest.mark.parametrize("flag,kinds", [
-    ("--checks index", ["index"]), ("--checks=nan", ["nan"]), ("--checks nan,div", ["nan", "div"]),
-    ("--checks div,index", ["index", "div"]), ("--checks all", ["index", "nan", "div"]),
-    ("--checks user", []),
-])
+@pytest.mark.parametrize(
+    "flag,kinds",
+    [
+        ("--checks index", ["index"]),
+        ("--checks=nan", ["nan"]),
+        ("--checks nan,div", ["nan", "div"]),
+        ("--checks div,index", ["index", "div"]),
+        ("--checks all", ["index", "nan", "div"]),
+        ("--checks user", []),
+    ],
+)
 def test_checks_flag_selects_checks(cip, flag, kinds):
     r = cip.run_cell(f"%jaxcheck -o {flag} many(jnp.arange(3.0), 10)").result
     assert [f.kind for f in r.findings] == kinds
@@ -204,30 +215,35 @@ def test_help_is_real(cip):
         assert flag in doc
 
 
-@pytest.mark.parametrize("line,message", [
-    ("%jaxcheck", "needs a call"),
-    ("%jaxcheck -o", "needs a call"),
-    ("%jaxcheck pick", "needs a call like f(x, y)"),
-    ("%jaxcheck 1 + 2", "needs a call like f(x, y)"),
-    ("%jaxcheck [pick(1)]", "needs a call like f(x, y)"),
-    ("%jaxcheck pick(", "is not a Python expression"),
-    ("%jaxcheck undefined_fn(1)", "NameError: name 'undefined_fn' is not defined"),
-    ("%jaxcheck pick(undefined_arg, 1)", "NameError"),
-    ("%jaxcheck (3)(1)", "not a function"),
-    ("%jaxcheck branchy(jnp.ones(2))", "JAX could not trace branchy"),
-    ("%jaxcheck branchy(jnp.ones(2))", "if x.sum() > 0"),
-    ("%jaxcheck safe('text')", "JAX could not trace safe"),
-    ("%jaxcheck pick(jnp.ones(3))", "JAX could not trace pick"),
-    ("%jaxcheck --bogus pick(jnp.ones(3), 1)", "unrecognized arguments: --bogus"),
-    ("%jaxcheck --bogus pick(jnp.ones(3), 1)", "--checks"),
-    ("%jaxcheck --checks pick(jnp.ones(3), 1)", "unknown check"),
-    ("%jaxcheck --checks bogus pick(jnp.ones(3), 1)", "unknown check 'bogus'"),
-    ("%jaxcheck --checks= pick(jnp.ones(3), 1)", "choose from index, nan, div, user or all"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("%jaxcheck", "needs a call"),
+        ("%jaxcheck -o", "needs a call"),
+        ("%jaxcheck pick", "needs a call like f(x, y)"),
+        ("%jaxcheck 1 + 2", "needs a call like f(x, y)"),
+        ("%jaxcheck [pick(1)]", "needs a call like f(x, y)"),
+        ("%jaxcheck pick(", "is not a Python expression"),
+        ("%jaxcheck undefined_fn(1)", "NameError: name 'undefined_fn' is not defined"),
+        ("%jaxcheck pick(undefined_arg, 1)", "NameError"),
+        ("%jaxcheck (3)(1)", "not a function"),
+        ("%jaxcheck branchy(jnp.ones(2))", "JAX could not trace branchy"),
+        ("%jaxcheck branchy(jnp.ones(2))", "if x.sum() > 0"),
+        ("%jaxcheck safe('text')", "JAX could not trace safe"),
+        ("%jaxcheck pick(jnp.ones(3))", "JAX could not trace pick"),
+        ("%jaxcheck --bogus pick(jnp.ones(3), 1)", "unrecognized arguments: --bogus"),
+        ("%jaxcheck --bogus pick(jnp.ones(3), 1)", "--checks"),
+        ("%jaxcheck --checks pick(jnp.ones(3), 1)", "unknown check"),
+        ("%jaxcheck --checks bogus pick(jnp.ones(3), 1)", "unknown check 'bogus'"),
+        ("%jaxcheck --checks= pick(jnp.ones(3), 1)", "choose from index, nan, div, user or all"),
+    ],
+)
 def test_bad_input(cip, line, message):
     before = global_state()
-    config = {k: getattr(jax.config, k) for k in ("jax_debug_nans", "jax_enable_checks",
-                                                   "jax_disable_jit", "jax_explain_cache_misses")}
+    config = {
+        k: getattr(jax.config, k)
+        for k in ("jax_debug_nans", "jax_enable_checks", "jax_disable_jit", "jax_explain_cache_misses")
+    }
     res, out = run(cip, line)
     assert not res.success
     assert message in str(res.error_in_exec)
@@ -273,5 +289,6 @@ def test_clean_verdict_names_only_the_enabled_checks():
     html = check_call(lambda x: x * 2, jnp.ones(2), checks="nan").to_html()
     assert "No errors found: no NaN produced." in html and "out-of-bounds" not in html
     html = check_call(lambda x: x * 2, jnp.ones(2)).to_html()
-    assert ("No errors found: no out-of-bounds index, NaN produced, division by zero or failed "
-            "checkify.check.") in html
+    assert (
+        "No errors found: no out-of-bounds index, NaN produced, division by zero or failed checkify.check."
+    ) in html

@@ -113,16 +113,20 @@ def test_double_dash_ends_the_flags(shell):
 
 
 def test_values_with_spaces_keep_their_quotes(shell):
-    shell.run_cell("from jax.sharding import PartitionSpec as P\nmesh = jax.make_mesh((2, 4), ('data', 'model'))")
+    shell.run_cell(
+        "from jax.sharding import PartitionSpec as P\nmesh = jax.make_mesh((2, 4), ('data', 'model'))"
+    )
     r = shell.run_line_magic("jaxsharding", 'mesh --shape 8,16 --spec "data, model" -o')
     assert r.arrays[0].shape == (8, 16)
     assert "data" in r.arrays[0].spec_text and "model" in r.arrays[0].spec_text
 
 
 def test_flag_values_keep_inner_quotes(shell):
-    shell.run_cell("from jax.sharding import PartitionSpec as P\nmesh = jax.make_mesh((8,), ('data',))\n"
-                   "xs = jnp.ones((8, 4))")
-    for spec in ('"(P(\'data\'),)"', "'(P(\"data\"),)'", "(P('data'),)"):
+    shell.run_cell(
+        "from jax.sharding import PartitionSpec as P\nmesh = jax.make_mesh((8,), ('data',))\n"
+        "xs = jnp.ones((8, 4))"
+    )
+    for spec in ("\"(P('data'),)\"", "'(P(\"data\"),)'", "(P('data'),)"):
         r = shell.run_line_magic("jaxplan", f"--mesh mesh --specs {spec} f(xs) -o")
         assert type(r).__name__ == "PlanReport", spec
     with pytest.raises(UsageError, match="No closing quotation"):
@@ -138,9 +142,11 @@ def test_expressions_are_not_var_expanded(shell):
 def test_jaxtree_bare_checkpoint_paths(shell, tmp_path):
     ckpt = tmp_path / "ckpt"
     shell.user_ns["ckpt_dir"] = str(ckpt)
-    shell.run_cell("mngr = ocp.CheckpointManager(ckpt_dir)\n"
-                   "mngr.save(100, args=ocp.args.StandardSave({'w': jnp.ones((2, 3))}))\n"
-                   "mngr.wait_until_finished(); mngr.close()")
+    shell.run_cell(
+        "mngr = ocp.CheckpointManager(ckpt_dir)\n"
+        "mngr.save(100, args=ocp.args.StandardSave({'w': jnp.ones((2, 3))}))\n"
+        "mngr.wait_until_finished(); mngr.close()"
+    )
     absolute = shell.run_line_magic("jaxtree", f"{ckpt} --step 100 -o")
     assert absolute.totals.elements == 6
     old = os.getcwd()
@@ -150,7 +156,7 @@ def test_jaxtree_bare_checkpoint_paths(shell, tmp_path):
         assert relative.totals.elements == 6
         home = os.path.expanduser("~")
         if str(tmp_path).startswith(home):
-            tilde = "~" + str(ckpt)[len(home):]
+            tilde = "~" + str(ckpt)[len(home) :]
             assert shell.run_line_magic("jaxtree", f"{tilde} -o").totals.elements == 6
     finally:
         os.chdir(old)

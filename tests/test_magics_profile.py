@@ -133,8 +133,11 @@ def test_cell_that_changes_jax_config_keeps_its_change(jip):
     import jax
 
     try:
-        res, _ = run(jip, "%%jaxprofile -q\njax.config.update('jax_enable_x64', True)\n"
-                          "x64 = jnp.zeros(2, jnp.float64).dtype")
+        res, _ = run(
+            jip,
+            "%%jaxprofile -q\njax.config.update('jax_enable_x64', True)\n"
+            "x64 = jnp.zeros(2, jnp.float64).dtype",
+        )
         assert res.success and str(jip.user_ns["x64"]) == "float64"
         assert jax.config.jax_enable_x64 is True
         assert jax.config.jax_explain_cache_misses is False
@@ -149,8 +152,11 @@ def test_no_jaxpr_and_hlo_flags(jip):
 
 
 def test_trace_flag_records_device_time_and_calls(jip, tmp_path):
-    res, out = run(jip, f"%%jaxprofile -o --trace {tmp_path}\nfor _ in range(4):\n    y = f(jnp.ones(37))\n"
-                        "y.block_until_ready()")
+    res, out = run(
+        jip,
+        f"%%jaxprofile -o --trace {tmp_path}\nfor _ in range(4):\n    y = f(jnp.ones(37))\n"
+        "y.block_until_ready()",
+    )
     r = res.result
     assert r.trace_dir == str(tmp_path)
     assert r.function("f").calls == 4
@@ -177,11 +183,18 @@ def test_reload_20_times_leaves_one_registration(ip):
 
 @pytest.mark.slow  # a fresh interpreter
 def test_load_ext_does_not_import_jax():
-    code = ("import sys, IPython.testing.globalipapp as g; ip = g.start_ipython(); "
-            "ip.run_line_magic('load_ext', 'jaxmagic'); "
-            "print(sorted(m for m in ('jax', 'flax', 'treescope', 'optax', 'orbax') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys, IPython.testing.globalipapp as g; ip = g.start_ipython(); "
+        "ip.run_line_magic('load_ext', 'jaxmagic'); "
+        "print(sorted(m for m in ('jax', 'flax', 'treescope', 'optax', 'orbax') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -204,9 +217,13 @@ def branchy(x):
 
 def test_jaxpr_of_plain_jit_nnx_and_module_calls(jip):
     jip.run_cell(IR_SETUP)
-    for call, expect in [("g(jnp.ones(4), 2.0)", "scan"), ("f(jnp.ones(3))", "sin"),
-                         ("apply(lin, jnp.ones((1, 2)))", "dot_general"),
-                         ("lin(jnp.ones((5, 2)))", "f32[5,3]"), ("g(jnp.ones(4), y=3.0)", "scan")]:
+    for call, expect in [
+        ("g(jnp.ones(4), 2.0)", "scan"),
+        ("f(jnp.ones(3))", "sin"),
+        ("apply(lin, jnp.ones((1, 2)))", "dot_general"),
+        ("lin(jnp.ones((5, 2)))", "f32[5,3]"),
+        ("g(jnp.ones(4), y=3.0)", "scan"),
+    ]:
         res, _ = run(jip, f"%jaxpr -o {call}")
         assert res.success, call
         assert expect in res.result.jaxpr, call
@@ -231,19 +248,22 @@ def test_jaxhlo_stablehlo_and_optimized(jip):
     assert "FLOPs" in out and "StableHLO of" in out
 
 
-@pytest.mark.parametrize("line,message", [
-    ("%jaxpr g", "needs a call like f(x, y)"),
-    ("%jaxpr 1 + 2", "needs a call like f(x, y)"),
-    ("%jaxpr", "needs a call"),
-    ("%jaxpr undefined_fn(1)", "NameError: name 'undefined_fn' is not defined"),
-    ("%jaxpr f(undefined_arg)", "NameError"),
-    ("%jaxpr f(", "is not a Python expression"),
-    ("%jaxpr branchy(jnp.ones(2))", "JAX could not trace branchy"),
-    ("%jaxpr branchy(jnp.ones(2))", "if x > 0"),
-    ("%jaxpr (3)(1)", "not a function"),
-    ("%jaxhlo --bogus f(1.0)", "unrecognized arguments: --bogus"),
-    ("%jaxpr f('text')", "JAX could not trace f"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("%jaxpr g", "needs a call like f(x, y)"),
+        ("%jaxpr 1 + 2", "needs a call like f(x, y)"),
+        ("%jaxpr", "needs a call"),
+        ("%jaxpr undefined_fn(1)", "NameError: name 'undefined_fn' is not defined"),
+        ("%jaxpr f(undefined_arg)", "NameError"),
+        ("%jaxpr f(", "is not a Python expression"),
+        ("%jaxpr branchy(jnp.ones(2))", "JAX could not trace branchy"),
+        ("%jaxpr branchy(jnp.ones(2))", "if x > 0"),
+        ("%jaxpr (3)(1)", "not a function"),
+        ("%jaxhlo --bogus f(1.0)", "unrecognized arguments: --bogus"),
+        ("%jaxpr f('text')", "JAX could not trace f"),
+    ],
+)
 def test_ir_magic_bad_input(jip, line, message):
     jip.run_cell(IR_SETUP)
     before = global_state()

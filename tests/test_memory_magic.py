@@ -54,11 +54,14 @@ def test_help_documents_every_flag(ip):
         assert flag in text
 
 
-@pytest.mark.parametrize("line, message", [
-    ("%jaxmemory --device 99", "unknown device '99'"),
-    ("%jaxmemory weights", "takes no expression"),
-    ("%jaxmemory --bogus", "valid flags"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%jaxmemory --device 99", "unknown device '99'"),
+        ("%jaxmemory weights", "takes no expression"),
+        ("%jaxmemory --bogus", "valid flags"),
+    ],
+)
 def test_bad_input_is_a_usage_error(ip, line, message):
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("jaxmemory", line.split(" ", 1)[1])

@@ -52,12 +52,18 @@ def test_chained_and_foreign_errors():
         explain_oom(KeyError("x"), {})
 
 
-@pytest.mark.parametrize("message, size", [
-    ("RESOURCE_EXHAUSTED: Out of memory allocating 1099511627776 bytes.", 1099511627776),
-    ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.", 17179869184),
-    ("RESOURCE_EXHAUSTED: Failed to allocate request for 1.00GiB (1073741824B) on device ordinal 0", 1073741824),
-    ("RESOURCE_EXHAUSTED: out of memory", None),
-])
+@pytest.mark.parametrize(
+    "message, size",
+    [
+        ("RESOURCE_EXHAUSTED: Out of memory allocating 1099511627776 bytes.", 1099511627776),
+        ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.", 17179869184),
+        (
+            "RESOURCE_EXHAUSTED: Failed to allocate request for 1.00GiB (1073741824B) on device ordinal 0",
+            1073741824,
+        ),
+        ("RESOURCE_EXHAUSTED: out of memory", None),
+    ],
+)
 def test_requested_bytes_from_each_wording(message, size):
     assert requested_bytes(message) == size
 
@@ -81,7 +87,7 @@ def test_explanation_under_an_unchanged_traceback_in_a_shell(ip):
     assert "jaxmagic" not in plain.stdout and not plain.outputs
     # the traceback is printed exactly as without the extension; the explanation follows it
     assert _normalise(cap.stdout).startswith(_normalise(plain.stdout))
-    shown = cap.stdout[len(plain.stdout):] + "".join(o.data["text/plain"] for o in cap.outputs)
+    shown = cap.stdout[len(plain.stdout) :] + "".join(o.data["text/plain"] for o in cap.outputs)
     assert "out of device memory: asked for 1.0 TiB" in shown
     assert "%jaxplan grow(2**38)" in " ".join(shown.split())
     assert re.search(r"at In\[\d+\], line 3: return jnp.zeros", shown)
@@ -114,8 +120,23 @@ def test_listener_registered_once_and_removed_on_unload(ip):
 
 def test_terminal_ipython_process():
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", "--ext",
-                           "jaxmagic", "-c", OOM_CELL], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "IPython",
+            "--no-banner",
+            "--colors=NoColor",
+            "--ext",
+            "jaxmagic",
+            "-c",
+            OOM_CELL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     out = proc.stdout + proc.stderr
     tb = out.index("JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating 1099511627776 bytes.")
     explained = out.index("jaxmagic: out of device memory: asked for 1.0 TiB")
@@ -124,13 +145,15 @@ def test_terminal_ipython_process():
 
 
 def test_the_failing_jitted_call_is_compiled_again_not_run(ip):
-    ip.run_cell("import jax, jax.numpy as jnp\n"
-                "calls = []\n"
-                "@jax.jit\n"
-                "def widen(a):\n"
-                "    calls.append(1)  # runs at trace time only\n"
-                "    return jnp.zeros((2**38,)) + a.sum()\n"
-                "small = jnp.ones(3)\n")
+    ip.run_cell(
+        "import jax, jax.numpy as jnp\n"
+        "calls = []\n"
+        "@jax.jit\n"
+        "def widen(a):\n"
+        "    calls.append(1)  # runs at trace time only\n"
+        "    return jnp.zeros((2**38,)) + a.sum()\n"
+        "small = jnp.ones(3)\n"
+    )
     with capture_output() as cap:
         res = ip.run_cell("out = widen(small)")
     assert isinstance(res.error_in_exec, jax.errors.JaxRuntimeError)

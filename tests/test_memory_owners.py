@@ -15,7 +15,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxmagic.memories import memory
 from jaxmagic.memories.report import UNOWNED
@@ -122,7 +123,7 @@ def namespace():
         "batch": Batch(jnp.ones((2, 3)), jnp.ones(2)),
         "slotted": Slotted(jnp.ones(7)),
         "key": jax.random.key(1),
-        "fn": (lambda big=None: (lambda: big))(big),
+        "fn": (lambda big=None: lambda: big)(big),
         "part": functools.partial(jnp.add, jnp.ones(9)),
         "Out": {4: jnp.ones(11), 5: shared},
         "_": jnp.ones(12),
@@ -143,10 +144,23 @@ def test_every_array_attributed_to_its_path_none_missed(namespace):
         assert rec.type_str.split("[")[1] == ",".join(map(str, arr.shape)) + "]", rec.owner
         assert rec.nbytes == arr.nbytes, rec.owner
     # none missed: the arrays reached, collected independently, are exactly the reported ones
-    expected = jax.tree.leaves(nnx.state(ns["model"])) + jax.tree.leaves(nnx.state(ns["optimizer"], nnx.OptState))
-    expected += [ns["optimizer"].step.get_raw_value(), ns["shared"], *jax.tree.leaves(ns["history"]),
-                 *ns["pair"], ns["batch"].x, ns["batch"].y, ns["slotted"].w, jax.random.key_data(ns["key"]),
-                 ns["fn"].__closure__[0].cell_contents, ns["part"].args[0], ns["Out"][4], ns["_"]]
+    expected = jax.tree.leaves(nnx.state(ns["model"])) + jax.tree.leaves(
+        nnx.state(ns["optimizer"], nnx.OptState)
+    )
+    expected += [
+        ns["optimizer"].step.get_raw_value(),
+        ns["shared"],
+        *jax.tree.leaves(ns["history"]),
+        *ns["pair"],
+        ns["batch"].x,
+        ns["batch"].y,
+        ns["slotted"].w,
+        jax.random.key_data(ns["key"]),
+        ns["fn"].__closure__[0].cell_contents,
+        ns["part"].args[0],
+        ns["Out"][4],
+        ns["_"],
+    ]
     expected_ids = {id(a) for a in expected}
     reported_ids = [id(_resolve(ns, rec.owner)) for rec in ours]
     assert len(reported_ids) == len(set(reported_ids)), "an array was listed twice"
@@ -155,8 +169,20 @@ def test_every_array_attributed_to_its_path_none_missed(namespace):
     assert "model.blocks[2].attn.kernel" in by_owner
     assert "model.blocks[1].norm.mean" in by_owner
     assert "optimizer.opt_state[0].mu.blocks[0].attn.kernel" in by_owner
-    assert {"history[0]", "history[1]['k']", "history[2][0]", "pair.left", "pair.right", "batch.x",
-            "slotted.w", "key", "fn.<closure big>", "part.args[0]", "Out[4]", "_"} <= set(by_owner)
+    assert {
+        "history[0]",
+        "history[1]['k']",
+        "history[2][0]",
+        "pair.left",
+        "pair.right",
+        "batch.x",
+        "slotted.w",
+        "key",
+        "fn.<closure big>",
+        "part.args[0]",
+        "Out[4]",
+        "_",
+    } <= set(by_owner)
 
 
 def test_shared_array_counted_once_with_every_holder(namespace):
@@ -184,7 +210,9 @@ def test_history_and_suggestions_free_exact_bytes(namespace):
     model_bytes = sum(a.nbytes for a in jax.tree.leaves(nnx.state(ns["model"])))
     # the optimizer does not hold the model's parameters in flax 0.12 (it holds only moments)
     assert by_action["del model"] == model_bytes
-    assert [s.frees for s in report.suggestions] == sorted((s.frees for s in report.suggestions), reverse=True)
+    assert [s.frees for s in report.suggestions] == sorted(
+        (s.frees for s in report.suggestions), reverse=True
+    )
 
 
 def test_owner_totals_sum_to_the_arrays():
@@ -215,7 +243,9 @@ def test_arrays_on_several_meshes_bytes_per_device_exact():
     mesh_a = Mesh(devs[:4], ("data",))
     mesh_b = Mesh(devs[4:].reshape(2, 2), ("x", "y"))
     a = jax.device_put(jnp.arange(64.0).reshape(8, 8), NamedSharding(mesh_a, P("data")))
-    b = jax.device_put(jnp.arange(32.0).reshape(4, 8), NamedSharding(mesh_b, P("x", None)))  # replicated over y
+    b = jax.device_put(
+        jnp.arange(32.0).reshape(4, 8), NamedSharding(mesh_b, P("x", None))
+    )  # replicated over y
     c = jax.device_put(jnp.ones(5), devs[6])
     ns = {"a": a, "b": b, "c": c}
     report = memory(ns, top=100)
@@ -338,7 +368,6 @@ def test_report_faces():
     c = Check()
     c.feed(html)
     assert not c.stack
-
 
 
 def test_an_unnamed_view_of_a_named_buffer_goes_with_its_array():

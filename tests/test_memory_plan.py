@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxmagic.ir import NotTraceableError
 from jaxmagic.memories.hlo import KINDS, collectives
@@ -27,7 +28,7 @@ def mesh_of(shape, names):
 
 def loss(w, x):
     h = jnp.tanh(x @ w)
-    return jnp.mean(h ** 2)
+    return jnp.mean(h**2)
 
 
 step = jax.grad(loss)
@@ -46,8 +47,10 @@ CASES = [
 
 
 def compiled_independently(fn, mesh, specs, *args):
-    sds = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(mesh, s if s is not None else P()))
-           for a, s in zip(args, specs)]
+    sds = [
+        jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(mesh, s if s is not None else P()))
+        for a, s in zip(args, specs)
+    ]
     return jax.jit(fn).trace(*sds).lower().compile()
 
 
@@ -68,15 +71,23 @@ def test_memory_and_collectives_equal_the_compiled_program(shape, names, specs):
     compiled = compiled_independently(step, mesh, specs, W, X)
     m = compiled.memory_analysis()
     assert report.memory == {
-        "argument_bytes": m.argument_size_in_bytes, "output_bytes": m.output_size_in_bytes,
-        "alias_bytes": m.alias_size_in_bytes, "temp_bytes": m.temp_size_in_bytes,
+        "argument_bytes": m.argument_size_in_bytes,
+        "output_bytes": m.output_size_in_bytes,
+        "alias_bytes": m.alias_size_in_bytes,
+        "temp_bytes": m.temp_size_in_bytes,
         "generated_code_bytes": m.generated_code_size_in_bytes,
-        "peak_bytes": m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-        - m.alias_size_in_bytes + m.generated_code_size_in_bytes}
+        "peak_bytes": m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.generated_code_size_in_bytes,
+    }
     expected = hlo_collectives(compiled.as_text())
     assert expected, "each case is chosen to need communication"
     assert [(c.kind, c.out_type) for c in report.collectives] == expected
-    assert report.devices == 8 and report.mesh.startswith(" × ".join(f"{n}={s}" for n, s in zip(names, shape)))
+    assert report.devices == 8 and report.mesh.startswith(
+        " × ".join(f"{n}={s}" for n, s in zip(names, shape))
+    )
     for c in report.collectives:
         assert c.axes and set(c.axes) <= set(names), c
         assert c.source and "test_memory_plan.py" in c.source, c
@@ -84,8 +95,9 @@ def test_memory_and_collectives_equal_the_compiled_program(shape, names, specs):
 
 def test_data_parallel_gradient_is_one_all_reduce_over_data():
     report = plan(step, W, X, mesh=mesh_of((8,), ("data",)), specs=(None, P("data")))
-    assert [(c.kind, c.axes, c.group_size, c.out_bytes) for c in report.collectives] == \
-        [("all-reduce", ("data",), 8, 64 * 128 * 4)]
+    assert [(c.kind, c.axes, c.group_size, c.out_bytes) for c in report.collectives] == [
+        ("all-reduce", ("data",), 8, 64 * 128 * 4)
+    ]
     assert report.memory["argument_bytes"] == 64 * 128 * 4 + 4 * 64 * 4  # w replicated, x split 8 ways
     assert report.cost["flops"] and report.intensity
 
@@ -110,9 +122,12 @@ ENTRY %e (p: f32[8]) -> f32[8] {
 }"""
     found = collectives(text, (names, sizes))
     assert [(c.kind, c.axes, c.out_bytes, c.in_bytes) for c in found] == [
-        ("all-reduce", ("model",), 32, 32), ("all-reduce", ("data",), 32, 32),
-        ("all-gather", ("model",), 128, 32), ("reduce-scatter", ("model",), 8, 32),
-        ("collective-permute", ("model",), 32, 32)]
+        ("all-reduce", ("model",), 32, 32),
+        ("all-reduce", ("data",), 32, 32),
+        ("all-gather", ("model",), 128, 32),
+        ("reduce-scatter", ("model",), 8, 32),
+        ("collective-permute", ("model",), 32, 32),
+    ]
     assert found[0].source == "/a.py:7"
 
 
@@ -185,19 +200,23 @@ def test_faces():
 
 @pytest.fixture
 def shell(ip):
-    ip.run_cell("import jax, jax.numpy as jnp, numpy as np\nfrom jax.sharding import Mesh, PartitionSpec as P\n"
-                "mesh = Mesh(np.array(jax.devices()), ('data',))\n"
-                "def loss(w, x):\n    return jnp.mean(jnp.tanh(x @ w) ** 2)\n"
-                "step = jax.grad(loss)\n"
-                "dp, tp = (None, P('data')), (None, P('model'))\n"
-                "def concrete(a):\n    return float(a.sum())\n"
-                "w = jax.ShapeDtypeStruct((64, 128), jnp.float32)\nx = jax.ShapeDtypeStruct((32, 64), jnp.float32)\n")
+    ip.run_cell(
+        "import jax, jax.numpy as jnp, numpy as np\nfrom jax.sharding import Mesh, PartitionSpec as P\n"
+        "mesh = Mesh(np.array(jax.devices()), ('data',))\n"
+        "def loss(w, x):\n    return jnp.mean(jnp.tanh(x @ w) ** 2)\n"
+        "step = jax.grad(loss)\n"
+        "dp, tp = (None, P('data')), (None, P('model'))\n"
+        "def concrete(a):\n    return float(a.sum())\n"
+        "w = jax.ShapeDtypeStruct((64, 128), jnp.float32)\nx = jax.ShapeDtypeStruct((32, 64), jnp.float32)\n"
+    )
     return ip
 
 
 def test_magic_o_q_and_flags_anywhere(shell):
-    for line in ("%jaxplan -o --mesh mesh --specs dp --device h100 step(w, x)",
-                 "%jaxplan step(w, x) --mesh mesh --specs '(None, P(\"data\"))' --device h100 -o"):
+    for line in (
+        "%jaxplan -o --mesh mesh --specs dp --device h100 step(w, x)",
+        "%jaxplan step(w, x) --mesh mesh --specs '(None, P(\"data\"))' --device h100 -o",
+    ):
         with capture_output() as cap:
             res = shell.run_cell(line)
         assert res.error_in_exec is None, res.error_in_exec
@@ -213,13 +232,16 @@ def test_magic_o_q_and_flags_anywhere(shell):
         assert flag in doc
 
 
-@pytest.mark.parametrize("line, message", [
-    ("--device h900 step(w, x)", "unknown device 'h900'"),
-    ("--mesh mesh --specs tp step(w, x)", "unknown mesh axis 'model'"),
-    ("step", "needs a call"),
-    ("undefined_fn(w)", "could not evaluate"),
-    ("concrete(w)", "could not trace concrete"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--device h900 step(w, x)", "unknown device 'h900'"),
+        ("--mesh mesh --specs tp step(w, x)", "unknown mesh axis 'model'"),
+        ("step", "needs a call"),
+        ("undefined_fn(w)", "could not evaluate"),
+        ("concrete(w)", "could not trace concrete"),
+    ],
+)
 def test_magic_bad_input(shell, line, message):
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("jaxplan", line)
@@ -245,7 +267,9 @@ def test_batch_sweep_finds_the_largest_batch_that_fits():
 def test_nnx_jit_train_step_with_optimizer_is_planned_not_run():
     import optax
 
-    model = nnx.Sequential(nnx.Linear(64, 256, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(256, 10, rngs=nnx.Rngs(1)))
+    model = nnx.Sequential(
+        nnx.Linear(64, 256, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(256, 10, rngs=nnx.Rngs(1))
+    )
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
     @nnx.jit
@@ -259,8 +283,15 @@ def test_nnx_jit_train_step_with_optimizer_is_planned_not_run():
 
     kernel = model.layers[0].kernel.get_raw_value()
     x, y = jax.ShapeDtypeStruct((128, 64), jnp.float32), jax.ShapeDtypeStruct((128,), jnp.int32)
-    report = plan(train_step, model, optimizer, x, y, mesh=mesh_of((8,), ("data",)),
-                  specs=(None, None, P("data"), P("data")))
+    report = plan(
+        train_step,
+        model,
+        optimizer,
+        x,
+        y,
+        mesh=mesh_of((8,), ("data",)),
+        specs=(None, None, P("data"), P("data")),
+    )
     assert [(c.kind, c.axes) for c in report.collectives] == [("all-reduce", ("data",))]
     params = (64 * 256 + 256 + 256 * 10 + 10) * 4
     assert report.memory["argument_bytes"] >= 3 * params  # parameters + two Adam moments, replicated
@@ -269,16 +300,20 @@ def test_nnx_jit_train_step_with_optimizer_is_planned_not_run():
 
 
 def test_magic_names_the_cell_a_collective_comes_from(shell):
-    shell.run_cell("def loss2(w, x):\n    return jnp.mean(jnp.tanh(x @ w) ** 2)\nstep2 = jax.grad(loss2)\n",
-                   store_history=True)
+    shell.run_cell(
+        "def loss2(w, x):\n    return jnp.mean(jnp.tanh(x @ w) ** 2)\nstep2 = jax.grad(loss2)\n",
+        store_history=True,
+    )
     cell = shell.execution_count - 1
     report = shell.run_cell("%jaxplan -o --mesh mesh --specs dp step2(w, x)").result
     assert [c.source for c in report.collectives] == [f"In[{cell}], line 2 (loss2)"]
 
 
 def test_tuple_results_are_shown_without_layouts_or_index_comments():
-    text = ("  %a2a = (f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, "
-            "/*index=5*/f32[1,2]{1,0}) all-to-all(%p), channel_id=1, replica_groups={{0,1,2,3,4,5}}\n")
+    text = (
+        "  %a2a = (f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, f32[1,2]{1,0}, "
+        "/*index=5*/f32[1,2]{1,0}) all-to-all(%p), channel_id=1, replica_groups={{0,1,2,3,4,5}}\n"
+    )
     (c,) = collectives(text)
     assert c.out_type == "(f32[1,2], f32[1,2], f32[1,2], f32[1,2], f32[1,2], f32[1,2])"
     assert c.out_bytes == 6 * 8 and c.group_size == 6

@@ -64,7 +64,7 @@ def test_autodiff_values_and_programs():
     grad = text_of(AD, "grad")
     first = re.search(r"f'\(1\.0\) = ([\d.]+)\s+expected: ([\d.]+)", grad)
     assert first and first.group(1) == first.group(2)
-    assert "cos a" in grad and "add_any" in grad              # backward pass in the jaxpr
+    assert "cos a" in grad and "add_any" in grad  # backward pass in the jaxpr
     assert "'w': Array([-0.84, -1.01, -1.18]" in text_of(AD, "vgrad")
     assert "f''(1.0) = 3.00" in text_of(AD, "grad2")
     assert "jaxpr of g(v: f32[3]) -> f32[3,3]" in text_of(AD, "jac")
@@ -162,7 +162,9 @@ def test_pytrees_structure_view_shows_paths_and_custom_nodes():
     custom = text_of(PT, "custom")
     assert "TreeSummary layers: 4 leaves" in custom and "0.1" in custom
     named = text_of(PT, "dataclass")
-    assert "l1.w" in named and "l2.b" in named and "relu" not in named.split("TreeSummary")[1].split("path")[0]
+    assert (
+        "l1.w" in named and "l2.b" in named and "relu" not in named.split("TreeSummary")[1].split("path")[0]
+    )
 
 
 def test_pytrees_aux_data_change_recompiles_with_reason():

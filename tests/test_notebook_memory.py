@@ -65,17 +65,25 @@ def test_uncaught_oom_in_a_kernel_keeps_the_error_and_adds_the_explanation(tmp_p
     from nbclient import NotebookClient
     from nbformat.v4 import new_code_cell, new_notebook
 
-    nb = new_notebook(cells=[
-        new_code_cell("import jax.numpy as jnp\n%load_ext jaxmagic\nkeep = jnp.ones((256, 256))"),
-        new_code_cell("def grow(n):\n    return jnp.zeros((n,), jnp.float32)\n\ngrow(2**38)"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import jax.numpy as jnp\n%load_ext jaxmagic\nkeep = jnp.ones((256, 256))"),
+            new_code_cell("def grow(n):\n    return jnp.zeros((n,), jnp.float32)\n\ngrow(2**38)"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     import os
 
     from tests.conftest import ROOT
 
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     outs = nb.cells[1].outputs
     kinds = [o["output_type"] for o in outs]
     assert kinds[0] == "error" and outs[0]["ename"] == "JaxRuntimeError"

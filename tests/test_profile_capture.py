@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxmagic.profile import Profiler
-from jaxmagic.profile import misses
+from jaxmagic.profile import Profiler, misses
 from tests.helpers import global_state
 
 
@@ -28,8 +27,12 @@ def test_recompiles_are_counted_with_reasons():
     fp = r.function("f")
     assert fp.kind == "jit"
     assert len(fp.compiles) == 4
-    assert fp.cache_misses == ["first compile", "x changed from f32[3] to f32[4]",
-                               "x changed from f32[3] to f32[5]", "x changed from f32[3] to i32[5]"]  # JAX compares with its closest key
+    assert fp.cache_misses == [
+        "first compile",
+        "x changed from f32[3] to f32[4]",
+        "x changed from f32[3] to f32[5]",
+        "x changed from f32[3] to i32[5]",
+    ]  # JAX compares with its closest key
     assert [c.signature for c in fp.compiles] == ["x: f32[3]", "x: f32[4]", "x: f32[5]", "x: i32[5]"]
     assert all(c.trace_s > 0 and c.lower_s > 0 and c.backend_compile_s > 0 for c in fp.compiles)
     assert r.compile_total_s == pytest.approx(r.trace_s + r.lower_s + r.backend_compile_s)
@@ -165,7 +168,7 @@ def test_nested_profilers_both_see_inner_work_and_unwind_cleanly():
 
 def test_jit_recreated_in_a_loop_is_named():
     with Profiler() as prof:
-        for i in range(3):
+        for _ in range(3):
             jax.jit(lambda x: x + 1)(jnp.ones(2))
     assert "jit-recreated" in prof.report().insight_kinds()
 
@@ -176,28 +179,49 @@ def test_report_dict_is_json_and_has_the_documented_shape():
     d = json.loads(prof.report().to_json())
     assert {"wall_s", "compile_total_s", "backend_compile_s", "functions", "insights"} <= set(d)
     f = d["functions"][0]
-    assert {"name", "compiles", "trace_s", "lower_s", "backend_compile_s", "compile_total_s",
-            "cache_misses", "calls", "flops",
-            "bytes_accessed", "memory", "jaxpr"} <= set(f)
+    assert {
+        "name",
+        "compiles",
+        "trace_s",
+        "lower_s",
+        "backend_compile_s",
+        "compile_total_s",
+        "cache_misses",
+        "calls",
+        "flops",
+        "bytes_accessed",
+        "memory",
+        "jaxpr",
+    } <= set(f)
 
 
-@pytest.mark.parametrize("message,reason,kind", [
-    ("TRACING CACHE MISS at /c.py:3:1 (<module>):\n  for f defined at /c.py:1\n  all previously seen cache"
-     " keys differ. For the closest previous key:\n  different input types:\n  * at x, now f32[]({}){weak_type=False}"
-     " and before f32[]({}){weak_type=True}https://docs.jax.dev/x",
-     "x changed weak type: f32[] was weakly typed, now strongly typed (a Python scalar vs a jnp value)",
-     "weak_type"),
-    ("TRACING CACHE MISS at /c.py:21:19 (<module>):\n  for <lambda> defined at /c.py:20\n  all previously seen"
-     " cache keys differ. For the closest previous key:\n  different input pytree:\n  * at input path [0][1], now"
-     " <class 'jax._src.tree_util.Static'> with pytree metadata Static(val=2) and before <class"
-     " 'jax._src.tree_util.Static'> with pytree metadata Static(val=1), so the pytree node metadata does not match",
-     "static argument [0][1] changed from 1 to 2", "static"),
-    ("TRACING CACHE MISS at /c.py:19:59 (<module>):\n  for f defined at /c.py:17\n  all previously seen cache keys"
-     " differ. For the closest previous key:\n  different input pytree:\n  * at input path [0], now tuple of length"
-     " 2 and before tuple of length 1, so the lengths do not match",
-     "input structure at [0] changed from tuple of length 1 to tuple of length 2 (the lengths do not match)",
-     "structure"),
-])
+@pytest.mark.parametrize(
+    "message,reason,kind",
+    [
+        (
+            "TRACING CACHE MISS at /c.py:3:1 (<module>):\n  for f defined at /c.py:1\n  all previously seen cache"
+            " keys differ. For the closest previous key:\n  different input types:\n  * at x, now f32[]({}){weak_type=False}"
+            " and before f32[]({}){weak_type=True}https://docs.jax.dev/x",
+            "x changed weak type: f32[] was weakly typed, now strongly typed (a Python scalar vs a jnp value)",
+            "weak_type",
+        ),
+        (
+            "TRACING CACHE MISS at /c.py:21:19 (<module>):\n  for <lambda> defined at /c.py:20\n  all previously seen"
+            " cache keys differ. For the closest previous key:\n  different input pytree:\n  * at input path [0][1], now"
+            " <class 'jax._src.tree_util.Static'> with pytree metadata Static(val=2) and before <class"
+            " 'jax._src.tree_util.Static'> with pytree metadata Static(val=1), so the pytree node metadata does not match",
+            "static argument [0][1] changed from 1 to 2",
+            "static",
+        ),
+        (
+            "TRACING CACHE MISS at /c.py:19:59 (<module>):\n  for f defined at /c.py:17\n  all previously seen cache keys"
+            " differ. For the closest previous key:\n  different input pytree:\n  * at input path [0], now tuple of length"
+            " 2 and before tuple of length 1, so the lengths do not match",
+            "input structure at [0] changed from tuple of length 1 to tuple of length 2 (the lengths do not match)",
+            "structure",
+        ),
+    ],
+)
 def test_miss_messages_become_plain_words(message, reason, kind):
     m = misses.parse(message)
     assert m.reasons == (reason,) and m.kinds == (kind,)

@@ -87,8 +87,10 @@ def test_nnx_train_step_inputs_and_misses_use_the_users_names():
     assert "model.linear1.kernel: f32[4,8]" in sig and "model.dropout.rngs.count: u32[]" in sig
     assert "optimizer.opt_state.0.mu.linear2.kernel: f32[8,2]" in sig
     assert "states[0]" not in sig
-    assert fp.compiles[1].reasons == ("batch[0] changed from f32[8,4] to f32[16,4]",
-                                      "batch[1] changed from f32[8,2] to f32[16,2]")
+    assert fp.compiles[1].reasons == (
+        "batch[0] changed from f32[8,4] to f32[16,4]",
+        "batch[1] changed from f32[8,2] to f32[16,2]",
+    )
 
 
 def test_static_argument_miss_names_the_parameter():
@@ -106,7 +108,8 @@ def test_jax_jit_static_argnums_miss_names_the_parameter():
         scale(jnp.ones(2), 1)
         scale(jnp.ones(2), 2)
     assert prof.report().function("<lambda>").compiles[1].reasons == (
-        "static argument factor changed from 1 to 2",)
+        "static argument factor changed from 1 to 2",
+    )
 
 
 def test_grad_of_a_jitted_function_is_not_a_recompile():
@@ -147,7 +150,7 @@ def test_one_host_read_per_epoch_is_not_a_host_sync_problem():
     train_step(model, optimizer, batches[0])
     losses = []
     with Profiler() as prof:
-        for epoch in range(30):
+        for _epoch in range(30):
             for batch in batches:
                 loss = train_step(model, optimizer, batch)
             losses.append(float(loss))
@@ -162,7 +165,7 @@ def test_one_host_read_per_step_is_a_host_sync_problem():
     train_step(model, optimizer, batch)
     losses = []
     with Profiler() as prof:
-        for step in range(30):
+        for _step in range(30):
             loss = train_step(model, optimizer, batch)
             losses.append(float(loss))
     r = prof.report()
@@ -268,8 +271,12 @@ def test_jaxmagics_own_trainer_profiles_clean_with_readable_names():
     r = prof.report()
     assert [i.kind for i in r.insights if i.severity == "warn"] == []
     names = {f.name for f in r.functions if f.kind == "jit"}
-    assert names == {"Trainer.train_steps", "Trainer.evaluate", "Trainer.check_loss_fn",
-                     "Trainer.check_metrics"}
+    assert names == {
+        "Trainer.train_steps",
+        "Trainer.evaluate",
+        "Trainer.check_loss_fn",
+        "Trainer.check_metrics",
+    }
     assert not [f.name for f in r.functions if f.kind == "eager" and "Trainer" in f.name]
 
 
@@ -303,7 +310,7 @@ def test_host_read_in_a_helper_called_every_step_is_flagged_at_the_helper():
     train_step(model, optimizer, batch)
     losses = []
     with Profiler() as prof:
-        for step in range(25):
+        for _step in range(25):
             log_loss(losses, train_step(model, optimizer, batch))
     assert "host-sync" in prof.report().insight_kinds()
 
@@ -345,7 +352,6 @@ def test_converters_keep_their_signatures_under_the_profiler():
         c = jax.device_put(x=np.arange(4))  # int64 values that fit: nothing lost
     assert a.dtype == b.dtype == c.dtype == jnp.int32
     found = [i for i in prof.report().insights if i.kind == "x64-truncated"]
-    assert len(found) == 1 and found[0].message.startswith(
-        "test_profile_realworld.py:"), found[0].message
+    assert len(found) == 1 and found[0].message.startswith("test_profile_realworld.py:"), found[0].message
     assert "jnp.asarray turned int64 array [4] into int32 (1 value out of range)" in found[0].message
     assert "more such" not in found[0].message

@@ -10,20 +10,47 @@ from jaxmagic.profile.report import CompileRecord, FunctionProfile, Insight, Pro
 from tests.helpers import parse_html
 
 
-
 def fixed_report() -> ProfileReport:
     rec = CompileRecord(0.01, 0.02, 0.3, "line 2", ("first compile",), ("first",), "x: f32[3]")
-    rec2 = CompileRecord(0.01, 0.02, 0.25, "line 2", ("x changed from f32[3] to f32[4]",), ("shape",), "x: f32[4]")
-    f = FunctionProfile("step", "jit", "cell.py:1", (rec, rec2), None, 1e6, None, 4096.0,
-                        {"argument_bytes": 16, "output_bytes": 16, "alias_bytes": 0, "temp_bytes": 0,
-                         "generated_code_bytes": 0}, "{ lambda ; a:f32[4]. let  in (a,) }", None)
+    rec2 = CompileRecord(
+        0.01, 0.02, 0.25, "line 2", ("x changed from f32[3] to f32[4]",), ("shape",), "x: f32[4]"
+    )
+    f = FunctionProfile(
+        "step",
+        "jit",
+        "cell.py:1",
+        (rec, rec2),
+        None,
+        1e6,
+        None,
+        4096.0,
+        {
+            "argument_bytes": 16,
+            "output_bytes": 16,
+            "alias_bytes": 0,
+            "temp_bytes": 0,
+            "generated_code_bytes": 0,
+        },
+        "{ lambda ; a:f32[4]. let  in (a,) }",
+        None,
+    )
     ins = Insight("recompile", "step compiled 2 times at line 2.", "keep shapes fixed", "step", 2)
-    return ProfileReport(wall_s=1.0, sync_s=0.001, functions=(f,), insights=(ins,), eager_ops={},
-                         eager_sites={}, transfers={}, syncs={})
+    return ProfileReport(
+        wall_s=1.0,
+        sync_s=0.001,
+        functions=(f,),
+        insights=(ins,),
+        eager_ops={},
+        eager_sites={},
+        transfers={},
+        syncs={},
+    )
 
 
 def test_text_is_pinned_at_a_fixed_width():
-    assert fixed_report().to_text(width=80) == """\
+    assert (
+        fixed_report().to_text(width=80)
+        == """\
 JAX profile of cell: 1 s wall · 1 function · 2 compiles
   compile 610 ms (trace 20 ms, lower 40 ms, backend 550 ms) · run 390 ms (incl.
   1 ms waiting for the device at the end)
@@ -42,6 +69,7 @@ Insights
 
 jaxpr of step
   { lambda ; a:f32[4]. let  in (a,) }"""
+    )
 
 
 def test_short_repr_and_dict():
@@ -64,8 +92,18 @@ def test_html_is_balanced_escaped_and_self_contained():
 
 
 def test_incomplete_report_is_marked_in_both_faces():
-    r = ProfileReport(wall_s=0.1, sync_s=0.0, functions=(), insights=(), eager_ops={}, eager_sites={},
-                      transfers={}, syncs={}, complete=False, error="KeyError: 'boom'")
+    r = ProfileReport(
+        wall_s=0.1,
+        sync_s=0.0,
+        functions=(),
+        insights=(),
+        eager_ops={},
+        eager_sites={},
+        transfers={},
+        syncs={},
+        complete=False,
+        error="KeyError: 'boom'",
+    )
     assert "INCOMPLETE" in r.to_text() and "KeyError: 'boom'" in r.to_text()
     c = parse_html(r.to_html())
     assert "incomplete: the code raised" in c.text
@@ -73,8 +111,16 @@ def test_incomplete_report_is_marked_in_both_faces():
 
 def test_missing_cost_numbers_show_as_na():
     f = FunctionProfile("g", "jit", None, (), None, None, None, None, None, None, None)
-    r = ProfileReport(wall_s=0.1, sync_s=0.0, functions=(f,), insights=(), eager_ops={}, eager_sites={},
-                      transfers={}, syncs={})
+    r = ProfileReport(
+        wall_s=0.1,
+        sync_s=0.0,
+        functions=(f,),
+        insights=(),
+        eager_ops={},
+        eager_sites={},
+        transfers={},
+        syncs={},
+    )
     assert "n/a" in r.to_text()
     parse_html(r.to_html())
 

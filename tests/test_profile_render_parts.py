@@ -37,11 +37,30 @@ class Details(HTMLParser):
 
 def report_with(**fields) -> ProfileReport:
     rec = CompileRecord(0.01, 0.02, 0.3, "line 2", ("first compile",), ("first",), "x: f32[3]")
-    fn = dict(name="step", kind="jit", defined_at="cell.py:1", compiles=(rec,), calls=None, flops=None,
-              transcendentals=None, bytes_accessed=None, memory=None, jaxpr=None, hlo=None)
+    fn = dict(
+        name="step",
+        kind="jit",
+        defined_at="cell.py:1",
+        compiles=(rec,),
+        calls=None,
+        flops=None,
+        transcendentals=None,
+        bytes_accessed=None,
+        memory=None,
+        jaxpr=None,
+        hlo=None,
+    )
     fn.update(fields.pop("fn", {}))
-    base = dict(wall_s=1.0, sync_s=0.0, functions=(FunctionProfile(**fn),), insights=(), eager_ops={},
-                eager_sites={}, transfers={}, syncs={})
+    base = dict(
+        wall_s=1.0,
+        sync_s=0.0,
+        functions=(FunctionProfile(**fn),),
+        insights=(),
+        eager_ops={},
+        eager_sites={},
+        transfers={},
+        syncs={},
+    )
     base.update(fields)
     return ProfileReport(**base)
 
@@ -64,8 +83,12 @@ def test_hlo_is_trimmed_in_text_with_the_count_left_out_and_collapsed_in_html():
 
 def test_notes_unknown_counts_and_other_threads_render_in_both_faces():
     note = "eager ops not measured: core.EvalTrace.process_primitive is not as jaxmagic expects in jax 9.9"
-    r = report_with(notes=(note,), unavailable=("eager ops",), other_threads={"eager_ops": 12},
-                    fn={"calls": 69, "calls_lower_bound": True})
+    r = report_with(
+        notes=(note,),
+        unavailable=("eager ops",),
+        other_threads={"eager_ops": 12},
+        fn={"calls": 69, "calls_lower_bound": True},
+    )
     text, html = r.to_text(), r.to_html()
     assert text.count("note: eager ops not measured") == 1 and "jax 9.9" in html
     assert "eager ops <b>n/a</b>" in html

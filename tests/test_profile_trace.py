@@ -74,8 +74,16 @@ def test_a_truncated_trace_gives_lower_bounds_and_says_how_to_get_all(tmp_path, 
 
 
 def test_a_trace_that_ends_early_is_detected_from_its_time_span(tmp_path):
-    events = [{"ph": "X", "ts": 1000.0 + i, "dur": 1.0, "name": "op",
-               "args": {"hlo_module": "jit_step", "run_id": str(i)}} for i in range(3)]
+    events = [
+        {
+            "ph": "X",
+            "ts": 1000.0 + i,
+            "dur": 1.0,
+            "name": "op",
+            "args": {"hlo_module": "jit_step", "run_id": str(i)},
+        }
+        for i in range(3)
+    ]
     path = tmp_path / "perfetto_trace.json.gz"
     with gzip.open(path, "wt") as fh:
         json.dump({"traceEvents": events}, fh)
@@ -101,11 +109,14 @@ def test_a_second_trace_while_one_runs_gives_one_honest_message(tmp_path):
 
 @pytest.mark.parametrize("n", [3])
 def test_trace_magic_counts_calls_exactly_without_waiting_in_the_cell(ip, tmp_path, n):
-    ip.run_cell("import jax, jax.numpy as jnp\ng = jax.jit(lambda x: jnp.sin(x) @ x)\n"
-                "g(jnp.ones((32, 32))).block_until_ready()")
+    ip.run_cell(
+        "import jax, jax.numpy as jnp\ng = jax.jit(lambda x: jnp.sin(x) @ x)\n"
+        "g(jnp.ones((32, 32))).block_until_ready()"
+    )
     with capture_output():
-        res = ip.run_cell(f"%%jaxprofile -o --trace {tmp_path}\nfor _ in range({n}):\n"
-                          f"    y = g(jnp.ones((32, 32)))\n")
+        res = ip.run_cell(
+            f"%%jaxprofile -o --trace {tmp_path}\nfor _ in range({n}):\n    y = g(jnp.ones((32, 32)))\n"
+        )
     r = res.result
     (fp,) = [f for f in r.functions if f.kind == "jit"]
     assert fp.calls == n and fp.compiles == ()

@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,8 @@ import optax
 import pytest
 from flax import nnx
 from IPython.lib.pretty import pretty
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jaxmagic
 from jaxmagic._result import Result
@@ -98,8 +100,12 @@ def _tree_checkpoint(tmp_path) -> Result:
 
     model = TinyMLP(rngs=nnx.Rngs(0))
     with ocp.CheckpointManager(tmp_path / "ck") as mgr:
-        mgr.save(1, args=ocp.args.Composite(model=ocp.args.StandardSave(nnx.state(model, nnx.Param)),
-                                            meta=ocp.args.JsonSave({"lr": 0.1})))
+        mgr.save(
+            1,
+            args=ocp.args.Composite(
+                model=ocp.args.StandardSave(nnx.state(model, nnx.Param)), meta=ocp.args.JsonSave({"lr": 0.1})
+            ),
+        )
         mgr.wait_until_finished()
     return jaxmagic.tree(tmp_path / "ck")
 
@@ -117,8 +123,12 @@ def _sharding_what_if() -> Result:
 def _sharding_tree() -> Result:
     mesh = jax.make_mesh((2, 4), ("data", "model"))
     with jax.set_mesh(mesh):
-        model = nnx.Linear(8, 16, rngs=nnx.Rngs(0),
-                           kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("data", "model")))
+        model = nnx.Linear(
+            8,
+            16,
+            rngs=nnx.Rngs(0),
+            kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("data", "model")),
+        )
     return jaxmagic.sharding(model, name="model")
 
 
@@ -130,8 +140,13 @@ def _history(tmp_path) -> Result:
     from jaxmagic.train import Trainer
 
     X, y = dataset(64)
-    trainer = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=one_device(),
-                      checkpoint_dir=tmp_path / "train")
+    trainer = Trainer(
+        TinyMLP(rngs=nnx.Rngs(0)),
+        optax.adam(1e-2),
+        loss_fn,
+        devices=one_device(),
+        checkpoint_dir=tmp_path / "train",
+    )
     return trainer.fit((X, y), epochs=2, batch_size=16, eval_data=(X[:32], y[:32]), progress=None)
 
 

@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jaxmagic.shardings import SpecError, layout_from_sharding, layout_from_spec, mesh_info, parse_spec_text, validate_spec
+from jaxmagic.shardings import (
+    SpecError,
+    layout_from_sharding,
+    layout_from_spec,
+    mesh_info,
+    parse_spec_text,
+    validate_spec,
+)
 
 MESHES = {
     "8": ((8,), ("x",)),
@@ -36,7 +44,9 @@ def assert_matches_jax(mesh, spec, shape, dtype=np.float32):
         assert lay.index_of(dev.id) == want, (spec, shape, dev)
     assert lay.shard_shape == tuple(sharding.shard_shape(shape))
     per_dev = dict(zip(lay.device_ids, lay.device_bytes().tolist()))
-    assert all(b == math.prod(sharding.shard_shape(shape)) * np.dtype(dtype).itemsize for b in per_dev.values())
+    assert all(
+        b == math.prod(sharding.shard_shape(shape)) * np.dtype(dtype).itemsize for b in per_dev.values()
+    )
     # replicas: devices with the same index hold the same shard
     groups = {}
     for dev, slices in expected.items():
@@ -80,15 +90,18 @@ def test_layout_equals_jax_everywhere(case):
     assert_matches_jax(_mesh(key), spec, shape)
 
 
-@pytest.mark.parametrize("key,spec,shape,num_shards,replication", [
-    ("8", P(), (16,), 1, 8),                       # replicated
-    ("8", P("x"), (16,), 8, 1),                    # fully sharded
-    ("2x4", P("data"), (8, 4), 2, 4),              # partially replicated
-    ("2x4", P("data", "model"), (8, 16), 8, 1),
-    ("2x4", P(("model", "data")), (16,), 8, 1),    # two axes on one dim, minor-major order matters
-    ("2x2x2", P("z", None, "x"), (4, 3, 2, 5), 4, 2),
-    ("2x2x2", P(None, ("x", "y", "z")), (1, 8), 8, 1),
-])
+@pytest.mark.parametrize(
+    "key,spec,shape,num_shards,replication",
+    [
+        ("8", P(), (16,), 1, 8),  # replicated
+        ("8", P("x"), (16,), 8, 1),  # fully sharded
+        ("2x4", P("data"), (8, 4), 2, 4),  # partially replicated
+        ("2x4", P("data", "model"), (8, 16), 8, 1),
+        ("2x4", P(("model", "data")), (16,), 8, 1),  # two axes on one dim, minor-major order matters
+        ("2x2x2", P("z", None, "x"), (4, 3, 2, 5), 4, 2),
+        ("2x2x2", P(None, ("x", "y", "z")), (1, 8), 8, 1),
+    ],
+)
 def test_named_cases(key, spec, shape, num_shards, replication):
     lay = assert_matches_jax(_mesh(key), spec, shape)
     assert (lay.num_shards, lay.replication) == (num_shards, replication)
@@ -106,34 +119,43 @@ def test_simulated_mesh_of_512_devices():
     assert lay.mesh.size == 512 and lay.shard_shape == (16, 512)
     assert set(lay.device_bytes().tolist()) == {16 * 512 * 2}
     am = jax.sharding.AbstractMesh((64, 8), ("data", "model"))
-    assert layout_from_spec((1024, 4096), "bfloat16", am, P("data", "model")).index_of(9) == ((16, 32), (512, 1024))
+    assert layout_from_spec((1024, 4096), "bfloat16", am, P("data", "model")).index_of(9) == (
+        (16, 32),
+        (512, 1024),
+    )
 
 
-@pytest.mark.parametrize("spec,shape,message", [
-    (P("nope"), (8,), "unknown mesh axis 'nope'; the mesh has axes 'data', 'model'"),
-    (P("data", "data"), (8, 8), "mesh axis 'data' is used in dimensions 0 and dimension 1"),
-    (P(("data", "data")), (8,), "used twice in dimension 0"),
-    (P("data", None, None), (8, 8), "spec has 3 entries but the array has rank 2"),
-    (P("model"), (6,), "dimension 0 has size 6, not divisible by 4 (model=4)"),
-    (P(("data", "model")), (12,), "not divisible by 8 (data=2 × model=4)"),
-    (P(P.UNCONSTRAINED), (8,), "UNCONSTRAINED"),
-    (P(3), (8,), "is not a mesh axis name"),
-])
+@pytest.mark.parametrize(
+    "spec,shape,message",
+    [
+        (P("nope"), (8,), "unknown mesh axis 'nope'; the mesh has axes 'data', 'model'"),
+        (P("data", "data"), (8, 8), "mesh axis 'data' is used in dimensions 0 and dimension 1"),
+        (P(("data", "data")), (8,), "used twice in dimension 0"),
+        (P("data", None, None), (8, 8), "spec has 3 entries but the array has rank 2"),
+        (P("model"), (6,), "dimension 0 has size 6, not divisible by 4 (model=4)"),
+        (P(("data", "model")), (12,), "not divisible by 8 (data=2 × model=4)"),
+        (P(P.UNCONSTRAINED), (8,), "UNCONSTRAINED"),
+        (P(3), (8,), "is not a mesh axis name"),
+    ],
+)
 def test_invalid_specs_say_why(spec, shape, message):
     with pytest.raises(SpecError) as e:
         layout_from_spec(shape, "float32", {"data": 2, "model": 4}, spec)
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("P('data', None)", (("data",), ())),
-    ("data, None", (("data",), ())),
-    ("(data, model), _", (("data", "model"), ())),
-    ("PartitionSpec(('data','model'),)", (("data", "model"),)),
-    ("P()", ()),
-    ("", ()),
-    ("data+model", (("data", "model"),)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("P('data', None)", (("data",), ())),
+        ("data, None", (("data",), ())),
+        ("(data, model), _", (("data", "model"), ())),
+        ("PartitionSpec(('data','model'),)", (("data", "model"),)),
+        ("P()", ()),
+        ("", ()),
+        ("data+model", (("data", "model"),)),
+    ],
+)
 def test_spec_text(text, expected):
     assert parse_spec_text(text) == expected
 

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jaxmagic
 from jaxmagic.shardings import ShardingReport, SpecError, sharding
@@ -39,13 +40,16 @@ def assert_dict_equals_jax(d, sharding_obj, shape):
         assert e["bytes"] == math.prod(e["shard_shape"]) * np.dtype(d["dtype"]).itemsize
 
 
-@pytest.mark.parametrize("mesh_shape,names,spec,shape", [
-    ((8,), ("x",), P("x"), (16,)),
-    ((8,), ("x",), P(), (3, 5)),
-    ((2, 4), ("data", "model"), P("data", "model"), (8, 16)),
-    ((2, 4), ("data", "model"), P(None, "data", None, "model"), (3, 4, 5, 8)),
-    ((2, 2, 2), ("x", "y", "z"), P(("x", "z"), "y"), (8, 6, 2)),
-])
+@pytest.mark.parametrize(
+    "mesh_shape,names,spec,shape",
+    [
+        ((8,), ("x",), P("x"), (16,)),
+        ((8,), ("x",), P(), (3, 5)),
+        ((2, 4), ("data", "model"), P("data", "model"), (8, 16)),
+        ((2, 4), ("data", "model"), P(None, "data", None, "model"), (3, 4, 5, 8)),
+        ((2, 2, 2), ("x", "y", "z"), P(("x", "z"), "y"), (8, 6, 2)),
+    ],
+)
 def test_array_to_dict_equals_jax(mesh_shape, names, spec, shape):
     m = jax.make_mesh(mesh_shape, names)
     x = put(shape, m, spec)
@@ -66,7 +70,9 @@ def test_every_input_form_gives_the_same_layout(mesh):
         sharding(mesh, shape=(8, 16), spec="data, model"),
         sharding(P("data", "model"), mesh=mesh, shape=(8, 16)),
         sharding({"data": 2, "model": 4}, shape=(8, 16), spec=P("data", "model")),
-        sharding(jax.sharding.AbstractMesh((2, 4), ("data", "model")), shape=(8, 16), spec=P("data", "model")),
+        sharding(
+            jax.sharding.AbstractMesh((2, 4), ("data", "model")), shape=(8, 16), spec=P("data", "model")
+        ),
     ]
     want = [e["index"] for e in forms[0].to_dict()["arrays"][0]["devices"]]
     for r in forms[1:]:
@@ -119,8 +125,12 @@ def tree_state(mesh):
     class Block(nnx.Module):
         def __init__(self, rngs):
             init = nnx.initializers.lecun_normal()
-            self.w1 = nnx.Linear(16, 32, rngs=rngs, kernel_init=nnx.with_partitioning(init, ("data", "model")))
-            self.w2 = nnx.Linear(32, 16, rngs=rngs, kernel_init=nnx.with_partitioning(init, ("model", "data")))
+            self.w1 = nnx.Linear(
+                16, 32, rngs=rngs, kernel_init=nnx.with_partitioning(init, ("data", "model"))
+            )
+            self.w2 = nnx.Linear(
+                32, 16, rngs=rngs, kernel_init=nnx.with_partitioning(init, ("model", "data"))
+            )
 
     with jax.set_mesh(mesh):
         model = Block(nnx.Rngs(0))
@@ -162,8 +172,15 @@ def test_what_if_spec_changes_bytes_without_moving_data(mesh):
 def test_tree_with_unplaced_and_deleted_leaves(mesh):
     gone = put((8,), mesh, P("data"))
     gone.delete()
-    r = sharding({"a": put((8,), mesh, P("data")), "host": np.ones(3), "odd": object(), "gone": gone,
-                  "abstract": jax.ShapeDtypeStruct((4,), jnp.float32)})
+    r = sharding(
+        {
+            "a": put((8,), mesh, P("data")),
+            "host": np.ones(3),
+            "odd": object(),
+            "gone": gone,
+            "abstract": jax.ShapeDtypeStruct((4,), jnp.float32),
+        }
+    )
     reasons = dict(r.skipped)
     assert set(reasons) == {"host", "odd", "gone", "abstract"}
     assert "deleted" in reasons["gone"] and "not an array" in reasons["odd"]
@@ -187,8 +204,12 @@ def test_speed_targets_sanity():
     r.to_text(), r.to_html()
     assert r.mesh.size == 512 and len(r.to_dict()["arrays"][0]["devices"]) == 512
     m = jax.make_mesh((2, 4), ("data", "model"))
-    tree = {f"l{i}": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(m, P("data", "model" if i % 2 else None)))
-            for i in range(2000)}
+    tree = {
+        f"l{i}": jax.ShapeDtypeStruct(
+            (64, 32), jnp.float32, sharding=NamedSharding(m, P("data", "model" if i % 2 else None))
+        )
+        for i in range(2000)
+    }
     r = sharding(tree)
     h = r.to_html()
     assert len(r.arrays) == 2000 and len(h) < 2_000_000
@@ -206,16 +227,20 @@ def test_widget_edits_and_errors_never_raise(mesh):
     assert all(after[d] > before[d] for d in before)
     edited = next(a for a in w.data["arrays"] if a["name"] == "model.w1.kernel")
     assert edited["edited"] and edited["spec_text"] == "P(None, None)"
-    for bad, msg in [([["data"], ["data"]], "used in dimensions 0 and dimension 1"),
-                     ([["nope"], []], "unknown mesh axis 'nope'"),
-                     ([["model"], [], []], "spec has 3 entries but the array has rank 2"),
-                     ("((", "unbalanced")]:
+    for bad, msg in [
+        ([["data"], ["data"]], "used in dimensions 0 and dimension 1"),
+        ([["nope"], []], "unknown mesh axis 'nope'"),
+        ([["model"], [], []], "spec has 3 entries but the array has rank 2"),
+        ("((", "unbalanced"),
+    ]:
         data_before = w.data
         assert w.edit_spec("model.w1.kernel", bad) is False
         assert msg in w.error and w.data == data_before  # nothing changed
     # the browser sends the same message shape through the trait
     w.spec_request = {"name": "model.w1.kernel", "spec": [["model"], ["data"]], "n": 99}
-    assert w.error == "" and w.report.arrays[[a.name for a in w.report.arrays].index("model.w1.kernel")].spec == (("model",), ("data",))
+    assert w.error == "" and w.report.arrays[
+        [a.name for a in w.report.arrays].index("model.w1.kernel")
+    ].spec == (("model",), ("data",))
     w.spec_request = {"name": "nope", "spec": [], "n": 100}
     assert "no array named" in w.error
     w.reset()

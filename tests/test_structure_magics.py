@@ -46,14 +46,17 @@ def test_jaxtree_expression_with_spaces_and_quotes(shell):
     assert [row.path for row in r.rows()] == ["a", "b"]
 
 
-@pytest.mark.parametrize("line,message", [
-    ("model --bogus", "valid flags:"),
-    ("undefined_name", "could not evaluate 'undefined_name': NameError"),
-    ("1/0", "ZeroDivisionError"),
-    ("", "missing EXPR"),
-    ("model --kind Nope", "no leaves of kind 'Nope'"),
-    ("'/nonexistent/ckpt'", "no such file or directory"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("model --bogus", "valid flags:"),
+        ("undefined_name", "could not evaluate 'undefined_name': NameError"),
+        ("1/0", "ZeroDivisionError"),
+        ("", "missing EXPR"),
+        ("model --kind Nope", "no leaves of kind 'Nope'"),
+        ("'/nonexistent/ckpt'", "no such file or directory"),
+    ],
+)
 def test_jaxtree_bad_input(shell, line, message):
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("jaxtree", line)
@@ -73,14 +76,17 @@ def test_jaxsharding_widget_static_and_output(shell):
     assert r.arrays[0].shard_shape == (4,)
 
 
-@pytest.mark.parametrize("line,message", [
-    ('mesh --shape 8,16 --spec "nope"', "unknown mesh axis 'nope'; the mesh has axes 'data', 'model'"),
-    ('mesh --shape 6 --spec "model"', "not divisible by 4"),
-    ("x --shape abc", "comma-separated integers"),
-    ("x --wat", "valid flags:"),
-    ("nothing_here", "could not evaluate"),
-    ("P('data') --mesh nomesh --shape 8", "could not evaluate 'nomesh'"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ('mesh --shape 8,16 --spec "nope"', "unknown mesh axis 'nope'; the mesh has axes 'data', 'model'"),
+        ('mesh --shape 6 --spec "model"', "not divisible by 4"),
+        ("x --shape abc", "comma-separated integers"),
+        ("x --wat", "valid flags:"),
+        ("nothing_here", "could not evaluate"),
+        ("P('data') --mesh nomesh --shape 8", "could not evaluate 'nomesh'"),
+    ],
+)
 def test_jaxsharding_bad_input(shell, line, message):
     ns_before = set(shell.user_ns)
     with pytest.raises(UsageError, match=message):

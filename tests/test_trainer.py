@@ -14,8 +14,15 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxmagic.train import (Callback, EarlyStopping, LearningRateLogger, MetricLogger, TerminalProgress, Trainer,
-                            TrainingDivergedError)
+from jaxmagic.train import (
+    Callback,
+    EarlyStopping,
+    LearningRateLogger,
+    MetricLogger,
+    TerminalProgress,
+    Trainer,
+    TrainingDivergedError,
+)
 from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device, params_of, parse_html
 
 
@@ -27,6 +34,7 @@ def hand_loop(model, tx, data):
     def step(params, opt, batch):
         def lf(p):
             return loss_fn(nnx.merge(graphdef, p, rest, copy=True), batch)[0]
+
         grads = jax.grad(lf)(params)
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), opt
@@ -73,7 +81,8 @@ def test_array_order_is_deterministic_and_partial_batch_dropped():
     for seed in (0, 0, 1):
         model = TinyMLP(rngs=nnx.Rngs(0))
         h = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device(), seed=seed).fit(
-            (X, y), epochs=2, batch_size=16, progress=None)
+            (X, y), epochs=2, batch_size=16, progress=None
+        )
         runs.append(params_of(model))
     assert h.config["dropped_per_epoch"] == 4 and h.config["steps_per_epoch"] == 6
     assert len(h.epochs) == 2 and h.last_step == 12
@@ -85,8 +94,7 @@ def test_array_order_is_deterministic_and_partial_batch_dropped():
 def test_metrics_evaluate_predict_and_history_faces():
     X, y = dataset(128)
     model = TinyMLP(rngs=nnx.Rngs(0))
-    metrics = {"accuracy": nnx.metrics.Accuracy(),
-               "top_logit": lambda aux, batch: aux.max(axis=-1).mean()}
+    metrics = {"accuracy": nnx.metrics.Accuracy(), "top_logit": lambda aux, batch: aux.max(axis=-1).mean()}
     trainer = Trainer(model, optax.adam(1e-2), loss_fn, metrics=metrics, devices=one_device())
     h = trainer.fit((X[:96], y[:96]), epochs=3, batch_size=16, eval_data=(X[96:], y[96:]), progress=None)
     assert set(h.metrics) == {"loss", "accuracy", "top_logit"} and len(h.metric("loss")) == 18
@@ -156,17 +164,30 @@ def test_callbacks_early_stopping_lr_logger_metric_logs(tmp_path):
     # eval data unrelated to the labels: eval_loss stops improving quickly
     rng = np.random.default_rng(5)
     Xe, ye = rng.normal(size=(32, 8)).astype(np.float32), rng.integers(0, 3, 32).astype(np.int32)
-    h = trainer.fit((X, y), epochs=40, batch_size=16, eval_data=(Xe, ye), progress=None,
-                    callbacks=[EarlyStopping("eval_loss", patience=2, min_delta=10.0), LearningRateLogger(sched),
-                               MetricLogger(tmp_path / "m.csv"), MetricLogger(tmp_path / "m.jsonl", every=2),
-                               Recorder()])
+    h = trainer.fit(
+        (X, y),
+        epochs=40,
+        batch_size=16,
+        eval_data=(Xe, ye),
+        progress=None,
+        callbacks=[
+            EarlyStopping("eval_loss", patience=2, min_delta=10.0),
+            LearningRateLogger(sched),
+            MetricLogger(tmp_path / "m.csv"),
+            MetricLogger(tmp_path / "m.jsonl", every=2),
+            Recorder(),
+        ],
+    )
     assert h.status == "stopped" and "early stopping" in h.message
     assert trainer.step == 18  # best at epoch 1, then 2 evaluations without improvement
     assert seen[0] == ("begin", 240) and seen[-1] == ("end", "stopped")
     assert [s for k, s in seen if k == "step"] == list(range(1, 19))
     np.testing.assert_allclose(h.metric("lr"), np.asarray(sched(np.arange(18))), rtol=1e-6)
     rows = (tmp_path / "m.csv").read_text().splitlines()
-    assert rows[0] == "kind,step,name,value" and sum(r.startswith("train,") and ",loss," in r for r in rows) == 18
+    assert (
+        rows[0] == "kind,step,name,value"
+        and sum(r.startswith("train,") and ",loss," in r for r in rows) == 18
+    )
     lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if x["kind"] == "train"] == list(range(2, 19, 2))
     assert sum(x["kind"] == "eval" for x in lines) == 3
@@ -183,8 +204,14 @@ def test_stop_request_from_callback_and_terminal_progress():
     buf = io.StringIO()
     model = TinyMLP(rngs=nnx.Rngs(0))
     trainer = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device())
-    h = trainer.fit((X, y), steps=40, batch_size=16, steps_per_call=3, callbacks=[StopAt()],
-                    progress=TerminalProgress(buf))
+    h = trainer.fit(
+        (X, y),
+        steps=40,
+        batch_size=16,
+        steps_per_call=3,
+        callbacks=[StopAt()],
+        progress=TerminalProgress(buf),
+    )
     # metrics are read one call behind: the stop lands at the next call boundary
     assert h.status == "stopped" and 6 <= trainer.step <= 12 and trainer.step % 3 == 0
     out = buf.getvalue()
@@ -204,10 +231,18 @@ def test_keyboard_interrupt_stops_at_boundary_saves_and_propagates(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)  # a second interrupt while the save is running
 
     model = TinyMLP(rngs=nnx.Rngs(0))
-    trainer = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device(), checkpoint_dir=tmp_path / "ck",
-                      save_every_epoch=False)
+    trainer = Trainer(
+        model,
+        optax.sgd(0.1),
+        loss_fn,
+        devices=one_device(),
+        checkpoint_dir=tmp_path / "ck",
+        save_every_epoch=False,
+    )
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit((X, y), steps=100, batch_size=16, steps_per_call=2, callbacks=[Interrupt()], progress=None)
+        trainer.fit(
+            (X, y), steps=100, batch_size=16, steps_per_call=2, callbacks=[Interrupt()], progress=None
+        )
     h = trainer.history
     assert h.status == "interrupted" and h.message.startswith(f"interrupted at step {trainer.step}")
     assert trainer.checkpoint_steps == [trainer.step]
@@ -263,8 +298,14 @@ def test_learning_rate_logger_feeds_the_live_view():
         def on_steps(self, trainer, steps, logs):
             seen.append(trainer.progress.last.get("lr"))
 
-    tr.fit((X, y), steps=40, batch_size=8, progress=None, steps_per_call=10,
-           callbacks=[LearningRateLogger(schedule), Watch()])
+    tr.fit(
+        (X, y),
+        steps=40,
+        batch_size=8,
+        progress=None,
+        steps_per_call=10,
+        callbacks=[LearningRateLogger(schedule), Watch()],
+    )
     import pytest
 
     assert seen == pytest.approx([float(schedule(s - 1)) for s in (10, 20, 30, 40)], rel=1e-6)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,11 +32,17 @@ def test_model_that_is_not_nnx():
         Trainer(lambda x: x, optax.sgd(0.1), loss_fn)
 
 
-@pytest.mark.parametrize("bad_loss, message", [
-    (lambda m, b: (optax.softmax_cross_entropy_with_integer_labels(m(b[0]), b[1]), None), "scalar loss, got f32\\[16\\]"),
-    (lambda m, b: jnp.sum(m(b[0]) > 0), "floating-point loss, got i32\\[\\]"),
-    (lambda m, b: "loss", "scalar float array"),
-])
+@pytest.mark.parametrize(
+    "bad_loss, message",
+    [
+        (
+            lambda m, b: (optax.softmax_cross_entropy_with_integer_labels(m(b[0]), b[1]), None),
+            "scalar loss, got f32\\[16\\]",
+        ),
+        (lambda m, b: jnp.sum(m(b[0]) > 0), "floating-point loss, got i32\\[\\]"),
+        (lambda m, b: "loss", "scalar float array"),
+    ],
+)
 def test_loss_that_is_not_a_float_scalar(setup, bad_loss, message):
     X, y, model, before = setup
     trainer = Trainer(model, optax.sgd(0.1), bad_loss, devices=one_device())
@@ -121,6 +126,8 @@ def test_eval_data_with_a_different_structure(setup):
     trainer = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device())
     with pytest.raises(ValueError, match="eval_data has a different structure"):
         trainer.fit((X, y), steps=3, batch_size=16, eval_data={"x": X, "y": y}, progress=None)
-    with pytest.raises(ValueError, match=r"(?s)eval_data does not match.*expected f32\[N,8\], got f32\[N,5\]"):
+    with pytest.raises(
+        ValueError, match=r"(?s)eval_data does not match.*expected f32\[N,8\], got f32\[N,5\]"
+    ):
         trainer.fit((X, y), steps=3, batch_size=16, eval_data=(X[:, :5], y), progress=None)
     assert trainer.step == 0 and unchanged(model, before)

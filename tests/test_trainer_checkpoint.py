@@ -24,10 +24,21 @@ STEPS = 96
 
 
 def _worker(ckpt, out, **env):
-    e = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             PYTHONFAULTHANDLER="1", **env)  # a hard crash prints its traceback
-    return subprocess.Popen([sys.executable, "-m", "tests.train_worker", str(ckpt), str(out), str(STEPS)],
-                            cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    e = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        PYTHONFAULTHANDLER="1",
+        **env,
+    )  # a hard crash prints its traceback
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.train_worker", str(ckpt), str(out), str(STEPS)],
+        cwd=ROOT,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _committed_steps(ckpt) -> list[int]:
@@ -88,13 +99,23 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
 def test_directory_of_a_different_model_is_refused_and_untouched(tmp_path):
     X, y = dataset(64)
-    t = Trainer(TinyMLP(width=8, rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device(),
-                checkpoint_dir=tmp_path)
+    t = Trainer(
+        TinyMLP(width=8, rngs=nnx.Rngs(0)),
+        optax.adam(1e-3),
+        loss_fn,
+        devices=one_device(),
+        checkpoint_dir=tmp_path,
+    )
     t.fit((X, y), steps=4, batch_size=16, progress=None)
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
     with pytest.raises(CheckpointMismatchError) as err:
-        Trainer(TinyMLP(width=16, rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device(),
-                checkpoint_dir=tmp_path)
+        Trainer(
+            TinyMLP(width=16, rngs=nnx.Rngs(0)),
+            optax.adam(1e-3),
+            loss_fn,
+            devices=one_device(),
+            checkpoint_dir=tmp_path,
+        )
     msg = str(err.value)
     assert "params.l1.kernel.value: checkpoint f32[8,8], model f32[8,16]" in msg
     assert "opt.0.mu.l1.kernel.value" in msg and "Nothing was restored or overwritten" in msg
@@ -105,8 +126,17 @@ def test_directory_of_a_different_model_is_refused_and_untouched(tmp_path):
 def test_leftover_temporary_saves_are_removed_and_retention(tmp_path):
     X, y = dataset(96)
     model = TinyMLP(rngs=nnx.Rngs(0))
-    t = Trainer(model, optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path, keep=2,
-                keep_best="eval_loss", best_mode="min", save_every_epoch=True)
+    t = Trainer(
+        model,
+        optax.adam(1e-2),
+        loss_fn,
+        devices=one_device(),
+        checkpoint_dir=tmp_path,
+        keep=2,
+        keep_best="eval_loss",
+        best_mode="min",
+        save_every_epoch=True,
+    )
     # eval data the model cannot fit: eval_loss is best early, so the best checkpoint is an old one
     rng = np.random.default_rng(1)
     Xe, ye = rng.normal(size=(32, 8)).astype(np.float32), rng.integers(0, 3, 32).astype(np.int32)
@@ -117,7 +147,9 @@ def test_leftover_temporary_saves_are_removed_and_retention(tmp_path):
     assert steps[-2:] == [30, 36] and best in steps and len(steps) == (2 if best >= 30 else 3)
     (tmp_path / "42.orbax-checkpoint-tmp-1234").mkdir()
     (tmp_path / "42.orbax-checkpoint-tmp-1234" / "junk").write_text("half-written")
-    t2 = Trainer(TinyMLP(rngs=nnx.Rngs(5)), optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path)
+    t2 = Trainer(
+        TinyMLP(rngs=nnx.Rngs(5)), optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path
+    )
     assert not (tmp_path / "42.orbax-checkpoint-tmp-1234").exists()
     assert t2.step == 36 and all(np.array_equal(a, b) for a, b in zip(params_of(model), params_of(t2.model)))
     assert len(t2.history.evals) == 6 and t2.history.last_step == 36  # metric history came back too
@@ -130,7 +162,8 @@ def test_iterable_resumes_at_its_data_position(tmp_path):
     Trainer(full, optax.adam(1e-2), loss_fn, devices=one_device()).fit(data, progress=None, steps_per_call=2)
     part = TinyMLP(rngs=nnx.Rngs(0))
     Trainer(part, optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path).fit(
-        data, steps=6, progress=None, steps_per_call=2)
+        data, steps=6, progress=None, steps_per_call=2
+    )
     again = TinyMLP(rngs=nnx.Rngs(9))
     t = Trainer(again, optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path)
     assert t.step == 6

@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxmagic.train import Trainer
 from tests.conftest import ROOT
@@ -22,8 +23,9 @@ from tests.helpers import TinyMLP, dataset, loss_fn, one_device, params_of
 def test_default_mesh_is_data_parallel_and_matches_one_device():
     X, y = dataset(128)
     single, multi = TinyMLP(rngs=nnx.Rngs(0)), TinyMLP(rngs=nnx.Rngs(0))
-    Trainer(single, optax.adam(1e-2), loss_fn, devices=one_device()).fit((X, y), steps=12, batch_size=32,
-                                                                          progress=None)
+    Trainer(single, optax.adam(1e-2), loss_fn, devices=one_device()).fit(
+        (X, y), steps=12, batch_size=32, progress=None
+    )
     t = Trainer(multi, optax.adam(1e-2), loss_fn)
     h = t.fit((X, y), steps=12, batch_size=32, progress=None)
     assert h.config["devices"] == 8 and h.config["mesh"] == {"data": 8}
@@ -50,8 +52,9 @@ def test_partitioning_annotations_shard_parameters_and_results_match():
         sharded, single = Annotated(nnx.Rngs(0)), Annotated(nnx.Rngs(0))
     t = Trainer(sharded, optax.adam(1e-2), loss_fn, mesh=mesh)
     t.fit((X, y), steps=8, batch_size=16, progress=None)
-    Trainer(single, optax.adam(1e-2), loss_fn, devices=one_device()).fit((X, y), steps=8, batch_size=16,
-                                                                          progress=None)
+    Trainer(single, optax.adam(1e-2), loss_fn, devices=one_device()).fit(
+        (X, y), steps=8, batch_size=16, progress=None
+    )
     k1 = sharded.l1.kernel.get_value()
     assert k1.sharding.spec == P("data", "model") and len(k1.addressable_shards) == 8
     assert k1.addressable_shards[0].data.shape == (2, 8)
@@ -70,9 +73,17 @@ def _port() -> int:
 def _run_pair(ckpt, out, steps):
     port = _port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.dist_worker", str(i), str(port), str(ckpt), str(out),
-                               str(steps)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.dist_worker", str(i), str(port), str(ckpt), str(out), str(steps)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         try:
@@ -97,7 +108,8 @@ def test_two_processes_train_checkpoint_and_resume_together(tmp_path):
     X, y = dataset(128)
     ref = TinyMLP(rngs=nnx.Rngs(0))
     Trainer(ref, optax.adam(1e-2), loss_fn, devices=jax.devices()[:2]).fit(
-        (X, y), steps=16, batch_size=16, steps_per_call=4, progress=None)
+        (X, y), steps=16, batch_size=16, steps_per_call=4, progress=None
+    )
     got = np.load(tmp_path / "final.npz")
     for i, a in enumerate(params_of(ref)):
         np.testing.assert_allclose(got[f"arr_{i}"], a, rtol=1e-5, atol=1e-6)

@@ -33,7 +33,7 @@ def hand_loop(model, tx, data):
 def loader(X, y, batch_size):
     """A data loader without drop_last: the last batch is short."""
     for i in range(0, len(X), batch_size):
-        yield X[i:i + batch_size], y[i:i + batch_size]
+        yield X[i : i + batch_size], y[i : i + batch_size]
 
 
 # -- short batches ---------------------------------------------------------------------------
@@ -59,7 +59,9 @@ def test_a_short_batch_mid_stream_is_dropped_too_and_a_bigger_one_is_an_error():
     data = batches(X, y, 16, 6)
     data.insert(3, (X[:8], y[:8]))  # e.g. two epochs of a loader without drop_last, chained
     model = TinyMLP(rngs=nnx.Rngs(0))
-    h = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device()).fit(data, progress=None, steps_per_call=2)
+    h = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device()).fit(
+        data, progress=None, steps_per_call=2
+    )
     assert h.last_step == 6 and "batch 4: 8 rows" in h.message
     bigger = batches(X, y, 16, 3) + [(X[:32], y[:32])]
     t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), loss_fn, devices=one_device())
@@ -72,7 +74,8 @@ def test_arrays_with_a_short_last_batch_train_the_full_batches_and_say_what_was_
     X, y = dataset(164)
     model = TinyMLP(rngs=nnx.Rngs(0))
     h = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device()).fit(
-        (X, y), epochs=2, batch_size=16, progress=None)
+        (X, y), epochs=2, batch_size=16, progress=None
+    )
     assert h.last_step == 20 and h.config["dropped_per_epoch"] == 4
     assert "4 of 164 examples per epoch not trained" in h.message and h.runs[-1].notes
 
@@ -85,7 +88,8 @@ def test_resuming_a_loader_with_dropped_short_batches_continues_at_its_data_posi
     Trainer(full, optax.adam(1e-2), loss_fn, devices=one_device()).fit(data, progress=None, steps_per_call=2)
     part = TinyMLP(rngs=nnx.Rngs(0))
     Trainer(part, optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path).fit(
-        data, steps=4, progress=None, steps_per_call=2)
+        data, steps=4, progress=None, steps_per_call=2
+    )
     again = TinyMLP(rngs=nnx.Rngs(9))
     t = Trainer(again, optax.adam(1e-2), loss_fn, devices=one_device(), checkpoint_dir=tmp_path)
     assert t.step == 4
@@ -105,26 +109,49 @@ def test_early_stopping_without_eval_data_is_refused_before_anything_happens():
     before = params_of(model)
     trainer = Trainer(model, optax.sgd(0.1), loss_fn, devices=one_device())
     gen = loader(X, y, 16)
-    with pytest.raises(ValueError, match=r"EarlyStopping\('eval_loss'\) acts on evaluations, but fit\(\) has no "
-                                         r"eval_data: pass eval_data="):
+    with pytest.raises(
+        ValueError,
+        match=r"EarlyStopping\('eval_loss'\) acts on evaluations, but fit\(\) has no "
+        r"eval_data: pass eval_data=",
+    ):
         trainer.fit(gen, progress=None, callbacks=[EarlyStopping("eval_loss")])
     assert _first_batch_is_still_there(gen, X)
-    with pytest.raises(ValueError, match=r"EarlyStopping\('eval_acc'\) watches 'eval_acc', which evaluation does "
-                                         r"not produce; evaluations give eval_loss"):
-        trainer.fit((X, y), steps=3, batch_size=16, eval_data=(X, y), progress=None,
-                    callbacks=[EarlyStopping("eval_acc")])
+    with pytest.raises(
+        ValueError,
+        match=r"EarlyStopping\('eval_acc'\) watches 'eval_acc', which evaluation does "
+        r"not produce; evaluations give eval_loss",
+    ):
+        trainer.fit(
+            (X, y),
+            steps=3,
+            batch_size=16,
+            eval_data=(X, y),
+            progress=None,
+            callbacks=[EarlyStopping("eval_acc")],
+        )
     assert trainer.step == 0 and trainer.history.runs == []
     assert all(np.array_equal(a, b) for a, b in zip(params_of(model), before))
 
 
 def test_keep_best_without_eval_data_or_checkpoint_dir_is_refused(tmp_path):
     X, y = dataset(96)
-    with pytest.raises(ValueError, match="keep_best='eval_loss' keeps the best checkpoint, but there is no "
-                                         "checkpoint_dir"):
-        Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), loss_fn, devices=one_device(), keep_best="eval_loss")
-    trainer = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), loss_fn, devices=one_device(),
-                      checkpoint_dir=tmp_path / "ck", keep_best="eval_loss")
-    with pytest.raises(ValueError, match=r"keep_best='eval_loss' acts on evaluations, but fit\(\) has no eval_data"):
+    with pytest.raises(
+        ValueError, match="keep_best='eval_loss' keeps the best checkpoint, but there is no checkpoint_dir"
+    ):
+        Trainer(
+            TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), loss_fn, devices=one_device(), keep_best="eval_loss"
+        )
+    trainer = Trainer(
+        TinyMLP(rngs=nnx.Rngs(0)),
+        optax.sgd(0.1),
+        loss_fn,
+        devices=one_device(),
+        checkpoint_dir=tmp_path / "ck",
+        keep_best="eval_loss",
+    )
+    with pytest.raises(
+        ValueError, match=r"keep_best='eval_loss' acts on evaluations, but fit\(\) has no eval_data"
+    ):
         trainer.fit((X, y), steps=3, batch_size=16, progress=None)
     assert trainer.step == 0 and trainer.checkpoint_steps == []
 
@@ -153,11 +180,14 @@ def _line_of(fn, text):
     return first + next(i for i, line in enumerate(lines) if text in line)
 
 
-@pytest.mark.parametrize("bad_loss, code", [
-    (loss_with_float, "return float(loss) * 1.0"),
-    (loss_with_item, 'print("loss", loss.item())'),
-    (loss_with_numpy, "logits = np.asarray(model(batch[0]))"),
-])
+@pytest.mark.parametrize(
+    "bad_loss, code",
+    [
+        (loss_with_float, "return float(loss) * 1.0"),
+        (loss_with_item, 'print("loss", loss.item())'),
+        (loss_with_numpy, "logits = np.asarray(model(batch[0]))"),
+    ],
+)
 def test_loss_fn_that_converts_to_python_numbers_names_the_users_line(bad_loss, code):
     X, y = dataset(96)
     model = TinyMLP(rngs=nnx.Rngs(0))
@@ -181,8 +211,9 @@ def test_a_metric_function_that_is_not_traceable_is_named():
     def acc(aux, batch):
         return float((aux.argmax(-1) == batch[1]).mean())
 
-    trainer = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), loss_fn, metrics={"acc": acc},
-                      devices=one_device())
+    trainer = Trainer(
+        TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), loss_fn, metrics={"acc": acc}, devices=one_device()
+    )
     with pytest.raises(TypeError, match=r"^metric 'acc' must stay traceable: `return float\(\(aux"):
         trainer.fit((X, y), steps=3, batch_size=16, progress=None)
     assert trainer.step == 0
@@ -199,14 +230,17 @@ def test_dict_batches_with_accuracy_say_which_keys_the_metric_needs():
     X, y = dataset(96)
     model = TinyMLP(rngs=nnx.Rngs(0))
     before = params_of(model)
-    trainer = Trainer(model, optax.sgd(0.1), dict_loss, metrics={"accuracy": nnx.metrics.Accuracy()},
-                      devices=one_device())
+    trainer = Trainer(
+        model, optax.sgd(0.1), dict_loss, metrics={"accuracy": nnx.metrics.Accuracy()}, devices=one_device()
+    )
     with pytest.raises(ValueError) as err:
         trainer.fit({"image": X, "label": y}, steps=3, batch_size=16, progress=None)
     msg = str(err.value)
-    assert msg.startswith("metric 'accuracy' (Accuracy) is updated as update(logits=..., labels=...) and nothing "
-                          "provides 'labels': it gets loss and values (the loss); the batch's keys image, label; "
-                          "logits (the aux loss_fn returns). Map them: name the batch key 'labels'"), msg
+    assert msg.startswith(
+        "metric 'accuracy' (Accuracy) is updated as update(logits=..., labels=...) and nothing "
+        "provides 'labels': it gets loss and values (the loss); the batch's keys image, label; "
+        "logits (the aux loss_fn returns). Map them: name the batch key 'labels'"
+    ), msg
     assert trainer.step == 0 and all(np.array_equal(a, b) for a, b in zip(params_of(model), before))
     # the suggested mappings work
     h = trainer.fit({"image": X, "labels": y}, steps=3, batch_size=16, progress=None)
@@ -216,6 +250,13 @@ def test_dict_batches_with_accuracy_say_which_keys_the_metric_needs():
         loss, logits = dict_loss(model, batch)
         return loss, {"logits": logits, "labels": batch["label"]}
 
-    t2 = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.sgd(0.1), aux_loss, metrics={"accuracy": nnx.metrics.Accuracy()},
-                 devices=one_device())
-    assert len(t2.fit({"image": X, "label": y}, steps=3, batch_size=16, progress=None).metric("accuracy")) == 3
+    t2 = Trainer(
+        TinyMLP(rngs=nnx.Rngs(0)),
+        optax.sgd(0.1),
+        aux_loss,
+        metrics={"accuracy": nnx.metrics.Accuracy()},
+        devices=one_device(),
+    )
+    assert (
+        len(t2.fit({"image": X, "label": y}, steps=3, batch_size=16, progress=None).metric("accuracy")) == 3
+    )

@@ -14,7 +14,8 @@ import optax
 import pytest
 from flax import linen as nn
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jaxmagic
 from jaxmagic.trees import CheckpointError, tree
@@ -46,8 +47,18 @@ def test_nnx_module_kinds_totals_and_bytes(mlp):
     assert set(d["by_top"]) == {"l1", "bn", "drop", "l2"}
     assert d["totals"]["bytes"] == sum(l["bytes"] for l in d["leaves"])
     k = next(l for l in d["leaves"] if l["path"] == "l1.kernel")
-    assert k == {"path": "l1.kernel", "kind": "Param", "type": "Param", "shape": [4, 8], "dtype": "float32",
-                 "size": 32, "bytes": 128, "spec": "device 0", "num_devices": 1, "status": ""}
+    assert k == {
+        "path": "l1.kernel",
+        "kind": "Param",
+        "type": "Param",
+        "shape": [4, 8],
+        "dtype": "float32",
+        "size": 32,
+        "bytes": 128,
+        "spec": "device 0",
+        "num_devices": 1,
+        "status": "",
+    }
     assert repr(s) == "TreeSummary(mlp: 10 leaves, 92 elements, 372 B)"  # nnx says: Total 92 (372 B)
     json.dumps(d)
 
@@ -73,7 +84,9 @@ def test_filters(mlp):
     rows = tree(mlp, depth=1).rows()
     assert [r.path for r in rows] == ["bn", "drop", "l1", "l2"] and rows[0].totals.leaves == 4
     assert [r.path for r in tree(mlp, depth=0).rows()] == ["(root)"]
-    with pytest.raises(ValueError, match="no leaves of kind 'Params'; kinds in this tree: Param, BatchStat, RngState"):
+    with pytest.raises(
+        ValueError, match="no leaves of kind 'Params'; kinds in this tree: Param, BatchStat, RngState"
+    ):
         tree(mlp, kind="Params")
     with pytest.raises(ValueError, match="not a valid regular expression"):
         tree(mlp, grep="(")
@@ -117,7 +130,10 @@ def test_linen_variables_dict_and_frozendict():
             return nn.BatchNorm(use_running_average=not train)(x)
 
     v = Net().init(jax.random.key(0), jnp.ones((1, 3)))
-    for variables in (v, nn.FrozenDict(v) if hasattr(nn, "FrozenDict") else __import__("flax").core.FrozenDict(v)):
+    for variables in (
+        v,
+        nn.FrozenDict(v) if hasattr(nn, "FrozenDict") else __import__("flax").core.FrozenDict(v),
+    ):
         s = tree(variables)
         assert s.source == "Linen variables"
         assert s.by_kind()["Param"].elements == 3 * 8 + 8 + 8 + 8
@@ -149,15 +165,25 @@ class Unregistered:
 
 
 def test_plain_pytrees_custom_nodes_and_opaque_leaves():
-    obj = {"pair": Pair(jnp.ones(2), None), "reg": Registered(jnp.ones((2, 3))), "node": Node(np.zeros(4, np.int8)),
-           "odd": Unregistered(), "s": jax.ShapeDtypeStruct((3, 5), jnp.bfloat16), "f": 1.5}
+    obj = {
+        "pair": Pair(jnp.ones(2), None),
+        "reg": Registered(jnp.ones((2, 3))),
+        "node": Node(np.zeros(4, np.int8)),
+        "odd": Unregistered(),
+        "s": jax.ShapeDtypeStruct((3, 5), jnp.bfloat16),
+        "f": 1.5,
+    }
     s = tree(obj)
     by_path = {l.path_str: l for l in s.leaves}
     assert by_path["pair.a"].type_str == "f32[2]"
     assert by_path["pair.b"].status == "none"
     assert by_path["reg.w"].nbytes == 24
     assert by_path["node.0"].type_str == "i8[4]" and by_path["node.0"].nbytes == 4
-    assert by_path["odd"].status == "opaque" and by_path["odd"].type_name == "Unregistered" and by_path["odd"].nbytes is None
+    assert (
+        by_path["odd"].status == "opaque"
+        and by_path["odd"].type_name == "Unregistered"
+        and by_path["odd"].nbytes is None
+    )
     assert by_path["s"].status == "abstract" and by_path["s"].nbytes == 30
     assert by_path["f"].type_str == "f64[]"
     assert any("opaque" in n and "Unregistered ×1" in n for n in s.notes)
@@ -262,8 +288,13 @@ def checkpoint(tmp_path_factory, mlp):
     root = tmp_path_factory.mktemp("ckpt") / "run"
     with ocp.CheckpointManager(root) as mgr:
         for step in (1, 5):
-            mgr.save(step, args=ocp.args.Composite(model=ocp.args.StandardSave(nnx.state(mlp, nnx.Param)),
-                                                   meta=ocp.args.JsonSave({"lr": 0.1, "step": step})))
+            mgr.save(
+                step,
+                args=ocp.args.Composite(
+                    model=ocp.args.StandardSave(nnx.state(mlp, nnx.Param)),
+                    meta=ocp.args.JsonSave({"lr": 0.1, "step": step}),
+                ),
+            )
         mgr.wait_until_finished()
     return root
 
@@ -282,11 +313,14 @@ def test_checkpoint_from_metadata_without_writing(checkpoint):
     assert _snapshot(checkpoint) == before
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: p / "missing", "no such file or directory"),
-    (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", "not a directory"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "not an Orbax checkpoint"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p / "missing", "no such file or directory"),
+        (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", "not a directory"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "not an Orbax checkpoint"),
+    ],
+)
 def test_not_a_checkpoint(tmp_path, make, message):
     path = make(tmp_path)
     before = _snapshot(tmp_path)

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxmagic._format import fmt_bytes, fmt_count, fmt_seconds
 from jaxmagic.render import html as H
@@ -47,8 +48,12 @@ def _jax_grid(sharding_, shape, rdim, cdim, facet=None):
 
 def _view_grid(view):
     g = view["grid"]
-    return {(row["head"], head): sorted(cell["devices"])
-            for row in g["rows"] for head, cell in zip(g["col_heads"], row["cells"]) if cell["devices"]}
+    return {
+        (row["head"], head): sorted(cell["devices"])
+        for row in g["rows"]
+        for head, cell in zip(g["col_heads"], row["cells"])
+        if cell["devices"]
+    }
 
 
 def test_spec_edit_from_the_browser_sends_the_layout_jax_implies(mesh):
@@ -66,13 +71,20 @@ def test_spec_edit_from_the_browser_sends_the_layout_jax_implies(mesh):
     assert {c["bytes"] for c in cells} == {fmt_bytes(2 * 8 * 4)}
 
     # per-device bytes and the table, in _format's words, match what the shards would hold
-    shard_bytes = {d.id: 4 * int(np.prod([len(range(*s.indices(n))) for s, n in zip(idx, x.shape)]))
-                   for d, idx in target.devices_indices_map(x.shape).items()}
+    shard_bytes = {
+        d.id: 4 * int(np.prod([len(range(*s.indices(n))) for s, n in zip(idx, x.shape)]))
+        for d, idx in target.devices_indices_map(x.shape).items()
+    }
     bias = {0: 12}  # the replicated-on-one-device bias of shape (3,)
     assert {r["device"]: r["bytes"] for r in w.data["devices"]} == {
-        d: fmt_bytes(b + bias.get(d, 0)) for d, b in shard_bytes.items()}
+        d: fmt_bytes(b + bias.get(d, 0)) for d, b in shard_bytes.items()
+    }
     row = next(a for a in w.data["arrays"] if a["name"] == "x")
-    assert (row["label"], row["per_device"], row["shard"]) == ("x *", fmt_bytes(max(shard_bytes.values())), "f32[2,8]")
+    assert (row["label"], row["per_device"], row["shard"]) == (
+        "x *",
+        fmt_bytes(max(shard_bytes.values())),
+        "f32[2,8]",
+    )
     w.pinned = 5  # device 5 holds a block of x and nothing of the bias
     holds = {a["name"]: h for a, h in zip(w.data["arrays"], w.view["holds"])}
     assert holds["b"] == {"text": "—", "held": False} and holds["x"]["held"]
@@ -84,7 +96,9 @@ def test_bad_spec_keeps_the_layout_and_what_was_typed(mesh):
     data, grid = w.data_json, w.view["grid"]
     w.spec_request = {"name": "x", "entries": ["model", "model"], "n": 1}
     assert "mesh axis 'model' is used in dimensions 0 and dimension 1" in w.error
-    assert w.data_json == data and w.view["grid"] == grid and w.report.arrays[0].spec == (("data",), ("model",))
+    assert (
+        w.data_json == data and w.view["grid"] == grid and w.report.arrays[0].spec == (("data",), ("model",))
+    )
     assert w.view["spec_inputs"] == ["model", "model"]  # the draft survives the redraw
     w.spec_request = {"name": "x", "entries": ["data, model", ""], "n": 2}
     assert w.error == "" and w.view["spec_inputs"] == ["data,model", ""]
@@ -95,7 +109,9 @@ def test_dims_facets_and_pinning_are_computed_in_python(mesh):
     sh = NamedSharding(mesh, P("data", None, "model"))
     x = jax.device_put(jnp.zeros((4, 6, 8)), sh)
     w = ShardingExplorer(sharding(x, name="x"))
-    assert w.dims == [0, 2] and w.view["facets"] == [{"dim": 1, "index": 0, "count": 1, "label": " dim 1 [0:6] (1/1)"}]
+    assert w.dims == [0, 2] and w.view["facets"] == [
+        {"dim": 1, "index": 0, "count": 1, "label": " dim 1 [0:6] (1/1)"}
+    ]
     w.dims = [2, 2]  # the row picker chose the column's dimension: the two swap
     assert w.dims == [2, 0] and _view_grid(w.view) == _jax_grid(sh, x.shape, 2, 0)
     w.dims = [0, 1]  # dim 2 (split 4 ways) becomes a facet: one slider with four positions
@@ -108,7 +124,9 @@ def test_dims_facets_and_pinning_are_computed_in_python(mesh):
 
     w.pinned = 5
     idx = sh.devices_indices_map(x.shape)[next(d for d in jax.devices() if d.id == 5)]
-    expected = "[" + ", ".join(_rng(s, n)[1:-1] for s, n in zip(idx, x.shape)) + "] " + fmt_bytes(2 * 6 * 2 * 4)
+    expected = (
+        "[" + ", ".join(_rng(s, n)[1:-1] for s, n in zip(idx, x.shape)) + "] " + fmt_bytes(2 * 6 * 2 * 4)
+    )
     assert w.view["holds_head"] == "device 5 holds" and w.view["holds"] == [{"text": expected, "held": True}]
     w.pinned = -1
     assert w.view["holds"] == [] and w.view["holds_head"] == ""
@@ -117,8 +135,10 @@ def test_dims_facets_and_pinning_are_computed_in_python(mesh):
 
 
 def test_explorer_build_stays_small(mesh):
-    tree = {f"l{i}": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(mesh, P("data", None)))
-            for i in range(2000)}
+    tree = {
+        f"l{i}": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(mesh, P("data", None)))
+        for i in range(2000)
+    }
     w = sharding(tree).explore()
     # the old payload carried per-device starts/stops of every array (~1.2 MB here)
     assert len(w.data_json) < 500_000 and len(w.view_json) < 10_000
@@ -129,8 +149,8 @@ def test_progress_widget_sends_formatted_values_and_stop_reaches_the_trainer():
     import optax
     from flax import nnx
 
-    from tests.helpers import TinyMLP, dataset, loss_fn, one_device
     from jaxmagic.train import Callback, Trainer
+    from tests.helpers import TinyMLP, dataset, loss_fn, one_device
 
     views: list[dict] = []
 
@@ -142,15 +162,24 @@ def test_progress_widget_sends_formatted_values_and_stop_reaches_the_trainer():
     X, y = dataset()
     trainer = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=one_device())
     progress = Recorded(max_rate=1e6)
-    h = trainer.fit((X, y), steps=24, batch_size=16, eval_data=(X[:32], y[:32]), eval_every=8,
-                    steps_per_call=4, progress=progress)
+    h = trainer.fit(
+        (X, y),
+        steps=24,
+        batch_size=16,
+        eval_data=(X[:32], y[:32]),
+        eval_every=8,
+        steps_per_call=4,
+        progress=progress,
+    )
     v = views[-1]
     p = trainer.progress
     assert isinstance(progress.widget, TrainingProgressWidget)
     assert (v["status"], v["status_kind"], v["running"]) == ("completed", "ok", False)
     assert (v["percent"], v["aria"]) == ("100.0%", "100") and v["label"].startswith("step 24 / 24 · epoch ")
     stats = dict(v["stats"])
-    assert stats["steps/s"] == fmt_count(p.steps_per_second) and stats["examples/s"] == fmt_count(p.examples_per_second)
+    assert stats["steps/s"] == fmt_count(p.steps_per_second) and stats["examples/s"] == fmt_count(
+        p.examples_per_second
+    )
     assert stats["compile"] == fmt_seconds(p.compile_seconds) and stats["ETA"] == "—"
     assert stats["loss"] == fmt_metric(p.last["loss"])
     assert v["chart"] == svg_chart(_series(h), x_max=24) and 'class="jm-series jm-series-loss"' in v["chart"]
@@ -163,7 +192,9 @@ def test_progress_widget_sends_formatted_values_and_stop_reaches_the_trainer():
 
     stopper = WidgetProgress()
     trainer2 = Trainer(TinyMLP(rngs=nnx.Rngs(1)), optax.adam(1e-2), loss_fn, devices=one_device())
-    h2 = trainer2.fit((X, y), steps=10_000, batch_size=16, steps_per_call=4, progress=stopper, callbacks=[PressStop()])
+    h2 = trainer2.fit(
+        (X, y), steps=10_000, batch_size=16, steps_per_call=4, progress=stopper, callbacks=[PressStop()]
+    )
     assert h2.status == "stopped" and "stopped from the widget" in h2.message and trainer2.step < 10_000
 
 

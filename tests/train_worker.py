@@ -32,13 +32,26 @@ def main() -> None:
     ckpt, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     X, y = dataset(200)
     model = TinyMLP(rngs=nnx.Rngs(0), dropout=0.2, batchnorm=True)
-    trainer = Trainer(model, optax.adam(1e-2), loss_fn, devices=jax.devices()[:1], checkpoint_dir=ckpt,
-                      save_every=8, save_every_epoch=False, keep=2, seed=3)
+    trainer = Trainer(
+        model,
+        optax.adam(1e-2),
+        loss_fn,
+        devices=jax.devices()[:1],
+        checkpoint_dir=ckpt,
+        save_every=8,
+        save_every_epoch=False,
+        keep=2,
+        seed=3,
+    )
     print(f"start {trainer.step}", flush=True)
     trainer.fit((X, y), steps=steps, batch_size=16, steps_per_call=4, progress=None, callbacks=[Slow()])
     leaves = jax.tree_util.tree_flatten_with_path(trainer._state)[0]
-    arrays = {jax.tree_util.keystr(p): np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(
-        x.dtype, jax.dtypes.prng_key) else x) for p, x in leaves}
+    arrays = {
+        jax.tree_util.keystr(p): np.asarray(
+            jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+        )
+        for p, x in leaves
+    }
     np.savez(out, **arrays)
     print("done", flush=True)
 

@@ -16,7 +16,8 @@ import ast
 import os
 import re
 import shlex
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from IPython.core.error import UsageError
 
@@ -110,8 +111,9 @@ def _parse_flags(magic: Callable, argv: list[str]) -> Any:
 
 def _required_value(parser: Any) -> set[str]:
     """Option strings whose value is not optional (``nargs="?"`` flags take ``--flag=value``)."""
-    return {s for a in parser._actions if a.option_strings and a.nargs not in (0, "?")
-            for s in a.option_strings}
+    return {
+        s for a in parser._actions if a.option_strings and a.nargs not in (0, "?") for s in a.option_strings
+    }
 
 
 def _unquote(token: str) -> str:
@@ -203,18 +205,18 @@ def evaluate_call(shell: Any, name: str, expr: str) -> tuple[Any, list, dict]:
     call = tree.body
     if not isinstance(call, ast.Call):
         kind = type(call).__name__.lower()
-        raise UsageError(f"%{name} needs a call like f(x, y); {expr!r} is {article(kind)} {kind}, "
-                         "not a call")
+        raise UsageError(f"%{name} needs a call like f(x, y); {expr!r} is {article(kind)} {kind}, not a call")
     capture = "__jaxmagic_capture_call__"
-    pieces = ast.Expression(ast.Tuple([
-        call.func,
-        ast.Call(ast.Name(capture, ast.Load()), call.args, call.keywords)], ast.Load()))
+    pieces = ast.Expression(
+        ast.Tuple([call.func, ast.Call(ast.Name(capture, ast.Load()), call.args, call.keywords)], ast.Load())
+    )
     ast.fix_missing_locations(pieces)
     local_ns = dict(shell.user_ns)
     local_ns[capture] = lambda *a, **k: (list(a), k)
     try:
-        fn, (call_args, call_kwargs) = eval(compile(pieces, f"<%{name}>", "eval"),
-                                            shell.user_global_ns, local_ns)
+        fn, (call_args, call_kwargs) = eval(
+            compile(pieces, f"<%{name}>", "eval"), shell.user_global_ns, local_ns
+        )
     except Exception as e:
         raise UsageError(f"%{name}: could not evaluate {expr!r}: {type(e).__name__}: {e}") from None
     if not callable(fn):

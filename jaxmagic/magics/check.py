@@ -20,9 +20,13 @@ class CheckMagics(Magics):
     @argument("call", nargs="*", help="the call to run under checkify, e.g. f(x, 10)")
     @argument("-o", "--output", action="store_true", help="return the CheckReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
-    @argument("--checks", metavar="LIST", default="all",
-              help="comma-separated checks to enable: index, nan, div, user (checkify.check "
-                   "assertions) or all (default)")
+    @argument(
+        "--checks",
+        metavar="LIST",
+        default="all",
+        help="comma-separated checks to enable: index, nan, div, user (checkify.check "
+        "assertions) or all (default)",
+    )
     @no_var_expand
     @line_magic
     def jaxcheck(self, line: str) -> Any:
@@ -47,8 +51,14 @@ class CheckMagics(Magics):
             raise UsageError(f"%jaxcheck --checks: {e}") from None
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxcheck", expr)
         try:
-            report = check_call(fn, *call_args, checks=checks, where=partial(cell_label, self.shell),
-                                call_name=callee_text(expr), **call_kwargs)
+            report = check_call(
+                fn,
+                *call_args,
+                checks=checks,
+                where=partial(cell_label, self.shell),
+                call_name=callee_text(expr),
+                **call_kwargs,
+            )
         except (NotTraceableError, TypeError) as e:
             raise UsageError(f"%jaxcheck: {e}") from None
         return show(report, args)

@@ -32,8 +32,9 @@ class IRMagics(Magics):
 
     @magic_arguments()
     @argument("call", nargs="*", help="the call to inspect, e.g. f(x, y) or model(x)")
-    @argument("--optimized", action="store_true",
-              help="show the optimized HLO XLA compiled instead of StableHLO")
+    @argument(
+        "--optimized", action="store_true", help="show the optimized HLO XLA compiled instead of StableHLO"
+    )
     @argument("-o", "--output", action="store_true", help="return the IRReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
     @no_var_expand

@@ -16,7 +16,9 @@ class MemoryMagics(Magics):
     """Device-memory views."""
 
     @magic_arguments()
-    @argument("--top", type=int, default=20, help="list the N largest arrays (default 20; all are in to_dict())")
+    @argument(
+        "--top", type=int, default=20, help="list the N largest arrays (default 20; all are in to_dict())"
+    )
     @argument("--device", default=None, help="only this device, e.g. 0 or cpu:3")
     @argument("-o", "--output", action="store_true", help="return the MemoryReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
@@ -38,15 +40,30 @@ class MemoryMagics(Magics):
         return show(report, args)
 
     @magic_arguments()
-    @argument("call", nargs="*", help="the call to plan, e.g. step(state, batch); arguments may be "
-              "jax.ShapeDtypeStruct")
+    @argument(
+        "call",
+        nargs="*",
+        help="the call to plan, e.g. step(state, batch); arguments may be jax.ShapeDtypeStruct",
+    )
     @argument("--mesh", default=None, help="expression for a jax.sharding.Mesh to lay the arguments out on")
-    @argument("--specs", default=None, help="expression: one PartitionSpec (or None, or a pytree of specs) "
-              "per positional argument, e.g. specs or '(None, P(\"data\"))'; needs --mesh")
-    @argument("--device", default=None, help="compare the peak with a device: h100, h200, a100-80g, a100-40g, "
-              "tpu-v5e, tpu-v5p, ... or a size such as 80GiB")
-    @argument("--batch-sweep", action="store_true", help="also find the largest batch (dimension 0 of the last "
-              "positional argument) that fits --device, by compiling only")
+    @argument(
+        "--specs",
+        default=None,
+        help="expression: one PartitionSpec (or None, or a pytree of specs) "
+        "per positional argument, e.g. specs or '(None, P(\"data\"))'; needs --mesh",
+    )
+    @argument(
+        "--device",
+        default=None,
+        help="compare the peak with a device: h100, h200, a100-80g, a100-40g, "
+        "tpu-v5e, tpu-v5p, ... or a size such as 80GiB",
+    )
+    @argument(
+        "--batch-sweep",
+        action="store_true",
+        help="also find the largest batch (dimension 0 of the last "
+        "positional argument) that fits --device, by compiling only",
+    )
     @argument("-o", "--output", action="store_true", help="return the PlanReport instead of displaying it")
     @argument("-q", "--quiet", action="store_true", help="display nothing")
     @no_var_expand
@@ -62,15 +79,23 @@ class MemoryMagics(Magics):
         args, expr = parse(self.jaxplan, line)
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxplan", expr)
         mesh = evaluate(self.shell, "jaxplan", args.mesh, "a mesh") if args.mesh else None
-        specs = evaluate(self.shell, "jaxplan", args.specs, "a tuple of PartitionSpecs") \
-            if args.specs else None
+        specs = (
+            evaluate(self.shell, "jaxplan", args.specs, "a tuple of PartitionSpecs") if args.specs else None
+        )
         from jaxmagic.ir import NotTraceableError
         from jaxmagic.memories.plan import plan
 
         try:
-            report = plan(fn, *call_args, mesh=mesh, specs=specs, device=args.device,
-                          batch_sweep=args.batch_sweep, label_file=lambda f: cell_label(self.shell, f),
-                          **call_kwargs)
+            report = plan(
+                fn,
+                *call_args,
+                mesh=mesh,
+                specs=specs,
+                device=args.device,
+                batch_sweep=args.batch_sweep,
+                label_file=lambda f: cell_label(self.shell, f),
+                **call_kwargs,
+            )
         except (NotTraceableError, TypeError, ValueError) as e:
             raise UsageError(f"%jaxplan: {e}") from None
         return show(report, args)
@@ -88,8 +113,12 @@ _MARK = "_jaxmagic_oom_listener"
 def _oom_listener(shell: Any) -> Any:
     def post_run_cell(result: Any) -> None:
         exc = getattr(result, "error_in_exec", None)
-        if exc is None or "RESOURCE_EXHAUSTED" not in str(exc) and exc.__cause__ is None \
-                and exc.__context__ is None:
+        if (
+            exc is None
+            or "RESOURCE_EXHAUSTED" not in str(exc)
+            and exc.__cause__ is None
+            and exc.__context__ is None
+        ):
             return  # the common case costs one str()
         try:
             from jaxmagic.memories.oom import explain_oom, find_resource_exhausted
@@ -101,7 +130,9 @@ def _oom_listener(shell: Any) -> Any:
             from IPython.display import display
 
             tb = sys.last_traceback if getattr(sys, "last_value", None) is exc else None
-            display(explain_oom(exc, tb=tb, label_file=lambda f: cell_label(shell, f)))  # this shell's namespaces
+            display(
+                explain_oom(exc, tb=tb, label_file=lambda f: cell_label(shell, f))
+            )  # this shell's namespaces
         except Exception as e:  # never turn one error into two
             print(f"jaxmagic: could not explain the out-of-memory error ({type(e).__name__}: {e})")
 

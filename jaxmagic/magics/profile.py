@@ -22,15 +22,25 @@ class ProfileMagics(Magics):
     """The profiler magics."""
 
     @magic_arguments()
-    @argument("-o", "--output", action="store_true",
-              help="return the ProfileReport (the cell's own value is still displayed)")
+    @argument(
+        "-o",
+        "--output",
+        action="store_true",
+        help="return the ProfileReport (the cell's own value is still displayed)",
+    )
     @argument("-q", "--quiet", action="store_true", help="do not display the report")
     @argument("--json", metavar="PATH", help="also write report.to_dict() as JSON to PATH")
     @argument("--no-jaxpr", action="store_true", help="leave jaxprs out of the report")
     @argument("--hlo", action="store_true", help="include each function's optimized HLO text")
-    @argument("--trace", nargs="?", const="", default=None, metavar="DIR",
-              help="also record a jax.profiler trace (in DIR, or a new temporary folder) and "
-                   "show device time per function and a timeline; in line mode write --trace=DIR")
+    @argument(
+        "--trace",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="also record a jax.profiler trace (in DIR, or a new temporary folder) and "
+        "show device time per function and a timeline; in line mode write --trace=DIR",
+    )
     @no_var_expand
     @line_cell_magic
     def jaxprofile(self, line: str, cell: str | None = None) -> Any:
@@ -51,8 +61,9 @@ class ProfileMagics(Magics):
         if cell is None:
             source = statement
             if not source.strip():
-                raise UsageError("%jaxprofile needs a statement, e.g. %jaxprofile f(x); "
-                                 "use %%jaxprofile for a whole cell")
+                raise UsageError(
+                    "%jaxprofile needs a statement, e.g. %jaxprofile f(x); use %%jaxprofile for a whole cell"
+                )
         else:
             source = cell
         if args.json:
@@ -93,10 +104,15 @@ class ProfileMagics(Magics):
                         tracer.stop()
         except BaseException as e:
             error = e
-        report = prof.report(cell_file=filename, jaxpr=not args.no_jaxpr, hlo=args.hlo,
-                             label=label, error=_describe(error),
-                             trace=tracer.summary() if tracer is not None else None,
-                             cell_label=partial(cell_label, shell))
+        report = prof.report(
+            cell_file=filename,
+            jaxpr=not args.no_jaxpr,
+            hlo=args.hlo,
+            label=label,
+            error=_describe(error),
+            trace=tracer.summary() if tracer is not None else None,
+            cell_label=partial(cell_label, shell),
+        )
         if args.json:
             _write_json(report, args.json)
         from IPython.display import display

@@ -19,9 +19,15 @@ class StructureMagics(Magics):
     """Structure, sharding and device views."""
 
     @magic_arguments()
-    @argument("expr", nargs="*", help="expression: a PyTree, NNX module/state, Linen variables, Optax state, or a checkpoint path")
+    @argument(
+        "expr",
+        nargs="*",
+        help="expression: a PyTree, NNX module/state, Linen variables, Optax state, or a checkpoint path",
+    )
     @argument("--depth", type=int, default=None, help="fold the table at N path components")
-    @argument("--kind", default=None, help="only leaves of this kind (Param, BatchStat, RngState, OptState, ...)")
+    @argument(
+        "--kind", default=None, help="only leaves of this kind (Param, BatchStat, RngState, OptState, ...)"
+    )
     @argument("--grep", default=None, help="only leaves whose path matches this regular expression")
     @argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     @argument("--deep", action="store_true", help="always include the treescope deep view")
@@ -36,25 +42,40 @@ class StructureMagics(Magics):
         (a bare path is read as a checkpoint directory).
         """
         args, expr = parse(self.jaxtree, line)
-        obj = evaluate_path_or_expression(self.shell, "jaxtree", expr, "a tree, a module or a checkpoint path")
+        obj = evaluate_path_or_expression(
+            self.shell, "jaxtree", expr, "a tree, a module or a checkpoint path"
+        )
         from jaxmagic.trees import tree
 
         try:
-            result = tree(obj, depth=args.depth, kind=args.kind, grep=args.grep, step=args.step,
-                          name=expr, deep=True if args.deep else "auto")
+            result = tree(
+                obj,
+                depth=args.depth,
+                kind=args.kind,
+                grep=args.grep,
+                step=args.step,
+                name=expr,
+                deep=True if args.deep else "auto",
+            )
         except _USER_ERRORS as e:
             raise UsageError(f"%jaxtree {expr}: {e}") from None
         return show(result, args)
 
     @magic_arguments()
-    @argument("expr", nargs="*", help="expression: a jax.Array, NamedSharding, Mesh, PartitionSpec, PyTree/NNX state or Compiled")
+    @argument(
+        "expr",
+        nargs="*",
+        help="expression: a jax.Array, NamedSharding, Mesh, PartitionSpec, PyTree/NNX state or Compiled",
+    )
     @argument("--mesh", default=None, help="expression for the mesh (with a PartitionSpec)")
     @argument("--shape", default=None, help="array shape, e.g. 1024,4096 (with a Mesh, sharding or spec)")
-    @argument("--spec", default=None, help="PartitionSpec text, e.g. \"data, model\" (with a Mesh)")
+    @argument("--spec", default=None, help='PartitionSpec text, e.g. "data, model" (with a Mesh)')
     @argument("--dtype", default="float32", help="element type for byte counts when only a shape is given")
     @argument("--dims", default=None, help="the two array dimensions drawn as the grid, e.g. 0,2")
     @argument("--static", action="store_true", help="show the static report instead of the explorer widget")
-    @argument("-o", "--output", action="store_true", help="return the ShardingReport instead of displaying it")
+    @argument(
+        "-o", "--output", action="store_true", help="return the ShardingReport instead of displaying it"
+    )
     @argument("-q", "--quiet", action="store_true", help="display nothing")
     @no_var_expand
     @line_magic
@@ -68,21 +89,31 @@ class StructureMagics(Magics):
         obj = evaluate(self.shell, "jaxsharding", expr) if given else None
         mesh = evaluate(self.shell, "jaxsharding", args.mesh) if args.mesh else None
         try:
-            shape = tuple(int(s) for s in args.shape.replace("(", "").replace(")", "").split(",") if s.strip()) if args.shape else None
+            shape = (
+                tuple(int(s) for s in args.shape.replace("(", "").replace(")", "").split(",") if s.strip())
+                if args.shape
+                else None
+            )
             dims = tuple(int(s) for s in args.dims.split(",")) if args.dims else None
         except ValueError:
-            raise UsageError(f"--shape and --dims take comma-separated integers, got {args.shape or args.dims!r}") from None
+            raise UsageError(
+                f"--shape and --dims take comma-separated integers, got {args.shape or args.dims!r}"
+            ) from None
         if not given and args.spec is None:
-            raise UsageError("%jaxsharding: missing EXPR: give an array, a tree, a sharding, a mesh "
-                             "(with --shape and --spec) or a spec, e.g. %jaxsharding x (see %jaxsharding?)")
+            raise UsageError(
+                "%jaxsharding: missing EXPR: give an array, a tree, a sharding, a mesh "
+                "(with --shape and --spec) or a spec, e.g. %jaxsharding x (see %jaxsharding?)"
+            )
         if given and obj is None:
-            raise UsageError(f"%jaxsharding: {expr} is None; give an array, a tree of arrays, a "
-                             "sharding, a mesh or a spec")
+            raise UsageError(
+                f"%jaxsharding: {expr} is None; give an array, a tree of arrays, a sharding, a mesh or a spec"
+            )
         from jaxmagic.shardings import sharding
 
         try:
-            result = sharding(obj, mesh=mesh, spec=args.spec, shape=shape, dtype=args.dtype, dims=dims,
-                              name=expr or "array")
+            result = sharding(
+                obj, mesh=mesh, spec=args.spec, shape=shape, dtype=args.dtype, dims=dims, name=expr or "array"
+            )
         except _USER_ERRORS as e:
             raise UsageError(f"%jaxsharding {expr}: {e}") from None
         view = None

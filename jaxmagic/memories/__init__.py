@@ -11,5 +11,16 @@ from jaxmagic.memories.oom import OOMReport, explain_oom
 from jaxmagic.memories.plan import PlanReport, device_capacity, plan
 from jaxmagic.memories.report import ArrayRecord, DeviceMemory, MemoryReport, OwnerTotal, Suggestion
 
-__all__ = ["ArrayRecord", "DeviceMemory", "MemoryReport", "OOMReport", "OwnerTotal", "PlanReport",
-           "Suggestion", "device_capacity", "explain_oom", "memory", "plan"]
+__all__ = [
+    "ArrayRecord",
+    "DeviceMemory",
+    "MemoryReport",
+    "OOMReport",
+    "OwnerTotal",
+    "PlanReport",
+    "Suggestion",
+    "device_capacity",
+    "explain_oom",
+    "memory",
+    "plan",
+]

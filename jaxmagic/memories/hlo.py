@@ -14,20 +14,48 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
-_ITEMSIZE = {"pred": 1, "s4": 1, "u4": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-             "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
-             "f8e4m3fn": 1, "f8e5m2": 1, "f8e4m3": 1, "f8e5m2fnuz": 1, "f8e4m3fnuz": 1, "f8e4m3b11fnuz": 1,
-             "f8e3m4": 1, "f8e8m0fnu": 1, "f4e2m1fn": 1, "token": 0}
+_ITEMSIZE = {
+    "pred": 1,
+    "s4": 1,
+    "u4": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+    "c64": 8,
+    "c128": 16,
+    "f8e4m3fn": 1,
+    "f8e5m2": 1,
+    "f8e4m3": 1,
+    "f8e5m2fnuz": 1,
+    "f8e4m3fnuz": 1,
+    "f8e4m3b11fnuz": 1,
+    "f8e3m4": 1,
+    "f8e8m0fnu": 1,
+    "f4e2m1fn": 1,
+    "token": 0,
+}
 _ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([\d,]*)\]")
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|[a-z][a-z0-9]*\[[\d,]*\](?:\{[^}]*\})?|[a-z]+\[\])\s+"
-                    r"([a-z][a-z\-]*)\((.*)$")
+_INSTR = re.compile(
+    r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|[a-z][a-z0-9]*\[[\d,]*\](?:\{[^}]*\})?|[a-z]+\[\])\s+"
+    r"([a-z][a-z\-]*)\((.*)$"
+)
 _OPERAND = re.compile(r"%([\w.\-]+)")
 
 
@@ -52,10 +80,18 @@ class Collective:
         return max(self.out_bytes, self.in_bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "out_type": self.out_type, "out_bytes": self.out_bytes,
-                "in_bytes": self.in_bytes, "groups": self.groups, "group_size": self.group_size,
-                "axes": list(self.axes) if self.axes is not None else None, "source": self.source,
-                "op_name": self.op_name}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "out_type": self.out_type,
+            "out_bytes": self.out_bytes,
+            "in_bytes": self.in_bytes,
+            "groups": self.groups,
+            "group_size": self.group_size,
+            "axes": list(self.axes) if self.axes is not None else None,
+            "source": self.source,
+            "op_name": self.op_name,
+        }
 
 
 def type_bytes(text: str) -> int:
@@ -138,7 +174,9 @@ def _groups(attrs: str, kind: str) -> tuple[str, list[list[int]] | None, tuple[s
     return "", None, None
 
 
-def mesh_axes_of(groups: Sequence[Sequence[int]], axis_names: Sequence[str], axis_sizes: Sequence[int]) -> tuple[str, ...] | None:
+def mesh_axes_of(
+    groups: Sequence[Sequence[int]], axis_names: Sequence[str], axis_sizes: Sequence[int]
+) -> tuple[str, ...] | None:
     """The mesh axes whose positions vary within each group (logical ids are row-major mesh
     positions), or ``None`` if no set of axes gives exactly these groups."""
     if not groups:
@@ -155,7 +193,9 @@ def mesh_axes_of(groups: Sequence[Sequence[int]], axis_names: Sequence[str], axi
     return None
 
 
-def collectives(hlo_text: str, mesh_axes: tuple[Sequence[str], Sequence[int]] | None = None) -> list[Collective]:
+def collectives(
+    hlo_text: str, mesh_axes: tuple[Sequence[str], Sequence[int]] | None = None
+) -> list[Collective]:
     """Every collective of ``hlo_text`` in program order.
 
     Args:
@@ -182,21 +222,24 @@ def collectives(hlo_text: str, mesh_axes: tuple[Sequence[str], Sequence[int]] | 
     out = []
     for kind, name, typ, rest, op in found:
         depth, i = 0, 0
-        for i, ch in enumerate(rest):  # the operand list ends at the matching ")"
+        for i, ch in enumerate(rest):  # noqa: B007 - i is the end of the operand list after the loop
             depth += ch == "("
             if ch == ")":
                 if depth == 0:
                     break
                 depth -= 1
-        operands, attrs = rest[:i], rest[i + 1:]
+        operands, attrs = rest[:i], rest[i + 1 :]
         in_bytes = sum(type_bytes(types.get(o, "")) for o in _OPERAND.findall(operands))
         out_type = done_types.get(name, typ) if op.endswith("-start") else typ
         text, groups, axes = _groups(attrs, kind)
         if groups is not None and mesh_axes is not None:
             # the groups (logical ids = row-major mesh positions) name the user's axes; a
             # mesh[...] form's own names ('axis_1') are kept where they match none
-            named = _permute_axes(groups, *mesh_axes) if kind == "collective-permute" \
+            named = (
+                _permute_axes(groups, *mesh_axes)
+                if kind == "collective-permute"
                 else mesh_axes_of(groups, *mesh_axes)
+            )
             axes = named if named is not None else axes
         source = None
         sf = re.search(r"stack_frame_id=(\d+)", attrs)
@@ -207,13 +250,29 @@ def collectives(hlo_text: str, mesh_axes: tuple[Sequence[str], Sequence[int]] | 
             source = f"{sfile.group(1)}:{sline.group(1)}"
         op_name = re.search(r'op_name="([^"]*)"', attrs)
         size = len(groups[0]) if groups and kind != "collective-permute" else None
-        shown_type = re.sub(r"/\*.*?\*/", "", re.sub(r"\{[^}]*\}", "", out_type))  # no layouts, no /*index=5*/
-        out.append(Collective(kind, name, shown_type, type_bytes(out_type), in_bytes,
-                              text, size, axes, source, op_name.group(1) if op_name else None))
+        shown_type = re.sub(
+            r"/\*.*?\*/", "", re.sub(r"\{[^}]*\}", "", out_type)
+        )  # no layouts, no /*index=5*/
+        out.append(
+            Collective(
+                kind,
+                name,
+                shown_type,
+                type_bytes(out_type),
+                in_bytes,
+                text,
+                size,
+                axes,
+                source,
+                op_name.group(1) if op_name else None,
+            )
+        )
     return out
 
 
-def _permute_axes(pairs: Sequence[Sequence[int]], names: Sequence[str], sizes: Sequence[int]) -> tuple[str, ...] | None:
+def _permute_axes(
+    pairs: Sequence[Sequence[int]], names: Sequence[str], sizes: Sequence[int]
+) -> tuple[str, ...] | None:
     """The mesh axes along which a collective-permute moves data (source and target differ)."""
     if not pairs or math.prod(sizes) <= max(max(p) for p in pairs):
         return None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import re
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from jaxmagic.memories.owners import MAX_ITEMS, MAX_OBJECTS, Root, find_owners
-from jaxmagic.memories.report import (UNOWNED, ArrayRecord, DeviceMemory, MemoryReport, OwnerTotal,
-                                    Suggestion)
+from jaxmagic.memories.report import UNOWNED, ArrayRecord, DeviceMemory, MemoryReport, OwnerTotal, Suggestion
 
 # IPython's output history: ``Out`` (also ``_oh``) and the last three results.
 HISTORY_NAMES = ("_", "__", "___")
@@ -22,23 +22,33 @@ CLEAR_HIDDEN = 'get_ipython().user_ns_hidden.update(_="", __="", ___="")'
 _SKIP = re.compile(r"^(_\d+|_i\d*|_ii+|_iii|_oh|_ih|_dh|In|Out|__\w*__|exit|quit|get_ipython)$")
 
 
-def namespace_roots(ns: Mapping[str, Any], hidden: Iterable[str] = (),
-                    hidden_ns: Mapping[str, Any] | None = None) -> list[Root]:
+def namespace_roots(
+    ns: Mapping[str, Any], hidden: Iterable[str] = (), hidden_ns: Mapping[str, Any] | None = None
+) -> list[Root]:
     """The roots of ``ns``: user variables (not ``hidden``, not IPython's own names), then
     ``Out[n]`` entries and ``_``, ``__``, ``___`` as output history, then the copies of
     ``_``, ``__``, ``___`` and ``_<n>`` that IPython keeps in ``hidden_ns`` (its
     ``user_ns_hidden``) where they are other objects than the visible ones."""
     hidden = set(hidden)
-    roots = [Root(k, "variable", v) for k, v in dict.items(ns)
-             if isinstance(k, str) and k not in hidden and not _SKIP.match(k) and k not in HISTORY_NAMES]
+    roots = [
+        Root(k, "variable", v)
+        for k, v in dict.items(ns)
+        if isinstance(k, str) and k not in hidden and not _SKIP.match(k) and k not in HISTORY_NAMES
+    ]
     out = dict.get(ns, "Out") if isinstance(ns, dict) else None
     if isinstance(out, dict):
-        roots += [Root(f"Out[{n}]", "history", v, RESET_OUT)
-                  for n, v in sorted(dict.items(out), key=lambda kv: str(kv[0]))]
+        roots += [
+            Root(f"Out[{n}]", "history", v, RESET_OUT)
+            for n, v in sorted(dict.items(out), key=lambda kv: str(kv[0]))
+        ]
     roots += [Root(k, "history", dict.get(ns, k), RESET_OUT) for k in HISTORY_NAMES if k in ns]
     if isinstance(hidden_ns, dict):
         for k, v in dict.items(hidden_ns):
-            if isinstance(k, str) and (k in HISTORY_NAMES or re.match(r"^_\d+$", k)) and dict.get(ns, k) is not v:
+            if (
+                isinstance(k, str)
+                and (k in HISTORY_NAMES or re.match(r"^_\d+$", k))
+                and dict.get(ns, k) is not v
+            ):
                 free = CLEAR_HIDDEN if k in HISTORY_NAMES else f"del get_ipython().user_ns_hidden[{k!r}]"
                 roots.append(Root(f"user_ns_hidden[{k!r}]", "history", v, free))
     return roots
@@ -71,12 +81,13 @@ def _device_id(device: Any, known: Iterable[int]) -> int | None:
 
 
 def _layouts() -> Any:
-    from functools import lru_cache
 
     from jaxmagic.shardings.layout import layout_from_sharding
 
-    @lru_cache(maxsize=None)
-    def per_device(sharding: Any, shape: tuple, dtype: Any, local: frozenset) -> tuple[tuple[tuple[int, int], ...], str]:
+    @functools.cache
+    def per_device(
+        sharding: Any, shape: tuple, dtype: Any, local: frozenset
+    ) -> tuple[tuple[tuple[int, int], ...], str]:
         layout = layout_from_sharding(sharding, shape, dtype)
         nbytes = layout.device_bytes()
         devs = tuple((d, int(b)) for d, b in zip(layout.device_ids, nbytes) if d in local)
@@ -102,8 +113,15 @@ def _buffers(arr: Any) -> list[tuple[int, int]]:
         return []
 
 
-def memory(namespace: Mapping[str, Any] | None = None, *, top: int = 20, device: Any = None,
-           hidden: Iterable[str] = (), max_objects: int = MAX_OBJECTS, max_items: int = MAX_ITEMS) -> MemoryReport:
+def memory(
+    namespace: Mapping[str, Any] | None = None,
+    *,
+    top: int = 20,
+    device: Any = None,
+    hidden: Iterable[str] = (),
+    max_objects: int = MAX_OBJECTS,
+    max_items: int = MAX_ITEMS,
+) -> MemoryReport:
     """What is alive on the devices now, and which name holds it.
 
     Args:
@@ -131,8 +149,9 @@ def memory(namespace: Mapping[str, Any] | None = None, *, top: int = 20, device:
             gc.enable()
 
 
-def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_objects: int,
-            max_items: int) -> MemoryReport:
+def _memory(
+    namespace: Any, top: int, device: Any, hidden: Iterable[str], max_objects: int, max_items: int
+) -> MemoryReport:
     import jax
 
     hidden_ns = None
@@ -153,7 +172,9 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
         except Exception:
             continue
     ns = namespace if isinstance(namespace, dict) else dict(namespace)
-    owners = find_owners(namespace_roots(ns, hidden, hidden_ns), live, max_objects=max_objects, max_items=max_items)
+    owners = find_owners(
+        namespace_roots(ns, hidden, hidden_ns), live, max_objects=max_objects, max_items=max_items
+    )
     per_device = _layouts()
     local_ids = frozenset(local)
     seen_buffers: dict[tuple[int, int], tuple[str, str, str, int]] = {}  # -> owner, root, kind, mask
@@ -173,7 +194,9 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
         aid = id(arr)
         owner = owners.path.get(aid, UNOWNED)
         roots = owners.roots_of(aid)
-        kind = "unowned" if not roots else "variable" if any(r.kind == "variable" for r in roots) else "history"
+        kind = (
+            "unowned" if not roots else "variable" if any(r.kind == "variable" for r in roots) else "history"
+        )
         root, mask = owners.root.get(aid, UNOWNED), owners.root_mask.get(aid, 0)
         shared, charged = None, []
         buffers = dict(_buffers(arr))
@@ -194,12 +217,20 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
             # a second Array over buffers a named array holds (JAX keeps per-shard views
             # inside an array): it lives and dies with that array
             owner, root, kind, mask = f"{shared[0]} (same buffer)", shared[1], shared[2], shared[3]
-        records.append(ArrayRecord(
-            owner=owner, root=root, kind=kind,
-            type_str=_type_str(tuple(arr.shape), arr.dtype), nbytes=sum(b for _, b in charged),
-            devices=tuple(charged), sharding=sharding, held_by=tuple(r.label for r in roots),
-            other_paths=tuple(owners.other_paths.get(aid, ())),
-            shares_buffer_with=shared[0] if shared is not None else None))
+        records.append(
+            ArrayRecord(
+                owner=owner,
+                root=root,
+                kind=kind,
+                type_str=_type_str(tuple(arr.shape), arr.dtype),
+                nbytes=sum(b for _, b in charged),
+                devices=tuple(charged),
+                sharding=sharding,
+                held_by=tuple(r.label for r in roots),
+                other_paths=tuple(owners.other_paths.get(aid, ())),
+                shares_buffer_with=shared[0] if shared is not None else None,
+            )
+        )
         masks.append(mask)
     ranked = sorted(range(len(records)), key=lambda i: (-records[i].nbytes, records[i].owner))
     records = [records[i] for i in ranked]
@@ -207,13 +238,23 @@ def _memory(namespace: Any, top: int, device: Any, hidden: Iterable[str], max_ob
     notes = list(owners.notes)
     n_unowned = sum(r.kind == "unowned" for r in records)
     if n_unowned:
-        notes.append(f"{n_unowned} array(s) are reached by no name in the namespace: held inside "
-                     "libraries (e.g. constants captured by jitted functions, caches), by objects the "
-                     "search does not enter, or leaked; they are freed when their holder goes")
+        notes.append(
+            f"{n_unowned} array(s) are reached by no name in the namespace: held inside "
+            "libraries (e.g. constants captured by jitted functions, caches), by objects the "
+            "search does not enter, or leaked; they are freed when their holder goes"
+        )
     return MemoryReport(
-        backend=jax.default_backend(), arrays=tuple(records), owners=_owner_totals(records),
-        devices=_devices(records, local, dev), suggestions=_suggestions(records, masks, owners.roots),
-        deleted=tuple(owners.deleted), notes=tuple(notes), objects_searched=owners.objects, top=top, device=dev)
+        backend=jax.default_backend(),
+        arrays=tuple(records),
+        owners=_owner_totals(records),
+        devices=_devices(records, local, dev),
+        suggestions=_suggestions(records, masks, owners.roots),
+        deleted=tuple(owners.deleted),
+        notes=tuple(notes),
+        objects_searched=owners.objects,
+        top=top,
+        device=dev,
+    )
 
 
 def _is_view(r: ArrayRecord) -> bool:
@@ -227,11 +268,17 @@ def _owner_totals(records: list[ArrayRecord]) -> tuple[OwnerTotal, ...]:
         slot = acc[(r.root, r.kind)]
         slot[0] += not _is_view(r)
         slot[1] += r.nbytes
-    return tuple(sorted((OwnerTotal(root, kind, n, b) for (root, kind), (n, b) in acc.items()),
-                        key=lambda o: (-o.nbytes, o.root)))
+    return tuple(
+        sorted(
+            (OwnerTotal(root, kind, n, b) for (root, kind), (n, b) in acc.items()),
+            key=lambda o: (-o.nbytes, o.root),
+        )
+    )
 
 
-def _devices(records: list[ArrayRecord], local: Mapping[int, Any], only: int | None) -> tuple[DeviceMemory, ...]:
+def _devices(
+    records: list[ArrayRecord], local: Mapping[int, Any], only: int | None
+) -> tuple[DeviceMemory, ...]:
     out = []
     for did, d in sorted(local.items()):
         if only is not None and did != only:
@@ -248,8 +295,17 @@ def _devices(records: list[ArrayRecord], local: Mapping[int, Any], only: int | N
         except Exception:
             stats = None
         stats = {k: int(v) for k, v in stats.items() if isinstance(v, (int, float))} if stats else None
-        out.append(DeviceMemory(did, d.platform, d.device_kind, count, sum(by_owner.values()),
-                                tuple(sorted(by_owner.items(), key=lambda kv: (-kv[1], kv[0]))), stats))
+        out.append(
+            DeviceMemory(
+                did,
+                d.platform,
+                d.device_kind,
+                count,
+                sum(by_owner.values()),
+                tuple(sorted(by_owner.items(), key=lambda kv: (-kv[1], kv[0]))),
+                stats,
+            )
+        )
     return tuple(out)
 
 
@@ -271,18 +327,28 @@ def _suggestions(records: list[ArrayRecord], masks: list[int], roots: list[Root]
     out: list[Suggestion] = []
     for key in needs:
         frees = sum(b for k, b in needs.items() if k <= key)
-        dels = sorted((a[4:] for a in key if a.startswith("del ") and "user_ns_hidden" not in a),
-                      key=lambda name: order.get(name, 0))
-        others = sorted((a for a in key if not (a.startswith("del ") and "user_ns_hidden" not in a)),
-                        key=lambda a: (a != RESET_OUT, a))
+        dels = sorted(
+            (a[4:] for a in key if a.startswith("del ") and "user_ns_hidden" not in a),
+            key=lambda name: order.get(name, 0),
+        )
+        others = sorted(
+            (a for a in key if not (a.startswith("del ") and "user_ns_hidden" not in a)),
+            key=lambda a: (a != RESET_OUT, a),
+        )
         action = "; ".join((["del " + ", ".join(dels)] if dels else []) + others)
         hist = sorted(history_of[key])
         if not dels:
-            why = ("only IPython's output history holds them (" + ", ".join(hist[:6])
-                   + (" …" if len(hist) > 6 else "") + ")")
+            why = (
+                "only IPython's output history holds them ("
+                + ", ".join(hist[:6])
+                + (" …" if len(hist) > 6 else "")
+                + ")"
+            )
             if CLEAR_HIDDEN in key:
-                why += ("; IPython keeps hidden copies of _, __, ___ that %reset -f out leaves alive "
-                        "(and then stops updating _)")
+                why += (
+                    "; IPython keeps hidden copies of _, __, ___ that %reset -f out leaves alive "
+                    "(and then stops updating _)"
+                )
         elif others:
             why = "the output history holds some of them too"
         else:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import ast
 import re
 import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
@@ -16,8 +17,11 @@ from jaxmagic.memories.report import MemoryReport, Suggestion
 
 # How XLA's allocators word the size: "Out of memory allocating 1099511627776 bytes.",
 # "Out of memory while trying to allocate 17179869184 bytes.", "... request for 1.00TiB (1099511627776B)".
-_SIZE = (re.compile(r"allocat\w*\s+(\d+)\s*bytes", re.I), re.compile(r"\((\d+)B\)"),
-         re.compile(r"(\d+)\s*bytes", re.I))
+_SIZE = (
+    re.compile(r"allocat\w*\s+(\d+)\s*bytes", re.I),
+    re.compile(r"\((\d+)B\)"),
+    re.compile(r"(\d+)\s*bytes", re.I),
+)
 
 
 def find_resource_exhausted(exc: BaseException | None, depth: int = 8) -> BaseException | None:
@@ -56,7 +60,9 @@ class OOMReport(Result):
     limit: int | None  # the device's bytes_limit where the backend reports it
 
     def summary(self) -> str:
-        asked = f"asked for {fmt_bytes(self.requested)}" if self.requested is not None else "size not reported"
+        asked = (
+            f"asked for {fmt_bytes(self.requested)}" if self.requested is not None else "size not reported"
+        )
         return f"out of device memory: {asked}; {fmt_bytes(self.memory.total_bytes)} alive"
 
     def to_text(self, width: int = 100) -> str:
@@ -70,11 +76,18 @@ class OOMReport(Result):
         return oom_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": self.error, "requested": self.requested, "where": self.where, "source": self.source,
-                "call": self.call, "memory": self.memory.to_dict(),
-                "program": self.program.to_dict() if self.program is not None else None,
-                "fixes": [f.to_dict() for f in self.fixes],
-                "remedies": list(self.remedies), "limit": self.limit}
+        return {
+            "error": self.error,
+            "requested": self.requested,
+            "where": self.where,
+            "source": self.source,
+            "call": self.call,
+            "memory": self.memory.to_dict(),
+            "program": self.program.to_dict() if self.program is not None else None,
+            "fixes": [f.to_dict() for f in self.fixes],
+            "remedies": list(self.remedies),
+            "limit": self.limit,
+        }
 
 
 def _user_frames(tb: Any, label_file: Any = None) -> tuple[tuple[str | None, str | None], str | None]:
@@ -90,8 +103,7 @@ def _user_frames(tb: Any, label_file: Any = None) -> tuple[tuple[str | None, str
     outer = next((f for f in frames if f.name == "<module>"), frames[0])
     label = label_file(inner.filename) if label_file is not None else None
     where = f"{label}, line {inner.lineno}" if label else f"{inner.filename}:{inner.lineno}"
-    return (where, (inner.line or "").strip() or None), \
-        (outer.line or "").strip() or None
+    return (where, (inner.line or "").strip() or None), (outer.line or "").strip() or None
 
 
 def _call_in(source: str | None) -> str | None:
@@ -125,8 +137,12 @@ def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
     except SyntaxError:
         return None
     names = [*node.args, *(k.value for k in node.keywords)] if isinstance(node, ast.Call) else []
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) \
-            or any(k.arg is None for k in node.keywords) or not all(isinstance(a, ast.Name) for a in names):
+    if (
+        not isinstance(node, ast.Call)
+        or not isinstance(node.func, ast.Name)
+        or any(k.arg is None for k in node.keywords)
+        or not all(isinstance(a, ast.Name) for a in names)
+    ):
         return None
     missing = object()
     fn = dict.get(namespace, node.func.id, missing) if isinstance(namespace, dict) else missing
@@ -142,8 +158,14 @@ def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
         return None
 
 
-def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, *,
-                hidden: Iterable[str] = (), tb: Any = None, label_file: Any = None) -> OOMReport:
+def explain_oom(
+    exc: BaseException,
+    namespace: Mapping[str, Any] | None = None,
+    *,
+    hidden: Iterable[str] = (),
+    tb: Any = None,
+    label_file: Any = None,
+) -> OOMReport:
     """Explain ``exc`` (or the ``RESOURCE_EXHAUSTED`` error it was raised from).
 
     Args:
@@ -186,25 +208,50 @@ def explain_oom(exc: BaseException, namespace: Mapping[str, Any] | None = None, 
     freeable = sum(a.nbytes for a in report.arrays if a.kind != "unowned")
     remedies = []
     if asked is not None and limit is not None and asked > limit:
-        remedies.append(f"the allocation alone ({fmt_bytes(asked)}) is larger than the device "
-                        f"({fmt_bytes(limit)}): freeing live arrays cannot help; the computation must shrink")
+        remedies.append(
+            f"the allocation alone ({fmt_bytes(asked)}) is larger than the device "
+            f"({fmt_bytes(limit)}): freeing live arrays cannot help; the computation must shrink"
+        )
     elif asked is not None and asked > freeable:
-        remedies.append(f"the allocation ({fmt_bytes(asked)}) is more than all named live arrays together "
-                        f"({fmt_bytes(freeable)}): freeing them will not be enough; the computation must shrink")
+        remedies.append(
+            f"the allocation ({fmt_bytes(asked)}) is more than all named live arrays together "
+            f"({fmt_bytes(freeable)}): freeing them will not be enough; the computation must shrink"
+        )
     if program is not None and program.memory:
         m = program.memory
-        biggest = max((("outputs", m["output_bytes"]), ("temporaries", m["temp_bytes"]),
-                       ("arguments", m["argument_bytes"])), key=lambda t: t[1])
-        remedies.insert(0, f"{program.name}'s program needs {fmt_bytes(m['peak_bytes'])} per device, most of "
-                           f"it {biggest[0]} ({fmt_bytes(biggest[1])}): shrink those first")
+        biggest = max(
+            (
+                ("outputs", m["output_bytes"]),
+                ("temporaries", m["temp_bytes"]),
+                ("arguments", m["argument_bytes"]),
+            ),
+            key=lambda t: t[1],
+        )
+        remedies.insert(
+            0,
+            f"{program.name}'s program needs {fmt_bytes(m['peak_bytes'])} per device, most of "
+            f"it {biggest[0]} ({fmt_bytes(biggest[1])}): shrink those first",
+        )
     if call:
-        remedies.append(f"see its memory before running it: %jaxplan {call} (compiles only; "
-                        "--device h100 tells whether it fits)")
+        remedies.append(
+            f"see its memory before running it: %jaxplan {call} (compiles only; "
+            "--device h100 tells whether it fits)"
+        )
     remedies += [
         "use a smaller batch (activations and temporaries scale with it)",
         "rematerialise activations with jax.checkpoint (nnx.remat) to trade compute for memory",
         "donate the state you replace (jax.jit(..., donate_argnums=...)) so outputs reuse its buffers",
         "shard the largest arrays over more devices (a PartitionSpec on the batch or model axis)",
     ]
-    return OOMReport(error=first, requested=asked, where=where, source=source, call=call, memory=report,
-                     program=program, fixes=fixes, remedies=tuple(remedies), limit=limit)
+    return OOMReport(
+        error=first,
+        requested=asked,
+        where=where,
+        source=source,
+        call=call,
+        memory=report,
+        program=program,
+        fixes=fixes,
+        remedies=tuple(remedies),
+        limit=limit,
+    )

@@ -17,16 +17,41 @@ from __future__ import annotations
 import functools
 import types
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-_ATOMIC = frozenset({int, float, complex, str, bytes, bytearray, bool, type(None), type(Ellipsis),
-                     range, slice, memoryview, np.ndarray, types.ModuleType, types.BuiltinFunctionType,
-                     types.MethodType, types.CodeType, types.FrameType, property, staticmethod,
-                     classmethod, types.GetSetDescriptorType, types.MemberDescriptorType,
-                     types.WrapperDescriptorType, types.MethodWrapperType})
+_ATOMIC = frozenset(
+    {
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        bytearray,
+        bool,
+        type(None),
+        type(Ellipsis),
+        range,
+        slice,
+        memoryview,
+        np.ndarray,
+        types.ModuleType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.CodeType,
+        types.FrameType,
+        property,
+        staticmethod,
+        classmethod,
+        types.GetSetDescriptorType,
+        types.MemberDescriptorType,
+        types.WrapperDescriptorType,
+        types.MethodWrapperType,
+    }
+)
 
 MAX_OBJECTS = 2_000_000
 MAX_ITEMS = 1_000_000
@@ -75,7 +100,7 @@ def _layout(cls: type) -> tuple[Any, tuple[tuple[str, Any], ...]]:
         if dict_descr is None and type(d) is types.GetSetDescriptorType:
             dict_descr = d
         names = own.get("__slots__", ())
-        for name in ([names] if isinstance(names, str) else names):
+        for name in [names] if isinstance(names, str) else names:
             descr = own.get(name)
             if name not in seen and type(descr) is types.MemberDescriptorType:
                 seen.add(name)
@@ -159,7 +184,9 @@ class _Walker:
             if cls is list:
                 return
         elif issubclass(cls, (set, frozenset)):
-            yield from (("{…}", v) for v in (set.__iter__(x) if issubclass(cls, set) else frozenset.__iter__(x)))
+            yield from (
+                ("{…}", v) for v in (set.__iter__(x) if issubclass(cls, set) else frozenset.__iter__(x))
+            )
             return
         elif cls is types.FunctionType:
             cells = x.__closure__ or ()
@@ -235,7 +262,8 @@ class _Walker:
     def transparent_of(self, cls: type) -> str | None:
         if cls not in self.transparent_cache:
             self.transparent_cache[cls] = next(
-                (s for c, s in self.transparent.items() if issubclass(cls, c)), None)
+                (s for c, s in self.transparent.items() if issubclass(cls, c)), None
+            )
         return self.transparent_cache[cls]
 
     def visit(self, x: Any, parent: int, label: str, queue: deque) -> None:
@@ -305,8 +333,14 @@ class _Walker:
         return mask
 
 
-def find_owners(roots: Iterable[Root], live: Mapping[int, Any], *, max_objects: int = MAX_OBJECTS,
-                max_items: int = MAX_ITEMS, other_paths: int = 3) -> Owners:
+def find_owners(
+    roots: Iterable[Root],
+    live: Mapping[int, Any],
+    *,
+    max_objects: int = MAX_OBJECTS,
+    max_items: int = MAX_ITEMS,
+    other_paths: int = 3,
+) -> Owners:
     """Walk ``roots`` and attribute every array of ``live`` (``id -> array``) that they reach.
 
     Args:
@@ -331,18 +365,26 @@ def find_owners(roots: Iterable[Root], live: Mapping[int, Any], *, max_objects: 
     root_of = {nid: r for nid, (r, _) in rooted.items()}
     more: dict[int, list[str]] = {}
     for nid in found:
-        extra = [(w.path_of(s, roots) if s >= 0 else roots[-1 - s].label) + label
-                 for s, label in w.alias.get(nid, ())[:other_paths]]
+        extra = [
+            (w.path_of(s, roots) if s >= 0 else roots[-1 - s].label) + label
+            for s, label in w.alias.get(nid, ())[:other_paths]
+        ]
         if extra:
             more[nid] = extra
     notes = list(w.notes)
     if w.stopped:
-        notes.append(f"owner search stopped after {w.objects:,} objects (limit {max_objects:,}); "
-                     "arrays it did not reach are listed as unowned")
+        notes.append(
+            f"owner search stopped after {w.objects:,} objects (limit {max_objects:,}); "
+            "arrays it did not reach are listed as unowned"
+        )
     if w.changed:
-        notes.append(f"{len(w.changed)} container(s) changed while being searched (another thread), e.g. "
-                     f"{w.path_of(w.changed[0], roots)}; some of their arrays may be listed as unowned")
+        notes.append(
+            f"{len(w.changed)} container(s) changed while being searched (another thread), e.g. "
+            f"{w.path_of(w.changed[0], roots)}; some of their arrays may be listed as unowned"
+        )
     for node, n in w.truncated[:5]:
-        notes.append(f"{w.path_of(node, roots)} has more than {n:,} items; only the first {n:,} were searched")
+        notes.append(
+            f"{w.path_of(node, roots)} has more than {n:,} items; only the first {n:,} were searched"
+        )
     deleted = [w.path_of(nid, roots) for nid in w.deleted]
     return Owners(roots, paths, root_of, {nid: mask[nid] for nid in found}, more, deleted, notes, w.objects)

@@ -9,8 +9,9 @@ current backend's compiler's (CPU here; on GPU/TPU the same call uses theirs).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
@@ -20,12 +21,37 @@ GIB = 1024**3
 # Nominal memory per device (per chip for TPUs). Usable memory is lower: the runtime, its
 # kernels and, on GPU, XLA_PYTHON_CLIENT_MEM_FRACTION (75 % preallocated by default) take a share.
 DEVICES = {
-    "h100": 80 * GIB, "h100-80g": 80 * GIB, "h200": 141 * 10**9, "a100": 80 * GIB, "a100-80g": 80 * GIB,
-    "a100-40g": 40 * GIB, "l4": 24 * GIB, "a10g": 24 * GIB, "v100": 32 * GIB, "b200": 192 * 10**9,
-    "tpu-v4": 32 * GIB, "tpu-v5e": 16 * GIB, "tpu-v5p": 95 * GIB, "tpu-v6e": 32 * GIB,
+    "h100": 80 * GIB,
+    "h100-80g": 80 * GIB,
+    "h200": 141 * 10**9,
+    "a100": 80 * GIB,
+    "a100-80g": 80 * GIB,
+    "a100-40g": 40 * GIB,
+    "l4": 24 * GIB,
+    "a10g": 24 * GIB,
+    "v100": 32 * GIB,
+    "b200": 192 * 10**9,
+    "tpu-v4": 32 * GIB,
+    "tpu-v5e": 16 * GIB,
+    "tpu-v5p": 95 * GIB,
+    "tpu-v6e": 32 * GIB,
 }
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 1024, "mib": 1024**2, "gib": GIB, "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": GIB,
+    "tib": 1024**4,
+}
 
 
 def device_capacity(device: str | int | float) -> tuple[str, int]:
@@ -43,8 +69,10 @@ def device_capacity(device: str | int | float) -> tuple[str, int]:
         n = int(float(m.group(1)) * _UNITS[m.group(2) or ""])
         if n > 0:
             return fmt_bytes(n), n
-    raise ValueError(f"unknown device {device!r}: use one of {', '.join(sorted(DEVICES))}, or a size "
-                     "such as 80GiB, 16e9 or 17179869184")
+    raise ValueError(
+        f"unknown device {device!r}: use one of {', '.join(sorted(DEVICES))}, or a size "
+        "such as 80GiB, 16e9 or 17179869184"
+    )
 
 
 @dataclass(frozen=True)
@@ -87,7 +115,11 @@ class PlanReport(Result):
 
     def summary(self) -> str:
         peak = f"peak {fmt_bytes(self.peak)}/device" if self.peak is not None else "memory n/a"
-        fit = "" if self.fits is None else (f", fits {self.capacity[0]}" if self.fits else f", does not fit {self.capacity[0]}")
+        fit = (
+            ""
+            if self.fits is None
+            else (f", fits {self.capacity[0]}" if self.fits else f", does not fit {self.capacity[0]}")
+        )
         return f"{self.name}: {peak}, {len(self.collectives)} collectives{fit}"
 
     def to_text(self, width: int = 100) -> str:
@@ -101,11 +133,22 @@ class PlanReport(Result):
         return plan_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "signature": self.signature, "backend": self.backend, "mesh": self.mesh,
-                "devices": self.devices, "memory": self.memory, "cost": dict(self.cost),
-                "intensity": self.intensity, "collectives": [c.to_dict() for c in self.collectives],
-                "capacity": list(self.capacity) if self.capacity else None, "fits": self.fits,
-                "headroom": self.headroom, "sweep": [list(t) for t in self.sweep], "max_batch": self.max_batch}
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "backend": self.backend,
+            "mesh": self.mesh,
+            "devices": self.devices,
+            "memory": self.memory,
+            "cost": dict(self.cost),
+            "intensity": self.intensity,
+            "collectives": [c.to_dict() for c in self.collectives],
+            "capacity": list(self.capacity) if self.capacity else None,
+            "fits": self.fits,
+            "headroom": self.headroom,
+            "sweep": [list(t) for t in self.sweep],
+            "max_batch": self.max_batch,
+        }
 
 
 def _is_spec(x: Any) -> bool:
@@ -153,9 +196,14 @@ def _abstract(args: Sequence[Any], mesh: Any, specs: Sequence[Any] | None) -> li
         paths, leaves, treedef = _flatten(a)
         spec_leaves = jax.tree.leaves(entry, is_leaf=_is_spec)
         if len(spec_leaves) != len(leaves):
-            raise ValueError(f"specs[{i}] has {len(spec_leaves)} specs but argument {i} has {len(leaves)} leaves")
-        out.append(jax.tree.unflatten(treedef, [to_sds(x, s, f"argument {i}{p}")
-                                               for p, x, s in zip(paths, leaves, spec_leaves)]))
+            raise ValueError(
+                f"specs[{i}] has {len(spec_leaves)} specs but argument {i} has {len(leaves)} leaves"
+            )
+        out.append(
+            jax.tree.unflatten(
+                treedef, [to_sds(x, s, f"argument {i}{p}") for p, x, s in zip(paths, leaves, spec_leaves)]
+            )
+        )
     return out
 
 
@@ -181,9 +229,17 @@ def _map_arrays(tree: Any, fn: Callable[[str, Any], Any]) -> Any:
     return jax.tree.unflatten(treedef, [fn(p, x) for p, x in zip(paths, leaves)])
 
 
-def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None = None,
-         device: str | int | None = None, batch_sweep: bool = False, batch_argnums: Sequence[int] = (-1,),
-         label_file: Callable[[str], str | None] | None = None, **kwargs: Any) -> PlanReport:
+def plan(
+    fn: Callable,
+    *args: Any,
+    mesh: Any = None,
+    specs: Sequence[Any] | None = None,
+    device: str | int | None = None,
+    batch_sweep: bool = False,
+    batch_argnums: Sequence[int] = (-1,),
+    label_file: Callable[[str], str | None] | None = None,
+    **kwargs: Any,
+) -> PlanReport:
     """Compile ``fn(*args, **kwargs)`` without running it and report, per device, its memory
     (arguments, outputs, temporaries, aliased, generated code → peak), FLOPs, bytes accessed
     and the collectives XLA inserted.
@@ -232,10 +288,19 @@ def plan(fn: Callable, *args: Any, mesh: Any = None, specs: Sequence[Any] | None
     found = collectives(report.hlo or "", axes)
     if label_file is not None:
         found = [_relabel(c, label_file) for c in found]
-    return PlanReport(name=report.name, signature=report.signature, backend=jax.default_backend(),
-                      mesh=info.describe() if info is not None else None, devices=n_devices, memory=memory,
-                      cost=dict(report.cost), collectives=tuple(found),
-                      capacity=capacity, sweep=sweep, max_batch=max_batch)
+    return PlanReport(
+        name=report.name,
+        signature=report.signature,
+        backend=jax.default_backend(),
+        mesh=info.describe() if info is not None else None,
+        devices=n_devices,
+        memory=memory,
+        cost=dict(report.cost),
+        collectives=tuple(found),
+        capacity=capacity,
+        sweep=sweep,
+        max_batch=max_batch,
+    )
 
 
 def _relabel(c: Collective, label_file: Callable[[str], str | None]) -> Collective:
@@ -249,14 +314,21 @@ def _relabel(c: Collective, label_file: Callable[[str], str | None]) -> Collecti
     return dataclasses.replace(c, source=f"{label}, line {m.group(2)}{m.group(3) or ''}")
 
 
-def _compile(fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict) -> tuple[Any, dict | None]:
+def _compile(
+    fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict
+) -> tuple[Any, dict | None]:
     from jaxmagic.ir import inspect_call
 
     report = inspect_call(fn, *_abstract(args, mesh, specs), stage="hlo", **kwargs)
     memory = dict(report.memory) if report.memory is not None else None
     if memory is not None:
-        memory["peak_bytes"] = (memory["argument_bytes"] + memory["output_bytes"] + memory["temp_bytes"]
-                                - memory["alias_bytes"] + memory["generated_code_bytes"])
+        memory["peak_bytes"] = (
+            memory["argument_bytes"]
+            + memory["output_bytes"]
+            + memory["temp_bytes"]
+            - memory["alias_bytes"]
+            + memory["generated_code_bytes"]
+        )
     return report, memory
 
 
@@ -272,8 +344,16 @@ def _resized(arg: Any, size: int, keep_sharding: bool) -> Any:
     return _map_arrays(arg, leaf)
 
 
-def _sweep(fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict, capacity: int,
-           argnums: Sequence[int], max_compiles: int = 24) -> tuple[tuple[tuple[int, int], ...], int | None]:
+def _sweep(
+    fn: Callable,
+    args: Sequence[Any],
+    mesh: Any,
+    specs: Any,
+    kwargs: dict,
+    capacity: int,
+    argnums: Sequence[int],
+    max_compiles: int = 24,
+) -> tuple[tuple[tuple[int, int], ...], int | None]:
     """Largest batch size whose peak fits ``capacity``: doubling, then bisection, compiling only."""
     import jax
 

@@ -33,10 +33,18 @@ class ArrayRecord:
     shares_buffer_with: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"owner": self.owner, "root": self.root, "kind": self.kind, "type": self.type_str,
-                "nbytes": self.nbytes, "devices": [list(d) for d in self.devices],
-                "sharding": self.sharding, "held_by": list(self.held_by),
-                "other_paths": list(self.other_paths), "shares_buffer_with": self.shares_buffer_with}
+        return {
+            "owner": self.owner,
+            "root": self.root,
+            "kind": self.kind,
+            "type": self.type_str,
+            "nbytes": self.nbytes,
+            "devices": [list(d) for d in self.devices],
+            "sharding": self.sharding,
+            "held_by": list(self.held_by),
+            "other_paths": list(self.other_paths),
+            "shares_buffer_with": self.shares_buffer_with,
+        }
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,15 @@ class DeviceMemory:
     stats: dict[str, int] | None  # bytes_in_use, peak_bytes_in_use, bytes_limit, ... or None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "platform": self.platform, "kind": self.kind, "arrays": self.arrays,
-                "array_bytes": self.array_bytes, "by_owner": [list(o) for o in self.by_owner],
-                "stats": self.stats}
+        return {
+            "id": self.id,
+            "platform": self.platform,
+            "kind": self.kind,
+            "arrays": self.arrays,
+            "array_bytes": self.array_bytes,
+            "by_owner": [list(o) for o in self.by_owner],
+            "stats": self.stats,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,11 @@ class MemoryReport(Result):
         return sum(a.nbytes for a in self.arrays if a.kind == kind)
 
     def summary(self) -> str:
-        where = f"device {self.device}" if self.device is not None else plural(len(self.devices), f"{self.backend} device")
+        where = (
+            f"device {self.device}"
+            if self.device is not None
+            else plural(len(self.devices), f"{self.backend} device")
+        )
         return f"{plural(len(self.arrays), 'live array')}, {fmt_bytes(self.total_bytes)} on {where}"
 
     def to_text(self, width: int = 100) -> str:
@@ -119,9 +137,16 @@ class MemoryReport(Result):
         return memory_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "total_bytes": self.total_bytes,
-                "arrays": [a.to_dict() for a in self.arrays], "owners": [o.to_dict() for o in self.owners],
-                "devices": [d.to_dict() for d in self.devices],
-                "suggestions": [s.to_dict() for s in self.suggestions], "deleted": list(self.deleted),
-                "notes": list(self.notes), "objects_searched": self.objects_searched,
-                "top": self.top, "device": self.device}
+        return {
+            "backend": self.backend,
+            "total_bytes": self.total_bytes,
+            "arrays": [a.to_dict() for a in self.arrays],
+            "owners": [o.to_dict() for o in self.owners],
+            "devices": [d.to_dict() for d in self.devices],
+            "suggestions": [s.to_dict() for s in self.suggestions],
+            "deleted": list(self.deleted),
+            "notes": list(self.notes),
+            "objects_searched": self.objects_searched,
+            "top": self.top,
+            "device": self.device,
+        }

@@ -15,8 +15,9 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 
@@ -36,8 +37,8 @@ class StageEvent:
     """One trace/lower/compile step reported by ``jax.monitoring``."""
 
     seq: int
-    stage: str          # "trace" | "lower" | "compile"
-    name: str           # function name without the "jit(...)" wrapper
+    stage: str  # "trace" | "lower" | "compile"
+    name: str  # function name without the "jit(...)" wrapper
     seconds: float
     site: tuple[str, int] | None
 
@@ -68,14 +69,18 @@ class X64Cast:
     """A 64-bit NumPy value JAX turned 32-bit without a warning (``jax_enable_x64`` off)."""
 
     site: tuple[str, int] | None
-    what: str     # e.g. "jnp.asarray turned int64 1099511627776 into int32 0"
-    lost: bool    # values changed (integers out of range), not only precision
+    what: str  # e.g. "jnp.asarray turned int64 1099511627776 into int32 0"
+    lost: bool  # values changed (integers out of range), not only precision
 
 
 # Parts of the capture a hook provides; a hook turned off by ``InternalsChanged`` names its
 # part in ``Capture.unavailable`` so the report shows "unknown", never a count of 0.
-EAGER, TRANSFERS, LOWERINGS, MISSES = "eager ops", "host transfers", "cost, memory and jaxprs", \
-    "cache-miss reasons"
+EAGER, TRANSFERS, LOWERINGS, MISSES = (
+    "eager ops",
+    "host transfers",
+    "cost, memory and jaxprs",
+    "cache-miss reasons",
+)
 
 
 @dataclass
@@ -101,19 +106,19 @@ class Capture:
     events: list[StageEvent] = field(default_factory=list)
     lowerings: list[Lowering] = field(default_factory=list)
     misses: list[CacheMiss] = field(default_factory=list)
-    eager_ops: Counter = field(default_factory=Counter)          # op name -> count
+    eager_ops: Counter = field(default_factory=Counter)  # op name -> count
     eager_total: int = 0
-    eager_sites: Counter = field(default_factory=Counter)       # (file, line) -> count (sampled)
-    transfers: Counter = field(default_factory=Counter)         # (file, line) -> device->host copies
-    syncs: Counter = field(default_factory=Counter)             # (file, line) -> block_until_ready
+    eager_sites: Counter = field(default_factory=Counter)  # (file, line) -> count (sampled)
+    transfers: Counter = field(default_factory=Counter)  # (file, line) -> device->host copies
+    syncs: Counter = field(default_factory=Counter)  # (file, line) -> block_until_ready
     # site -> the user's frames that led to it (site first, then its callers), first seen
     sync_chains: dict = field(default_factory=dict)
     warnings: list[tuple[str, str, tuple[str, int] | None]] = field(default_factory=list)
     other_threads: OtherThreads = field(default_factory=OtherThreads)
     misses_explained: bool = False  # JAX's cache-miss explanations were captured
     x64_casts: list[X64Cast] = field(default_factory=list)
-    unavailable: list[str] = field(default_factory=list)        # parts whose hook was turned off
-    notes: list[str] = field(default_factory=list)              # why (one per changed internal)
+    unavailable: list[str] = field(default_factory=list)  # parts whose hook was turned off
+    notes: list[str] = field(default_factory=list)  # why (one per changed internal)
     wall_s: float = 0.0
     sync_s: float = 0.0
     exception: BaseException | None = None
@@ -138,10 +143,31 @@ _EAGER_SITE_SAMPLES = 2000
 
 # jax.Array operators that dispatch one op each when used outside jit.
 _ARRAY_OPERATORS = (
-    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-    "__rtruediv__", "__floordiv__", "__pow__", "__rpow__", "__matmul__", "__rmatmul__",
-    "__neg__", "__abs__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__",
-    "__getitem__", "__and__", "__or__", "__mod__",
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__floordiv__",
+    "__pow__",
+    "__rpow__",
+    "__matmul__",
+    "__rmatmul__",
+    "__neg__",
+    "__abs__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__eq__",
+    "__ne__",
+    "__getitem__",
+    "__and__",
+    "__or__",
+    "__mod__",
 )
 # Primitives that only carry a call to a jitted function (counted as compiles, not ops).
 _CALL_PRIMITIVES = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call"}
@@ -170,8 +196,12 @@ class _Hooks:
         self._thread = threading.get_ident()  # the block's thread: the one that enters it
         try:
             self._listen_stage_events()
-            for part, hook in ((MISSES, self._capture_cache_misses), (LOWERINGS, self._wrap_lowering),
-                               (EAGER, self._count_eager_dispatch), (TRANSFERS, self._count_transfers)):
+            for part, hook in (
+                (MISSES, self._capture_cache_misses),
+                (LOWERINGS, self._wrap_lowering),
+                (EAGER, self._count_eager_dispatch),
+                (TRANSFERS, self._count_transfers),
+            ):
                 if part == MISSES and not self.explain_misses:
                     continue
                 mark = len(self._undo)
@@ -209,6 +239,7 @@ class _Hooks:
                 setattr(owner, name, old)
             else:
                 delattr(owner, name)
+
         self._undo.append(undo)
 
     def _listen_stage_events(self) -> None:
@@ -269,12 +300,24 @@ class _Hooks:
                 try:
                     call = _internals.lowering_call(args, kwargs)
                 except (InternalsChanged, TypeError) as e:
-                    cap.turn_off(LOWERINGS, e if isinstance(e, InternalsChanged) else
-                                 _internals.changed("jax", f"{name} arguments ({e})"))
+                    cap.turn_off(
+                        LOWERINGS,
+                        e
+                        if isinstance(e, InternalsChanged)
+                        else _internals.changed("jax", f"{name} arguments ({e})"),
+                    )
                 else:
-                    cap.lowerings.append(Lowering(cap.next_seq(), call.fun_name, call.closed_jaxpr,
-                                                  computation, call.donated_invars, user_site(2),
-                                                  self._nnx_leaves()))
+                    cap.lowerings.append(
+                        Lowering(
+                            cap.next_seq(),
+                            call.fun_name,
+                            call.closed_jaxpr,
+                            computation,
+                            call.donated_invars,
+                            user_site(2),
+                            self._nnx_leaves(),
+                        )
+                    )
             return computation
 
         self._patch(module, name, lower_sharding_computation)
@@ -291,8 +334,11 @@ class _Hooks:
         if not arguments:
             return None
         try:
-            return {name: leaves for name, obj in arguments.items()
-                    if (leaves := _variable_leaves(obj)) is not None}
+            return {
+                name: leaves
+                for name, obj in arguments.items()
+                if (leaves := _variable_leaves(obj)) is not None
+            }
         except Exception:  # names are a nicety: never break a compile for them
             return None
 
@@ -334,6 +380,7 @@ class _Hooks:
                     return fn(arr, *args)
                 finally:
                     self._in_operator -= 1
+
             operator.__name__ = op_name
             return operator
 
@@ -383,8 +430,8 @@ class _Hooks:
 
         def undo() -> None:
             warnings.showwarning = original
-        self._undo.append(undo)
 
+        self._undo.append(undo)
 
     def _watch_x64_casts(self) -> None:
         """Wrap the public converters (``jnp.asarray``, ``jnp.array``, ``jax.device_put``)
@@ -404,13 +451,18 @@ class _Hooks:
             def converter(*args: Any, **kwargs: Any) -> Any:
                 out = fn(*args, **kwargs)
                 dtype_given = kwargs.get("dtype") is not None or (takes_dtype and len(args) > 1)
-                if self.mine() and len(casts) < 100 and not dtype_given \
-                        and not is_library_file(sys._getframe(1).f_code.co_filename):  # the user's own call
+                if (
+                    self.mine()
+                    and len(casts) < 100
+                    and not dtype_given
+                    and not is_library_file(sys._getframe(1).f_code.co_filename)
+                ):  # the user's own call
                     x = args[0] if args else kwargs.get(value)
                     cast = _x64_cast(label, x, out)
                     if cast is not None:
                         casts.append(X64Cast(user_site(2), *cast))
                 return out
+
             converter.__wrapped__ = fn  # type: ignore[attr-defined]
             self._patch(owner, attr, converter)
 
@@ -452,8 +504,13 @@ def _x64_cast(label: str, x: Any, out: Any) -> tuple[str, bool] | None:
     import numpy as np
 
     dtype = getattr(x, "dtype", None)
-    if not isinstance(x, (np.ndarray, np.generic)) or dtype is None or dtype.itemsize != 8 \
-            or dtype.kind not in "iuf" or getattr(out, "dtype", dtype).itemsize == 8:
+    if (
+        not isinstance(x, (np.ndarray, np.generic))
+        or dtype is None
+        or dtype.itemsize != 8
+        or dtype.kind not in "iuf"
+        or getattr(out, "dtype", dtype).itemsize == 8
+    ):
         return None
     new = out.dtype
     if dtype.kind == "f":
@@ -498,7 +555,7 @@ class Profiler:
         self._t0 = 0.0
         self._active = False
 
-    def __enter__(self) -> "Profiler":
+    def __enter__(self) -> Profiler:
         if self._active:
             raise RuntimeError("this Profiler is already running; create a new one to nest")
         self._hooks.install()

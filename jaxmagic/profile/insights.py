@@ -9,8 +9,9 @@ from __future__ import annotations
 import ast
 import linecache
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from jaxmagic._format import fmt_seconds
 
@@ -19,8 +20,16 @@ if TYPE_CHECKING:
     from jaxmagic.profile.report import ProfileReport
 
 InsightKind = Literal[
-    "recompile", "jit-recreated", "captured-constant", "eager-ops", "compile-dominated",
-    "host-sync", "donation-unusable", "x64-truncated", "tracer-conversion", "deleted-array",
+    "recompile",
+    "jit-recreated",
+    "captured-constant",
+    "eager-ops",
+    "compile-dominated",
+    "host-sync",
+    "donation-unusable",
+    "x64-truncated",
+    "tracer-conversion",
+    "deleted-array",
 ]
 INSIGHT_KINDS: tuple[str, ...] = get_args(InsightKind)
 
@@ -46,28 +55,33 @@ class Insight:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"kind", "message", "fix", "function", "line", "severity"}``."""
-        return {"kind": self.kind, "message": self.message, "fix": self.fix,
-                "function": self.function, "line": self.line, "severity": self.severity}
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "fix": self.fix,
+            "function": self.function,
+            "line": self.line,
+            "severity": self.severity,
+        }
 
 
-EAGER_OPS_MIN = 100        # ops dispatched outside jit before we call it op-by-op
-HOST_SYNC_MIN = 20         # transfers/syncs from one line before we call it a loop
-COMPILE_SHARE = 0.5        # share of the wall time spent compiling
-COMPILE_MIN_S = 0.1        # ...and at least this long
+EAGER_OPS_MIN = 100  # ops dispatched outside jit before we call it op-by-op
+HOST_SYNC_MIN = 20  # transfers/syncs from one line before we call it a loop
+COMPILE_SHARE = 0.5  # share of the wall time spent compiling
+COMPILE_MIN_S = 0.1  # ...and at least this long
 CONST_MIN_BYTES = 1 << 20  # closed-over arrays baked into a program
 
 _RECOMPILE_FIX = {
     "shape": "give the function a few fixed shapes (pad or bucket inputs), or move the varying "
-             "part out of the jitted function",
+    "part out of the jitted function",
     "dtype": "cast inputs to one dtype before the call",
     "weak_type": "pass the same kind of value every time: jnp.asarray(x, jnp.float32) rather than "
-                 "a Python scalar one time and an array the next",
+    "a Python scalar one time and an array the next",
     "static": "each value of a static argument compiles a new program: pass it as a traced array "
-              "if it takes many values",
-    "structure": "keep the input pytree structure (keys, list lengths, None entries) identical "
-                 "between calls",
+    "if it takes many values",
+    "structure": "keep the input pytree structure (keys, list lengths, None entries) identical between calls",
     "graph": "nnx.jit compiles once per object graph: pass the same Module/Optimizer objects on "
-             "every call (create them once), and do not add or remove attributes between calls",
+    "every call (create them once), and do not add or remove attributes between calls",
     "other": "keep argument types, shapes and static values identical between calls",
 }
 
@@ -83,7 +97,7 @@ def _line_of(site: str | None) -> int | None:
 NOT_A_MISS = ("first", "derived")
 
 
-def _recompiles(report: "ProfileReport") -> Iterator["Insight"]:
+def _recompiles(report: ProfileReport) -> Iterator[Insight]:
     if "cache-miss reasons" in report.unavailable:
         return  # without JAX's explanations a second compile cannot be told from a recompile
     for f in report.functions:
@@ -100,11 +114,16 @@ def _recompiles(report: "ProfileReport") -> Iterator["Insight"]:
                 f"new wrapper starts with an empty cache and compiles from scratch "
                 f"({fmt_seconds(f.compile_total_s)} compiling).",
                 "create the jitted function once (outside the loop or function) and reuse it",
-                function=f.name, line=line)
+                function=f.name,
+                line=line,
+            )
             continue
         # a compile without kinds: explanations were off (Profiler(explain_cache_misses=False))
-        misses = [c for i, c in enumerate(f.compiles)
-                  if (c.kinds and not set(c.kinds) <= set(NOT_A_MISS)) or (not c.kinds and i > 0)]
+        misses = [
+            c
+            for i, c in enumerate(f.compiles)
+            if (c.kinds and not set(c.kinds) <= set(NOT_A_MISS)) or (not c.kinds and i > 0)
+        ]
         if not misses:
             continue
         reasons = [r for c in misses for r in c.reasons]
@@ -116,10 +135,13 @@ def _recompiles(report: "ProfileReport") -> Iterator["Insight"]:
             "recompile",
             f"{f.name} compiled {len(f.compiles)} times{where}, "
             f"{fmt_seconds(f.compile_total_s)} in total{what}.",
-            _RECOMPILE_FIX[main], function=f.name, line=line)
+            _RECOMPILE_FIX[main],
+            function=f.name,
+            line=line,
+        )
 
 
-def _captured_constants(report: "ProfileReport") -> Iterator["Insight"]:
+def _captured_constants(report: ProfileReport) -> Iterator[Insight]:
     from jaxmagic._format import fmt_bytes
 
     for f in report.functions:
@@ -130,10 +152,12 @@ def _captured_constants(report: "ProfileReport") -> Iterator["Insight"]:
                 f"variables). They become constants of the compiled program: compiled again if "
                 f"they change, and held in memory with it.",
                 "pass the arrays as arguments to the jitted function instead of closing over them",
-                function=f.name, line=_line_of(f.sites[0] if f.sites else None))
+                function=f.name,
+                line=_line_of(f.sites[0] if f.sites else None),
+            )
 
 
-def _eager(report: "ProfileReport") -> Iterator["Insight"]:
+def _eager(report: ProfileReport) -> Iterator[Insight]:
     if "eager ops" in report.unavailable:
         return
     total = sum(report.eager_ops.values())
@@ -148,10 +172,11 @@ def _eager(report: "ProfileReport") -> Iterator["Insight"]:
         f"is a separate call into XLA with its own Python and dispatch overhead.",
         "put the computation in a function decorated with @jax.jit; write Python loops over "
         "arrays as jax.lax.fori_loop / jax.lax.scan or vectorise them with jax.vmap",
-        line=_line_of(sites[0][0]) if sites else None)
+        line=_line_of(sites[0][0]) if sites else None,
+    )
 
 
-def _compile_dominated(report: "ProfileReport") -> Iterator["Insight"]:
+def _compile_dominated(report: ProfileReport) -> Iterator[Insight]:
 
     if report.wall_s <= 0 or report.compile_total_s < COMPILE_MIN_S:
         return
@@ -165,7 +190,8 @@ def _compile_dominated(report: "ProfileReport") -> Iterator["Insight"]:
         "compilation is paid once per input signature: time a second call to see steady-state "
         "speed, and set jax.config.update('jax_compilation_cache_dir', ...) to reuse compiled "
         "programs across sessions",
-        severity="info")
+        severity="info",
+    )
 
 
 def in_innermost_loop(filename: str, line: int) -> bool | None:
@@ -182,19 +208,22 @@ def in_innermost_loop(filename: str, line: int) -> bool | None:
         tree = ast.parse(source)
     except SyntaxError:
         return None
-    loops = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp,
-             ast.GeneratorExp)
-    enclosing = [n for n in ast.walk(tree) if isinstance(n, loops)
-                 and n.lineno <= line <= (n.end_lineno or n.lineno)]
+    loops = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+    enclosing = [
+        n for n in ast.walk(tree) if isinstance(n, loops) and n.lineno <= line <= (n.end_lineno or n.lineno)
+    ]
     if not enclosing:
         return False
     inner = max(enclosing, key=lambda n: n.lineno)
-    nested = [n for n in ast.walk(inner) if isinstance(n, loops) and n is not inner
-              and not n.lineno <= line <= (n.end_lineno or n.lineno)]
+    nested = [
+        n
+        for n in ast.walk(inner)
+        if isinstance(n, loops) and n is not inner and not n.lineno <= line <= (n.end_lineno or n.lineno)
+    ]
     return not nested
 
 
-def _host_syncs(report: "ProfileReport", per_step: Mapping[str, bool | None]) -> Iterator["Insight"]:
+def _host_syncs(report: ProfileReport, per_step: Mapping[str, bool | None]) -> Iterator[Insight]:
     """Copies and waits at one line, judged against the loop they run in: per step of the
     innermost loop is the pitfall; once per epoch around an inner loop, or many copies made
     by one library call, is not."""
@@ -209,7 +238,8 @@ def _host_syncs(report: "ProfileReport", per_step: Mapping[str, bool | None]) ->
                 f"work, so asynchronous dispatch cannot run ahead.",
                 "keep values on the device inside the loop (accumulate with jnp) and read them "
                 "once at the end, or only every N steps",
-                line=_line_of(site))
+                line=_line_of(site),
+            )
     for site, n in report.syncs.items():
         if n >= HOST_SYNC_MIN and per_step.get(site) is not False:
             yield Insight(
@@ -217,42 +247,48 @@ def _host_syncs(report: "ProfileReport", per_step: Mapping[str, bool | None]) ->
                 f"{site} called block_until_ready {n} times, once per step of its loop: the host "
                 f"waits for the device each time instead of queueing the next step.",
                 "block once after the loop (for timing) or not at all",
-                line=_line_of(site))
+                line=_line_of(site),
+            )
 
 
-_X64_FIX = ("set jax.config.update('jax_enable_x64', True) at startup if you need 64-bit, "
-            "or convert explicitly (np.asarray(x, np.float32) / np.int32) where 32-bit is enough")
+_X64_FIX = (
+    "set jax.config.update('jax_enable_x64', True) at startup if you need 64-bit, "
+    "or convert explicitly (np.asarray(x, np.float32) / np.int32) where 32-bit is enough"
+)
 
 
 def _first_sentence(message: str, limit: int = 300) -> str:
     """The message's first sentence, whole (never cut mid-sentence)."""
     text = " ".join(message.split())
     end = text.find(". ")
-    sentence = text if end < 0 else text[:end + 1]
+    sentence = text if end < 0 else text[: end + 1]
     if len(sentence) > limit:
         sentence = sentence[:limit].rsplit(" ", 1)[0] + " …"
     return sentence
 
 
-def _warnings(cap: "Capture") -> Iterator["Insight"]:
+def _warnings(cap: Capture) -> Iterator[Insight]:
     seen: set[str] = set()
-    for category, message, _site in cap.warnings:
+    for _category, message, _site in cap.warnings:
         if "donated buffers were not usable" in message and "donation" not in seen:
             seen.add("donation")
             yield Insight(
                 "donation-unusable",
                 "Some donated buffers could not be reused for outputs (no output has the same "
                 "shape and dtype), so donation saved no memory: " + _first_sentence(message),
-                "donate only arguments whose shape/dtype match an output, or drop donate_argnums")
+                "donate only arguments whose shape/dtype match an output, or drop donate_argnums",
+            )
         elif "requested in" in message and "is not available" in message and "x64" not in seen:
             seen.add("x64")
             yield Insight(
                 "x64-truncated",
                 "A 64-bit dtype was requested but JAX runs in 32-bit mode, so the value was "
-                "truncated: " + _first_sentence(message), _X64_FIX)
+                "truncated: " + _first_sentence(message),
+                _X64_FIX,
+            )
 
 
-def _silent_x64(cap: "Capture", label: Any) -> Iterator["Insight"]:
+def _silent_x64(cap: Capture, label: Any) -> Iterator[Insight]:
     """64-bit NumPy values turned 32-bit by JAX without a warning (``jnp.asarray``)."""
     if not cap.x64_casts:
         return
@@ -262,20 +298,27 @@ def _silent_x64(cap: "Capture", label: Any) -> Iterator["Insight"]:
     more = len(cap.x64_casts) - 1
     also = f" ({more} more such conversion{'s' if more != 1 else ''})" if more > 0 else ""
     if lost:
-        text = (f"{where}: {first.what}; JAX runs in 32-bit mode and converted it without a "
-                f"warning, so the value changed{also}.")
+        text = (
+            f"{where}: {first.what}; JAX runs in 32-bit mode and converted it without a "
+            f"warning, so the value changed{also}."
+        )
     else:
-        text = (f"{where}: {first.what}; JAX runs in 32-bit mode and converted it without a "
-                f"warning, so it lost precision{also}.")
-    yield Insight("x64-truncated", text, _X64_FIX, line=_line_of(where),
-                  severity="warn" if lost else "info")
+        text = (
+            f"{where}: {first.what}; JAX runs in 32-bit mode and converted it without a "
+            f"warning, so it lost precision{also}."
+        )
+    yield Insight("x64-truncated", text, _X64_FIX, line=_line_of(where), severity="warn" if lost else "info")
 
 
-_TRACER_ERRORS = {"ConcretizationTypeError", "TracerBoolConversionError",
-                  "TracerIntegerConversionError", "TracerArrayConversionError"}
+_TRACER_ERRORS = {
+    "ConcretizationTypeError",
+    "TracerBoolConversionError",
+    "TracerIntegerConversionError",
+    "TracerArrayConversionError",
+}
 
 
-def _exception(cap: "Capture") -> Iterator["Insight"]:
+def _exception(cap: Capture) -> Iterator[Insight]:
 
     exc = cap.exception
     if exc is None:
@@ -287,28 +330,40 @@ def _exception(cap: "Capture") -> Iterator["Insight"]:
             f"{name}: Python needed a concrete value (an if/while condition, int(), a NumPy "
             f"call or a shape) from an array that is only abstract while jit traces it.",
             "use jnp.where / jax.lax.cond / jax.lax.while_loop for value-dependent control flow, "
-            "or mark the argument static (static_argnums) if it takes only a few values")
+            "or mark the argument static (static_argnums) if it takes only a few values",
+        )
     elif "has been deleted" in str(exc):
         yield Insight(
             "deleted-array",
             "An array was used after it was deleted, typically after being donated to a jitted "
             "function (donate_argnums): donation hands its buffer to the output.",
-            "use the function's outputs instead of the donated inputs, or stop donating that "
-            "argument")
+            "use the function's outputs instead of the donated inputs, or stop donating that argument",
+        )
 
 
-def find_insights(report: "ProfileReport", cap: "Capture", *,
-                  per_step: Mapping[str, bool | None] | None = None,
-                  label: Any = lambda site: None) -> list["Insight"]:
+def find_insights(
+    report: ProfileReport,
+    cap: Capture,
+    *,
+    per_step: Mapping[str, bool | None] | None = None,
+    label: Any = lambda site: None,
+) -> list[Insight]:
     """All insights for ``report``, warnings first.
 
     Args:
         per_step: site label -> ``in_innermost_loop`` verdict for host-sync sites.
         label: ``(file, line)`` -> the site label used in the report.
     """
-    found = [*_recompiles(report), *_captured_constants(report), *_eager(report),
-             *_host_syncs(report, per_step or {}), *_warnings(cap), *_silent_x64(cap, label),
-             *_exception(cap), *_compile_dominated(report)]
+    found = [
+        *_recompiles(report),
+        *_captured_constants(report),
+        *_eager(report),
+        *_host_syncs(report, per_step or {}),
+        *_warnings(cap),
+        *_silent_x64(cap, label),
+        *_exception(cap),
+        *_compile_dominated(report),
+    ]
     if any(i.kind == "x64-truncated" and i.severity == "warn" for i in found):
         found = [i for i in found if not (i.kind == "x64-truncated" and i.severity == "info")]
     return sorted(found, key=lambda i: i.severity != "warn")

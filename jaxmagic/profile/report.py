@@ -6,8 +6,9 @@ import dataclasses
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from jaxmagic import _internals
 from jaxmagic._result import Result
@@ -27,11 +28,11 @@ class CompileRecord:
     trace_s: float
     lower_s: float
     backend_compile_s: float  # XLA's compile only
-    site: str | None          # "line 7" for the profiled cell, else "file.py:12"
+    site: str | None  # "line 7" for the profiled cell, else "file.py:12"
     reasons: tuple[str, ...]  # why the cache missed, in plain words
-    kinds: tuple[str, ...]    # "first", "derived" (no cache miss: e.g. the backward program
-                              # under jax.grad), or a miss kind ("shape", "static", ...)
-    signature: str | None     # input types, e.g. "x: f32[3], y: f32[]"
+    kinds: tuple[str, ...]  # "first", "derived" (no cache miss: e.g. the backward program
+    # under jax.grad), or a miss kind ("shape", "static", ...)
+    signature: str | None  # input types, e.g. "x: f32[3], y: f32[]"
 
     @property
     def compile_total_s(self) -> float:
@@ -44,19 +45,19 @@ class FunctionProfile:
     """Everything observed about one function (a ``jit`` function or an eager op)."""
 
     name: str
-    kind: str                       # "jit" (user function) or "eager" (op outside jit)
+    kind: str  # "jit" (user function) or "eager" (op outside jit)
     defined_at: str | None
     compiles: tuple[CompileRecord, ...]
-    calls: int | None               # executions (from --trace), eager-op count; None: not counted
+    calls: int | None  # executions (from --trace), eager-op count; None: not counted
     flops: float | None
     transcendentals: float | None
     bytes_accessed: float | None
-    memory: dict[str, int] | None   # argument/output/alias/temp/generated_code bytes
+    memory: dict[str, int] | None  # argument/output/alias/temp/generated_code bytes
     jaxpr: str | None
     hlo: str | None
     donated_args: int = 0
-    device_s: float | None = None   # from --trace
-    const_bytes: int = 0            # arrays closed over and baked into the program
+    device_s: float | None = None  # from --trace
+    const_bytes: int = 0  # arrays closed over and baked into the program
     calls_lower_bound: bool = False  # calls counted in a truncated trace: at least this many
     # traced without building a program (jax.eval_shape, nnx.eval_shape, make_jaxpr): no compile
     traced_only: int = 0
@@ -111,20 +112,41 @@ class FunctionProfile:
         ``device_s`` (from ``--trace``), ``const_bytes``, ``traced_only`` (traces that built
         no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``). Seconds are floats."""
         return {
-            "name": self.name, "kind": self.kind, "defined_at": self.defined_at,
-            "compiles": len(self.compiles), "trace_s": self.trace_s, "lower_s": self.lower_s,
-            "backend_compile_s": self.backend_compile_s, "compile_total_s": self.compile_total_s,
-            "sites": self.sites, "cache_misses": self.cache_misses,
+            "name": self.name,
+            "kind": self.kind,
+            "defined_at": self.defined_at,
+            "compiles": len(self.compiles),
+            "trace_s": self.trace_s,
+            "lower_s": self.lower_s,
+            "backend_compile_s": self.backend_compile_s,
+            "compile_total_s": self.compile_total_s,
+            "sites": self.sites,
+            "cache_misses": self.cache_misses,
             "compile_records": [
-                {"trace_s": c.trace_s, "lower_s": c.lower_s, "backend_compile_s": c.backend_compile_s,
-                 "site": c.site, "reasons": list(c.reasons), "kinds": list(c.kinds),
-                 "signature": c.signature} for c in self.compiles],
-            "calls": self.calls, "calls_lower_bound": self.calls_lower_bound,
-            "flops": self.flops, "transcendentals": self.transcendentals,
-            "bytes_accessed": self.bytes_accessed, "arithmetic_intensity": self.intensity,
-            "memory": self.memory, "jaxpr": self.jaxpr, "hlo": self.hlo,
-            "donated_args": self.donated_args, "device_s": self.device_s,
-            "const_bytes": self.const_bytes, "traced_only": self.traced_only,
+                {
+                    "trace_s": c.trace_s,
+                    "lower_s": c.lower_s,
+                    "backend_compile_s": c.backend_compile_s,
+                    "site": c.site,
+                    "reasons": list(c.reasons),
+                    "kinds": list(c.kinds),
+                    "signature": c.signature,
+                }
+                for c in self.compiles
+            ],
+            "calls": self.calls,
+            "calls_lower_bound": self.calls_lower_bound,
+            "flops": self.flops,
+            "transcendentals": self.transcendentals,
+            "bytes_accessed": self.bytes_accessed,
+            "arithmetic_intensity": self.intensity,
+            "memory": self.memory,
+            "jaxpr": self.jaxpr,
+            "hlo": self.hlo,
+            "donated_args": self.donated_args,
+            "device_s": self.device_s,
+            "const_bytes": self.const_bytes,
+            "traced_only": self.traced_only,
         }
 
 
@@ -190,8 +212,10 @@ class ProfileReport(Result):
         for f in self.functions:
             if f.name == name:
                 return f
-        raise KeyError(f"no function named {name!r} in this report; have: "
-                       f"{', '.join(f.name for f in self.functions) or 'none'}")
+        raise KeyError(
+            f"no function named {name!r} in this report; have: "
+            f"{', '.join(f.name for f in self.functions) or 'none'}"
+        )
 
     def insight_kinds(self) -> list[str]:
         return [i.kind for i in self.insights]
@@ -201,8 +225,10 @@ class ProfileReport(Result):
         from jaxmagic._format import fmt_seconds, plural
 
         user = [f for f in self.functions if f.kind == "jit"]
-        text = (f"{plural(len(user), 'function')}, {plural(self.n_compiles, 'compile')}, "
-                f"{fmt_seconds(self.wall_s)} wall")
+        text = (
+            f"{plural(len(user), 'function')}, {plural(self.n_compiles, 'compile')}, "
+            f"{fmt_seconds(self.wall_s)} wall"
+        )
         return text + ("" if self.complete else ", incomplete")
 
     def to_text(self, width: int = 100) -> str:
@@ -224,16 +250,27 @@ class ProfileReport(Result):
         ``timeline``, ``notes``, ``unavailable`` (parts not measured; their counts are not 0
         but unknown), ``other_threads``."""
         return {
-            "wall_s": self.wall_s, "compile_total_s": self.compile_total_s, "trace_s": self.trace_s,
-            "lower_s": self.lower_s, "backend_compile_s": self.backend_compile_s,
-            "run_s": self.run_s, "sync_s": self.sync_s, "complete": self.complete,
-            "error": self.error, "label": self.label,
+            "wall_s": self.wall_s,
+            "compile_total_s": self.compile_total_s,
+            "trace_s": self.trace_s,
+            "lower_s": self.lower_s,
+            "backend_compile_s": self.backend_compile_s,
+            "run_s": self.run_s,
+            "sync_s": self.sync_s,
+            "complete": self.complete,
+            "error": self.error,
+            "label": self.label,
             "functions": [f.to_dict() for f in self.functions],
             "insights": [i.to_dict() for i in self.insights],
-            "eager_ops": dict(self.eager_ops), "eager_sites": dict(self.eager_sites),
-            "transfers": dict(self.transfers), "syncs": dict(self.syncs),
-            "trace_dir": self.trace_dir, "timeline": list(self.timeline), "notes": list(self.notes),
-            "unavailable": list(self.unavailable), "other_threads": dict(self.other_threads),
+            "eager_ops": dict(self.eager_ops),
+            "eager_sites": dict(self.eager_sites),
+            "transfers": dict(self.transfers),
+            "syncs": dict(self.syncs),
+            "trace_dir": self.trace_dir,
+            "timeline": list(self.timeline),
+            "notes": list(self.notes),
+            "unavailable": list(self.unavailable),
+            "other_threads": dict(self.other_threads),
         }
 
 
@@ -242,8 +279,9 @@ class ProfileReport(Result):
 CellLabel = Callable[[str], "str | None"]  # filename -> "In[3]" for notebook cells, else None
 
 
-def _site_label(site: tuple[str, int] | None, cell_file: str | None,
-                cell_label: CellLabel | None = None) -> str | None:
+def _site_label(
+    site: tuple[str, int] | None, cell_file: str | None, cell_label: CellLabel | None = None
+) -> str | None:
     """``line 7`` in the profiled cell, ``In[3]:2`` in another notebook cell, else ``file.py:12``."""
     if site is None:
         return None
@@ -339,17 +377,18 @@ def _checked_leaves(lowering: Lowering) -> dict[str, tuple] | None:
     for param, leaves in lowering.nnx_leaves.items():
         found = sorted(seen.get(param, []), key=lambda t: t[0])
         if len(found) == len(leaves) and all(
-                k == i and tuple(getattr(a, "shape", ())) == leaf[1]
-                and str(getattr(a, "dtype", "")) == leaf[2]
-                for i, ((k, a), leaf) in enumerate(zip(found, leaves))):
+            k == i and tuple(getattr(a, "shape", ())) == leaf[1] and str(getattr(a, "dtype", "")) == leaf[2]
+            for i, ((k, a), leaf) in enumerate(zip(found, leaves))
+        ):
             kept[param] = leaves
     return kept or None
 
 
 def _namer(lowering: Lowering | None, defined_at: str | None):
     """``rename`` for input paths: parameter names and NNX Variable paths."""
-    return _misses.path_namer(_misses.param_names(defined_at),
-                              _checked_leaves(lowering) if lowering is not None else None)
+    return _misses.path_namer(
+        _misses.param_names(defined_at), _checked_leaves(lowering) if lowering is not None else None
+    )
 
 
 def _signature(lowering: Lowering | None, rename: Any = str) -> str | None:
@@ -394,10 +433,18 @@ def _is_eager(defined_at: str | None, lowering: Lowering | None, lowerings_seen:
     return lowering is None and not lowerings_seen
 
 
-def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool,
-              notes: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"flops": None, "transcendentals": None, "bytes_accessed": None,
-                           "memory": None, "jaxpr": None, "hlo": None, "const_bytes": 0}
+def _analyses(
+    lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool, notes: list[str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "flops": None,
+        "transcendentals": None,
+        "bytes_accessed": None,
+        "memory": None,
+        "jaxpr": None,
+        "hlo": None,
+        "const_bytes": 0,
+    }
     if lowering is None:
         return out
     out["const_bytes"] = int(sum(getattr(c, "nbytes", 0) for c in lowering.closed_jaxpr.consts))
@@ -430,21 +477,41 @@ def _analyses(lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool,
 
 
 _OPERATOR_TO_JNP = {
-    "add": "add", "sub": "subtract", "mul": "multiply", "truediv": "true_divide",
-    "floordiv": "floor_divide", "pow": "power", "matmul": "matmul", "neg": "negative",
-    "abs": "absolute", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-    "eq": "equal", "ne": "not_equal", "and": "bitwise_and", "or": "bitwise_or", "mod": "remainder",
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "truediv": "true_divide",
+    "floordiv": "floor_divide",
+    "pow": "power",
+    "matmul": "matmul",
+    "neg": "negative",
+    "abs": "absolute",
+    "lt": "less",
+    "le": "less_equal",
+    "gt": "greater",
+    "ge": "greater_equal",
+    "eq": "equal",
+    "ne": "not_equal",
+    "and": "bitwise_and",
+    "or": "bitwise_or",
+    "mod": "remainder",
     "getitem": "getitem",
 }
 
 
-def _records(us: list[_Unit], defined: str | None, cell_file: str | None,
-             cell_label: CellLabel | None, misses_known: bool) -> list[CompileRecord]:
+def _records(
+    us: list[_Unit],
+    defined: str | None,
+    cell_file: str | None,
+    cell_label: CellLabel | None,
+    misses_known: bool,
+) -> list[CompileRecord]:
     records = []
     for n, u in enumerate(us):
         site_ev = u.trace or u.lower or u.compile
-        site = _site_label(site_ev.site if site_ev else (u.lowering.site if u.lowering else None),
-                           cell_file, cell_label)
+        site = _site_label(
+            site_ev.site if site_ev else (u.lowering.site if u.lowering else None), cell_file, cell_label
+        )
         if u.miss is not None and cell_file and u.miss.call_file == cell_file:
             site = f"line {u.miss.call_line}"
         miss = _misses.renamed(u.miss, _namer(u.lowering, defined)) if u.miss else None
@@ -452,21 +519,38 @@ def _records(us: list[_Unit], defined: str | None, cell_file: str | None,
         if miss is None and n > 0 and misses_known:
             # JAX explained no tracing cache miss: a further program it derived from the
             # same function (forward and backward under jax.grad), not a recompile
-            reasons, kinds = ("another program of the same function (e.g. its backward pass "
-                              "under jax.grad), not a cache miss",), ("derived",)
-        records.append(CompileRecord(
-            trace_s=u.trace.seconds if u.trace else 0.0,
-            lower_s=u.lower.seconds if u.lower else 0.0,
-            backend_compile_s=u.compile.seconds if u.compile else 0.0,
-            site=site, reasons=reasons, kinds=kinds,
-            signature=_signature(u.lowering, _namer(u.lowering, defined))))
+            reasons, kinds = (
+                (
+                    "another program of the same function (e.g. its backward pass "
+                    "under jax.grad), not a cache miss",
+                ),
+                ("derived",),
+            )
+        records.append(
+            CompileRecord(
+                trace_s=u.trace.seconds if u.trace else 0.0,
+                lower_s=u.lower.seconds if u.lower else 0.0,
+                backend_compile_s=u.compile.seconds if u.compile else 0.0,
+                site=site,
+                reasons=reasons,
+                kinds=kinds,
+                signature=_signature(u.lowering, _namer(u.lowering, defined)),
+            )
+        )
     return records
 
 
-def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = True,
-                 hlo: bool = False, label: str = "cell", error: str | None = None,
-                 trace: dict[str, Any] | None = None,
-                 cell_label: CellLabel | None = None) -> ProfileReport:
+def build_report(
+    cap: Capture,
+    *,
+    cell_file: str | None = None,
+    jaxpr: bool = True,
+    hlo: bool = False,
+    label: str = "cell",
+    error: str | None = None,
+    trace: dict[str, Any] | None = None,
+    cell_label: CellLabel | None = None,
+) -> ProfileReport:
     """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
 
     Args:
@@ -523,28 +607,53 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         calls = traced_calls(name) if kind == "jit" else None
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]
-        functions.append(FunctionProfile(
-            name=name, kind=kind, defined_at=_relabel(defined, cell_label),
-            compiles=tuple(_records(us, defined, cell_file, cell_label, misses_known)),
-            calls=calls, calls_lower_bound=lower_bound and calls is not None and kind == "jit",
-            donated_args=sum(last_lowering.donated) if last_lowering else 0,
-            device_s=device_s.get(sanitize(name)), traced_only=len(traced),
-            traced_only_s=sum(u.trace.seconds for u in traced if u.trace), **info))
+        functions.append(
+            FunctionProfile(
+                name=name,
+                kind=kind,
+                defined_at=_relabel(defined, cell_label),
+                compiles=tuple(_records(us, defined, cell_file, cell_label, misses_known)),
+                calls=calls,
+                calls_lower_bound=lower_bound and calls is not None and kind == "jit",
+                donated_args=sum(last_lowering.donated) if last_lowering else 0,
+                device_s=device_s.get(sanitize(name)),
+                traced_only=len(traced),
+                traced_only_s=sum(u.trace.seconds for u in traced if u.trace),
+                **info,
+            )
+        )
     # functions that ran in the cell without compiling in it (compiled before): from --trace;
     # eager ops dispatched as tiny jitted programs are counted with the eager ops instead
     known = {f.name for f in functions} | set(cap.eager_ops) | set(eager_calls)
     for name, n in calls_traced.items():
         if name not in known and sanitize(name) in device_s:
-            functions.append(FunctionProfile(
-                name=name, kind="jit", defined_at=None, compiles=(), calls=n,
-                calls_lower_bound=lower_bound, flops=None, transcendentals=None,
-                bytes_accessed=None, memory=None, jaxpr=None, hlo=None,
-                device_s=device_s.get(sanitize(name))))
-    short = [f.name for f in functions if f.kind == "jit" and f.calls
-             and device_runs.get(sanitize(f.name), f.calls) < f.calls]
+            functions.append(
+                FunctionProfile(
+                    name=name,
+                    kind="jit",
+                    defined_at=None,
+                    compiles=(),
+                    calls=n,
+                    calls_lower_bound=lower_bound,
+                    flops=None,
+                    transcendentals=None,
+                    bytes_accessed=None,
+                    memory=None,
+                    jaxpr=None,
+                    hlo=None,
+                    device_s=device_s.get(sanitize(name)),
+                )
+            )
+    short = [
+        f.name
+        for f in functions
+        if f.kind == "jit" and f.calls and device_runs.get(sanitize(f.name), f.calls) < f.calls
+    ]
     if short and not lower_bound:
-        notes.append(f"--trace: device time of {', '.join(short)} leaves out executions still "
-                     f"running when the trace stopped (their results were not waited for)")
+        notes.append(
+            f"--trace: device time of {', '.join(short)} leaves out executions still "
+            f"running when the trace stopped (their results were not waited for)"
+        )
     functions.sort(key=lambda f: (f.kind != "jit", -f.compile_total_s, -(f.device_s or 0)))
 
     def site_label(site: tuple[str, int] | None) -> str | None:
@@ -569,12 +678,22 @@ def build_report(cap: Capture, *, cell_file: str | None = None, jaxpr: bool = Tr
         notes.append(trace["truncated"])
     others = {k: v for k, v in vars(cap.other_threads).items() if v}
     report = ProfileReport(
-        wall_s=cap.wall_s, sync_s=cap.sync_s, functions=tuple(functions), insights=(),
-        eager_ops=dict(eager_calls.most_common()), eager_sites=sites(cap.eager_sites),
-        transfers=sites(cap.transfers), syncs=sites(cap.syncs),
-        complete=cap.exception is None, error=error, label=label,
-        trace_dir=trace.get("dir"), timeline=tuple(trace.get("timeline", ())),
-        notes=tuple(notes), unavailable=tuple(cap.unavailable), other_threads=others,
+        wall_s=cap.wall_s,
+        sync_s=cap.sync_s,
+        functions=tuple(functions),
+        insights=(),
+        eager_ops=dict(eager_calls.most_common()),
+        eager_sites=sites(cap.eager_sites),
+        transfers=sites(cap.transfers),
+        syncs=sites(cap.syncs),
+        complete=cap.exception is None,
+        error=error,
+        label=label,
+        trace_dir=trace.get("dir"),
+        timeline=tuple(trace.get("timeline", ())),
+        notes=tuple(notes),
+        unavailable=tuple(cap.unavailable),
+        other_threads=others,
     )
     insights = tuple(find_insights(report, cap, per_step=per_step, label=site_label))
     build_s = time.perf_counter() - t0

@@ -47,8 +47,11 @@ class TraceSession:
     folder) and summarise it."""
 
     def __init__(self, directory: str | None = None):
-        self.directory = os.path.abspath(os.path.expanduser(directory)) if directory else \
-            tempfile.mkdtemp(prefix="jaxprofile-trace-")
+        self.directory = (
+            os.path.abspath(os.path.expanduser(directory))
+            if directory
+            else tempfile.mkdtemp(prefix="jaxprofile-trace-")
+        )
         self.error: str | None = None
         self._running = False
         self._started = self._stopped = 0.0
@@ -62,8 +65,11 @@ class TraceSession:
             self._running = True
             self._started = time.perf_counter()
         except Exception as e:  # e.g. another trace already running (nested --trace)
-            reason = "another jax.profiler trace is already running (only one can run at a " \
-                     "time)" if "already" in str(e).lower() else str(e)
+            reason = (
+                "another jax.profiler trace is already running (only one can run at a time)"
+                if "already" in str(e).lower()
+                else str(e)
+            )
             self.error = f"--trace: no trace recorded: {reason}; the rest of the report is complete"
 
     def stop(self) -> None:
@@ -87,10 +93,18 @@ class TraceSession:
         """``{"dir", "device_s": {name: s}, "calls": {name: n}, "timeline": [...], "error",
         "truncated"}``; ``dir`` is ``None`` when no trace was written (``error`` says why),
         ``truncated`` a sentence when the counts are lower bounds."""
-        out: dict[str, Any] = {"dir": self.directory, "device_s": {}, "calls": {}, "timeline": [],
-                               "error": self.error, "truncated": None}
-        files = sorted(glob.glob(os.path.join(self.directory, "**", "perfetto_trace.json.gz"),
-                                 recursive=True), key=os.path.getmtime)
+        out: dict[str, Any] = {
+            "dir": self.directory,
+            "device_s": {},
+            "calls": {},
+            "timeline": [],
+            "error": self.error,
+            "truncated": None,
+        }
+        files = sorted(
+            glob.glob(os.path.join(self.directory, "**", "perfetto_trace.json.gz"), recursive=True),
+            key=os.path.getmtime,
+        )
         if self.error or not files:
             out["dir"] = None
             out["error"] = self.error or "--trace: no trace recorded: no trace file was written"
@@ -142,7 +156,7 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
             continue
         start, dur = float(e["ts"]), float(e.get("dur", 0.0))
         first, last = min(first, start), max(last, start + dur)
-        if (d := _DISPATCH.match(str(e.get("name", "")))):
+        if d := _DISPATCH.match(str(e.get("name", ""))):
             dispatch[(d["name"], e.get("tid"))].append((start, start + dur))
             continue
         args = e.get("args") or {}
@@ -157,24 +171,35 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
     for module, _run in runs:
         device_runs[_module_to_name(module)] += 1
     t0 = min((s for s, _ in runs.values()), default=0.0)
-    timeline = sorted(({"name": _module_to_name(m), "start_s": (s - t0) / 1e6, "dur_s": (t - s) / 1e6}
-                       for (m, _r), (s, t) in runs.items()), key=lambda e: e["start_s"])[:TIMELINE_MAX]
+    timeline = sorted(
+        (
+            {"name": _module_to_name(m), "start_s": (s - t0) / 1e6, "dur_s": (t - s) / 1e6}
+            for (m, _r), (s, t) in runs.items()
+        ),
+        key=lambda e: e["start_s"],
+    )[:TIMELINE_MAX]
     covered_s = max(0.0, last - first) / 1e6 if last >= first else 0.0
-    return {"calls": _outermost_counts(dispatch),
-            "device_s": {_module_to_name(m): us / 1e6 for m, us in busy.items()},
-            "device_runs": dict(device_runs),
-            "timeline": timeline,
-            "truncated": truncation(len(events), covered_s, traced_s)}
+    return {
+        "calls": _outermost_counts(dispatch),
+        "device_s": {_module_to_name(m): us / 1e6 for m, us in busy.items()},
+        "device_runs": dict(device_runs),
+        "timeline": timeline,
+        "truncated": truncation(len(events), covered_s, traced_s),
+    }
 
 
 def truncation(n_events: int, covered_s: float, traced_s: float | None) -> str | None:
     """The sentence saying a trace was cut short, or ``None`` if it covers the whole cell."""
     cut = n_events >= TRUNCATION_EVENTS or (
-        traced_s is not None and covered_s < TRUNCATION_SHARE * traced_s
-        and traced_s - covered_s > TRUNCATION_GAP_S)
+        traced_s is not None
+        and covered_s < TRUNCATION_SHARE * traced_s
+        and traced_s - covered_s > TRUNCATION_GAP_S
+    )
     if not cut:
         return None
     of = f" of {traced_s:.3g} s" if traced_s else ""
-    return (f"--trace: trace truncated at {n_events:,} events covering {covered_s:.3g} s{of}: call "
-            f"counts and device times are lower bounds (shown as ≥N); profile a shorter cell or "
-            f"fewer steps for exact counts")
+    return (
+        f"--trace: trace truncated at {n_events:,} events covering {covered_s:.3g} s{of}: call "
+        f"counts and device times are lower bounds (shown as ≥N); profile a shorter cell or "
+        f"fewer steps for exact counts"
+    )

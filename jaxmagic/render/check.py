@@ -10,8 +10,12 @@ def _head(r) -> str:
     return f"jaxcheck of {r.name}({r.signature})"
 
 
-_PHRASES = {"index": "out-of-bounds index", "nan": "NaN produced", "div": "division by zero",
-            "user": "failed checkify.check"}
+_PHRASES = {
+    "index": "out-of-bounds index",
+    "nan": "NaN produced",
+    "div": "division by zero",
+    "user": "failed checkify.check",
+}
 
 
 def _none_of(checks) -> str:
@@ -63,11 +67,18 @@ def check_html(r) -> str:
     from jaxmagic.render import html as H
 
     checks = ", ".join(r.checks) + (f"; skipped: {', '.join(r.skipped)}" if r.skipped else "")
-    badge = (H.badge("nothing checked", "bad") if not r.checks else H.badge("clean", "ok") if r.clean
-             else H.badge(plural(len(r.findings), "error"), "bad"))
-    head = (f"<h3>jaxcheck of <code>{H.esc(r.name)}</code> {badge}</h3>"
-            f"<div class='jm-muted'><code>({H.esc(r.signature)})</code> · checks: {H.esc(checks)}"
-            f" · {H.esc(fmt_seconds(r.seconds))}</div>")
+    badge = (
+        H.badge("nothing checked", "bad")
+        if not r.checks
+        else H.badge("clean", "ok")
+        if r.clean
+        else H.badge(plural(len(r.findings), "error"), "bad")
+    )
+    head = (
+        f"<h3>jaxcheck of <code>{H.esc(r.name)}</code> {badge}</h3>"
+        f"<div class='jm-muted'><code>({H.esc(r.signature)})</code> · checks: {H.esc(checks)}"
+        f" · {H.esc(fmt_seconds(r.seconds))}</div>"
+    )
     parts = [head]
     if r.clean:
         parts.append(f"<p class='jm-check-verdict'>No errors found: {H.esc(_none_of(r.checks))}.</p>")
@@ -79,8 +90,9 @@ def check_html(r) -> str:
         fix = f"<div><span class='jm-muted'>Fix:</span> {H.esc(f.fix)}</div>" if f.fix else ""
         parts.append(
             f'<div class="jm-insight jm-finding" data-kind="{H.esc(f.kind)}">'
-            f"{H.badge(f.title, 'bad')} {H.esc(_headline(f)[len(f.title) + 2:])}{where}{src}"
-            f"<div>{H.esc(f.silent)}</div>{fix}</div>")
+            f"{H.badge(f.title, 'bad')} {H.esc(_headline(f)[len(f.title) + 2 :])}{where}{src}"
+            f"<div>{H.esc(f.silent)}</div>{fix}</div>"
+        )
     parts.append(f"<div class='jm-muted'>returned: <code>{H.esc(r.output)}</code></div>")
     for n in r.notes:
         parts.append(f"<div class='jm-muted'>note: {H.esc(n)}</div>")

@@ -9,7 +9,8 @@ same helpers as the text and HTML faces (``jaxmagic._format``, ``render.sharding
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from jaxmagic._format import fmt_bytes, shape_str
 from jaxmagic.render.sharding import _dim_label, _rng, device_ranges, grid, shard_color
@@ -19,18 +20,26 @@ if TYPE_CHECKING:
     from jaxmagic.shardings.report import ShardingReport
 
 
-def _per_device(a: "ArrayLayout") -> int:
+def _per_device(a: ArrayLayout) -> int:
     per = a.device_bytes()
     return int(per.max()) if len(per) else 0
 
 
-def _array_row(a: "ArrayLayout", kind: str, edited: bool) -> dict[str, Any]:
-    return {"name": a.name, "label": a.name + (" *" if edited else ""), "edited": edited,
-            "shape": list(a.shape), "kind": kind or "-", "type": a.type_str, "spec_text": a.spec_text,
-            "shard": shape_str(a.shard_shape, a.dtype), "per_device": fmt_bytes(_per_device(a))}
+def _array_row(a: ArrayLayout, kind: str, edited: bool) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "label": a.name + (" *" if edited else ""),
+        "edited": edited,
+        "shape": list(a.shape),
+        "kind": kind or "-",
+        "type": a.type_str,
+        "spec_text": a.spec_text,
+        "shard": shape_str(a.shard_shape, a.dtype),
+        "per_device": fmt_bytes(_per_device(a)),
+    }
 
 
-def report_view(report: "ShardingReport", rows: dict[Any, Any] | None = None) -> dict[str, Any]:
+def report_view(report: ShardingReport, rows: dict[Any, Any] | None = None) -> dict[str, Any]:
     """Title, per-device bytes (raw and drawn) and one formatted row per array.
 
     ``rows`` (optional, owned by the caller) caches rows per layout object, so after a spec
@@ -53,20 +62,27 @@ def report_view(report: "ShardingReport", rows: dict[Any, Any] | None = None) ->
         "title": report.name,
         "subtitle": f"· {report.source} · mesh {mesh.describe() if mesh else '-'}",
         "device_bytes": [[d, b] for d, b in totals.items()],
-        "devices": [{"device": d, "label": f"device {d}", "bytes": fmt_bytes(b),
-                     "bar": f"{100 * b / peak if peak else 0:.1f}%"} for d, b in totals.items()],
+        "devices": [
+            {
+                "device": d,
+                "label": f"device {d}",
+                "bytes": fmt_bytes(b),
+                "bar": f"{100 * b / peak if peak else 0:.1f}%",
+            }
+            for d, b in totals.items()
+        ],
         "devices_note": f"imbalance max/mean {report.imbalance():.2f} · hover or click a device",
         "arrays": table,
         "skipped_note": f"{skipped} leaves not placed on devices (see the text view)" if skipped else "",
     }
 
 
-def default_dims(report: "ShardingReport", a: "ArrayLayout") -> list[int]:
+def default_dims(report: ShardingReport, a: ArrayLayout) -> list[int]:
     """The dimensions drawn first: the report's choice (split dimensions first) as a list."""
     return list(report.grid_dims(a))
 
 
-def fix_dims(a: "ArrayLayout", new: Sequence[int], old: Sequence[int], default: Sequence[int]) -> list[int]:
+def fix_dims(a: ArrayLayout, new: Sequence[int], old: Sequence[int], default: Sequence[int]) -> list[int]:
     """Dimensions a picker asked for, made valid: picking the dimension the other picker shows
     swaps the two (as the old pair had them); anything out of range falls back to ``default``."""
     new, old = list(new), list(old)
@@ -77,7 +93,9 @@ def fix_dims(a: "ArrayLayout", new: Sequence[int], old: Sequence[int], default: 
     return new if valid else list(default)
 
 
-def _facet_blocks(a: "ArrayLayout", dims: Sequence[int], picks: Sequence[int]) -> list[tuple[int, list[tuple[int, int]], int]]:
+def _facet_blocks(
+    a: ArrayLayout, dims: Sequence[int], picks: Sequence[int]
+) -> list[tuple[int, list[tuple[int, int]], int]]:
     """Per dimension not drawn: its blocks and the picked one (clamped)."""
     other = [d for d in range(a.rank) if d not in dims]
     out = []
@@ -88,7 +106,7 @@ def _facet_blocks(a: "ArrayLayout", dims: Sequence[int], picks: Sequence[int]) -
     return out
 
 
-def _grid_view(a: "ArrayLayout", dims: Sequence[int], facet: dict[int, tuple[int, int]]) -> dict[str, Any]:
+def _grid_view(a: ArrayLayout, dims: Sequence[int], facet: dict[int, tuple[int, int]]) -> dict[str, Any]:
     g = grid(a, dims, facet)
     rdim, cdim = g.row_dim, g.col_dim
     per = a.device_bytes()
@@ -96,18 +114,28 @@ def _grid_view(a: "ArrayLayout", dims: Sequence[int], facet: dict[int, tuple[int
     rows = []
     for r, rb in enumerate(g.row_blocks):
         cells = []
-        for c, cb in enumerate(g.col_blocks):
+        for c in range(len(g.col_blocks)):
             devs = g.cells[r][c]
             nbytes = fmt_bytes(int(per[pos[devs[0]]])) if devs else ""
             label = device_ranges(devs)
-            cells.append({"devices": devs, "label": label, "bytes": nbytes, "color": shard_color(g.shards[r][c]),
-                          "title": f"devices {label} · {nbytes} each"})
+            cells.append(
+                {
+                    "devices": devs,
+                    "label": label,
+                    "bytes": nbytes,
+                    "color": shard_color(g.shards[r][c]),
+                    "title": f"devices {label} · {nbytes} each",
+                }
+            )
         rows.append({"head": _rng(rb) if rdim is not None else "", "cells": cells})
-    return {"col_heads": [_rng(b) if cdim is not None else "" for b in g.col_blocks], "rows": rows,
-            "caption": f"rows: {_dim_label(a, rdim)} · cols: {_dim_label(a, cdim)}"}
+    return {
+        "col_heads": [_rng(b) if cdim is not None else "" for b in g.col_blocks],
+        "rows": rows,
+        "caption": f"rows: {_dim_label(a, rdim)} · cols: {_dim_label(a, cdim)}",
+    }
 
 
-def holds_column(report: "ShardingReport", device: int) -> list[dict[str, Any]]:
+def holds_column(report: ShardingReport, device: int) -> list[dict[str, Any]]:
     """Per array, the index range and bytes ``device`` holds (``held`` False: ``—``, nothing)."""
     out = []
     for a in report.arrays:
@@ -121,8 +149,14 @@ def holds_column(report: "ShardingReport", device: int) -> list[dict[str, Any]]:
     return out
 
 
-def array_view(report: "ShardingReport", index: int, dims: Sequence[int], facet: Sequence[int] = (),
-               pinned: int | None = None, draft: Sequence[str] | None = None) -> dict[str, Any]:
+def array_view(
+    report: ShardingReport,
+    index: int,
+    dims: Sequence[int],
+    facet: Sequence[int] = (),
+    pinned: int | None = None,
+    draft: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The selected array as drawn: grid of one facet, pickers, sliders, spec editor values.
 
     ``dims`` must already be valid (see :func:`fix_dims`); ``facet`` picks one block per
@@ -134,16 +168,27 @@ def array_view(report: "ShardingReport", index: int, dims: Sequence[int], facet:
     chosen = {d: blocks[k] for d, blocks, k in sliders}
     spec = a.spec or ((),) * a.rank
     return {
-        "index": index, "name": a.name, "type": a.type_str, "spec_text": a.spec_text,
+        "index": index,
+        "name": a.name,
+        "type": a.type_str,
+        "spec_text": a.spec_text,
         "note": f" · shard [{','.join(map(str, a.shard_shape))}] · {a.num_shards} distinct shards · "
-                f"×{a.replication} replicas",
+        f"×{a.replication} replicas",
         "dims": list(dims),
         "dim_options": [f"dim {d} ({n})" for d, n in enumerate(a.shape)] if a.rank >= 2 else [],
-        "facets": [{"dim": d, "index": k, "count": len(blocks),
-                    "label": f" dim {d} {_rng(blocks[k])} ({k + 1}/{len(blocks)})"} for d, blocks, k in sliders],
+        "facets": [
+            {
+                "dim": d,
+                "index": k,
+                "count": len(blocks),
+                "label": f" dim {d} {_rng(blocks[k])} ({k + 1}/{len(blocks)})",
+            }
+            for d, blocks, k in sliders
+        ],
         "facet": [k for _, _, k in sliders],
         "grid": _grid_view(a, dims, chosen),
-        "mesh_axes": "mesh axes: " + ", ".join(f"{n}={s}" for n, s in zip(a.mesh.axis_names, a.mesh.axis_sizes)),
+        "mesh_axes": "mesh axes: "
+        + ", ".join(f"{n}={s}" for n, s in zip(a.mesh.axis_names, a.mesh.axis_sizes)),
         "spec_inputs": list(draft) if draft is not None else [",".join(axes) for axes in spec],
         "pinned": pinned,
         "holds_head": f"device {pinned} holds" if pinned is not None else "",

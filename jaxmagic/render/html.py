@@ -14,7 +14,7 @@ import itertools
 import os
 import pathlib
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 _ids = itertools.count()
 

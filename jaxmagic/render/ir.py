@@ -7,7 +7,9 @@ import re
 from jaxmagic.render.html import esc
 
 _TYPE = re.compile(r"\b((?:bf|f|i|u|c)\d+|bool|pred|tensor|key&lt;\w+&gt;)(\[[\d,]*\]|&lt;[^&]*&gt;)")
-_KW = re.compile(r"(?<![\w.])(lambda|let|in|func\.func|return|module|stablehlo\.\w+|ENTRY|ROOT|HloModule)(?![\w])")
+_KW = re.compile(
+    r"(?<![\w.])(lambda|let|in|func\.func|return|module|stablehlo\.\w+|ENTRY|ROOT|HloModule)(?![\w])"
+)
 
 
 def highlight(text: str) -> str:
@@ -33,7 +35,9 @@ def foldable(text: str) -> str:
             out.append(highlight(line) + "\n</details>")
             open_indents.pop()
         elif line.rstrip().endswith("["):
-            out.append(f'<details class="jm-fold"><summary>{highlight(line)}<span class="jm-ell"> … ]</span></summary>')
+            out.append(
+                f'<details class="jm-fold"><summary>{highlight(line)}<span class="jm-ell"> … ]</span></summary>'
+            )
             open_indents.append(indent)
         else:
             out.append(highlight(line) + "\n")
@@ -48,11 +52,19 @@ def _cost_line(report) -> str:
     c, m = report.cost, report.memory
     flops, nbytes = c.get("flops"), c.get("bytes_accessed")
     intensity = f"{flops / nbytes:.2f}" if flops is not None and nbytes else "n/a"
-    parts = [f"FLOPs {fmt_count(flops)}", f"transcendentals {fmt_count(c.get('transcendentals'))}",
-             f"bytes accessed {fmt_bytes(nbytes)}", f"FLOPs/byte {intensity}"]
+    parts = [
+        f"FLOPs {fmt_count(flops)}",
+        f"transcendentals {fmt_count(c.get('transcendentals'))}",
+        f"bytes accessed {fmt_bytes(nbytes)}",
+        f"FLOPs/byte {intensity}",
+    ]
     if m:
-        parts += [f"arguments {fmt_bytes(m['argument_bytes'])}", f"outputs {fmt_bytes(m['output_bytes'])}",
-                  f"aliased {fmt_bytes(m['alias_bytes'])}", f"temporaries {fmt_bytes(m['temp_bytes'])}"]
+        parts += [
+            f"arguments {fmt_bytes(m['argument_bytes'])}",
+            f"outputs {fmt_bytes(m['output_bytes'])}",
+            f"aliased {fmt_bytes(m['alias_bytes'])}",
+            f"temporaries {fmt_bytes(m['temp_bytes'])}",
+        ]
     return " · ".join(parts)
 
 
@@ -72,13 +84,18 @@ def ir_html(report) -> str:
     """HTML: the leading IR (jaxpr with foldable sub-jaxprs), the other stages collapsed."""
     from jaxmagic.render import html as H
 
-    head = (f"<h3>{_TITLES[report.stage]} of <code>{H.esc(report.name)}</code></h3>"
-            f"<div class='jm-muted'><code>({H.esc(report.signature)}) → {H.esc(report.out_signature)}</code></div>")
+    head = (
+        f"<h3>{_TITLES[report.stage]} of <code>{H.esc(report.name)}</code></h3>"
+        f"<div class='jm-muted'><code>({H.esc(report.signature)}) → {H.esc(report.out_signature)}</code></div>"
+    )
     parts = [head] + [f"<div class='jm-muted'>note: {H.esc(n)}</div>" for n in report.notes]
     if report.stage != "jaxpr":
         parts.append(f"<div class='jm-totals'>{H.esc(_cost_line(report))}</div>")
-    main = foldable(report.jaxpr) if report.stage == "jaxpr" else \
-        f'<pre class="jm-ir">{highlight(report.main_text())}</pre>'
+    main = (
+        foldable(report.jaxpr)
+        if report.stage == "jaxpr"
+        else f'<pre class="jm-ir">{highlight(report.main_text())}</pre>'
+    )
     parts.append(main)
     for stage in ("jaxpr", "stablehlo", "hlo"):
         text = getattr(report, stage)

@@ -23,8 +23,10 @@ def _stat(stats: dict | None, key: str) -> str:
 
 def _owner_rows(report: Any) -> list[list[str]]:
     total = report.total_bytes or 1
-    return [[o.root, o.kind, str(o.arrays), fmt_bytes(o.nbytes), f"{100 * o.nbytes / total:.0f}%"]
-            for o in report.owners]
+    return [
+        [o.root, o.kind, str(o.arrays), fmt_bytes(o.nbytes), f"{100 * o.nbytes / total:.0f}%"]
+        for o in report.owners
+    ]
 
 
 def _shown_devices(report: Any) -> list[Any]:
@@ -34,16 +36,30 @@ def _shown_devices(report: Any) -> list[Any]:
 
 def _idle_note(report: Any) -> str:
     idle = [str(d.id) for d in report.devices if not (d.arrays or d.stats)]
-    return f"devices {', '.join(idle)} hold no live arrays" if len(idle) > 1 else \
-        f"device {idle[0]} holds no live arrays" if idle else ""
+    return (
+        f"devices {', '.join(idle)} hold no live arrays"
+        if len(idle) > 1
+        else f"device {idle[0]} holds no live arrays"
+        if idle
+        else ""
+    )
 
 
 def _device_rows(report: Any) -> list[list[str]]:
     rows = []
     for d in _shown_devices(report):
         top = ", ".join(f"{name} {fmt_bytes(b)}" for name, b in d.by_owner[:3])
-        rows.append([str(d.id), str(d.arrays), fmt_bytes(d.array_bytes), _stat(d.stats, "bytes_in_use"),
-                     _stat(d.stats, "peak_bytes_in_use"), _stat(d.stats, "bytes_limit"), top])
+        rows.append(
+            [
+                str(d.id),
+                str(d.arrays),
+                fmt_bytes(d.array_bytes),
+                _stat(d.stats, "bytes_in_use"),
+                _stat(d.stats, "peak_bytes_in_use"),
+                _stat(d.stats, "bytes_limit"),
+                top,
+            ]
+        )
     return rows
 
 
@@ -53,16 +69,20 @@ def _array_rows(report: Any) -> list[list[str]]:
         also = ", ".join(a.other_paths)
         if a.shares_buffer_with:
             also = (also + "; " if also else "") + f"buffer shared with {a.shares_buffer_with}"
-        where = (f"device {a.devices[0][0]}" if len(a.devices) == 1
-                 else f"{len(a.devices)} devices") + (f" {a.sharding}" if len(a.devices) > 1 else "")
+        where = (f"device {a.devices[0][0]}" if len(a.devices) == 1 else f"{len(a.devices)} devices") + (
+            f" {a.sharding}" if len(a.devices) > 1 else ""
+        )
         rows.append([fmt_bytes(a.nbytes), a.type_str, where, a.owner, also])
     return rows
 
 
 def _suggestion_lines(suggestions: Any, verb: str, width: int) -> list[str]:
     """``  action  frees 8.0 MiB  why``, aligned; a line too wide puts ``why`` on its own lines."""
-    w = max(len(s.action) for s in suggestions if len(s.action) <= 40) if any(
-        len(s.action) <= 40 for s in suggestions) else 0
+    w = (
+        max(len(s.action) for s in suggestions if len(s.action) <= 40)
+        if any(len(s.action) <= 40 for s in suggestions)
+        else 0
+    )
     out = []
     for s in suggestions:
         head = f"  {s.action.ljust(w)}  {verb} {fmt_bytes(s.frees):>10}"
@@ -86,18 +106,31 @@ def memory_text(report: Any, *, width: int = 100) -> str:
         out.append(note)
     if report.arrays:
         out += ["", "by owner", T.table(_OWNER_HEAD, _owner_rows(report), numeric=(2, 3, 4))]
-        out += ["", "per device", T.table(_DEVICE_HEAD, _device_rows(report), numeric=(0, 1, 2, 3, 4, 5), max_col=60)]
+        out += [
+            "",
+            "per device",
+            T.table(_DEVICE_HEAD, _device_rows(report), numeric=(0, 1, 2, 3, 4, 5), max_col=60),
+        ]
         if _idle_note(report):
             out.append(_idle_note(report))
         shown = min(report.top, len(report.arrays))
-        out += ["", f"largest arrays ({shown} of {len(report.arrays)})",
-                T.table(_ARRAY_HEAD, _array_rows(report), numeric=(0,), max_col=60)]
+        out += [
+            "",
+            f"largest arrays ({shown} of {len(report.arrays)})",
+            T.table(_ARRAY_HEAD, _array_rows(report), numeric=(0,), max_col=60),
+        ]
     if report.suggestions:
         out += ["", "to free memory (up to; arrays something outside the namespace holds stay alive)"]
         out += _suggestion_lines(report.suggestions, "frees", width)
     if report.deleted:
-        out += ["", T.wrap("still bound to deleted (e.g. donated) arrays, which raise if used: "
-                           + ", ".join(report.deleted), width=width)]
+        out += [
+            "",
+            T.wrap(
+                "still bound to deleted (e.g. donated) arrays, which raise if used: "
+                + ", ".join(report.deleted),
+                width=width,
+            ),
+        ]
     for n in report.notes:
         out.append(T.wrap(n, width=width, first="note: ", indent="      "))
     return "\n".join(out)
@@ -105,36 +138,63 @@ def memory_text(report: Any, *, width: int = 100) -> str:
 
 def memory_html(report: Any) -> str:
     """The live-memory report as self-contained HTML."""
-    parts = [f"<h3>Device memory <span class='jm-muted'>· {H.esc(report.summary())} "
-             "(shared buffers counted once)</span></h3>"]
+    parts = [
+        f"<h3>Device memory <span class='jm-muted'>· {H.esc(report.summary())} "
+        "(shared buffers counted once)</span></h3>"
+    ]
     note = _stats_note(report)
     if note:
         parts.append(f"<div class='jm-muted'>{H.esc(note)}</div>")
     if report.arrays:
         total = report.total_bytes or 1
-        owner_rows = [[H.esc(o.root) if o.kind != "variable" else f"<code>{H.esc(o.root)}</code>",
-                       H.badge(o.kind, "warn" if o.kind == "history" else "bad" if o.kind == "unowned" else ""),
-                       (H.esc(o.arrays), o.arrays), (H.esc(fmt_bytes(o.nbytes)), o.nbytes),
-                       (H.bar(o.nbytes / total) + " " + H.esc(f"{100 * o.nbytes / total:.0f}%"), o.nbytes)]
-                      for o in report.owners]
+        owner_rows = [
+            [
+                H.esc(o.root) if o.kind != "variable" else f"<code>{H.esc(o.root)}</code>",
+                H.badge(o.kind, "warn" if o.kind == "history" else "bad" if o.kind == "unowned" else ""),
+                (H.esc(o.arrays), o.arrays),
+                (H.esc(fmt_bytes(o.nbytes)), o.nbytes),
+                (H.bar(o.nbytes / total) + " " + H.esc(f"{100 * o.nbytes / total:.0f}%"), o.nbytes),
+            ]
+            for o in report.owners
+        ]
         parts += ["<h4>By owner</h4>", H.table(_OWNER_HEAD, owner_rows, numeric=(2, 3), sortable=True)]
-        parts += ["<h4>Per device</h4>", H.table(_DEVICE_HEAD, [[H.esc(c) for c in r] for r in _device_rows(report)],
-                                                 numeric=(0, 1, 2, 3, 4, 5), sortable=True)]
+        parts += [
+            "<h4>Per device</h4>",
+            H.table(
+                _DEVICE_HEAD,
+                [[H.esc(c) for c in r] for r in _device_rows(report)],
+                numeric=(0, 1, 2, 3, 4, 5),
+                sortable=True,
+            ),
+        ]
         if _idle_note(report):
             parts.append(f"<div class='jm-muted'>{H.esc(_idle_note(report))}</div>")
-        rows = [[(H.esc(r[0]), a.nbytes), f"<code>{H.esc(r[1])}</code>", H.esc(r[2]),
-                 f"<code>{H.esc(r[3])}</code>", H.esc(r[4])]
-                for r, a in zip(_array_rows(report), report.arrays)]
-        parts += [f"<h4>Largest arrays ({min(report.top, len(report.arrays))} of {len(report.arrays)})</h4>",
-                  H.table(_ARRAY_HEAD, rows, numeric=(0,), sortable=True)]
+        rows = [
+            [
+                (H.esc(r[0]), a.nbytes),
+                f"<code>{H.esc(r[1])}</code>",
+                H.esc(r[2]),
+                f"<code>{H.esc(r[3])}</code>",
+                H.esc(r[4]),
+            ]
+            for r, a in zip(_array_rows(report), report.arrays)
+        ]
+        parts += [
+            f"<h4>Largest arrays ({min(report.top, len(report.arrays))} of {len(report.arrays)})</h4>",
+            H.table(_ARRAY_HEAD, rows, numeric=(0,), sortable=True),
+        ]
     if report.suggestions:
-        items = "".join(f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
-                        f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
-                        for s in report.suggestions)
+        items = "".join(
+            f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
+            f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
+            for s in report.suggestions
+        )
         parts += ["<h4>To free memory</h4>", items]
     if report.deleted:
-        parts.append(f"<div class='jm-insight'>Still bound to deleted (e.g. donated) arrays, which raise if "
-                     f"used: {', '.join(f'<code>{H.esc(d)}</code>' for d in report.deleted)}</div>")
+        parts.append(
+            f"<div class='jm-insight'>Still bound to deleted (e.g. donated) arrays, which raise if "
+            f"used: {', '.join(f'<code>{H.esc(d)}</code>' for d in report.deleted)}</div>"
+        )
     parts += [f"<div class='jm-muted'>note: {H.esc(n)}</div>" for n in report.notes]
     return H.document("".join(parts), sortable=True)
 
@@ -149,20 +209,27 @@ def oom_text(report: Any, *, width: int = 100) -> str:
     if report.where:
         out.append(f"  at {report.where}" + (f": {report.source}" if report.source else ""))
     if report.requested is not None:
-        out.append(f"  requested {fmt_bytes(report.requested)} ({report.requested:,} bytes)"
-                   + (f"; device limit {fmt_bytes(report.limit)}" if report.limit else ""))
+        out.append(
+            f"  requested {fmt_bytes(report.requested)} ({report.requested:,} bytes)"
+            + (f"; device limit {fmt_bytes(report.limit)}" if report.limit else "")
+        )
     if report.program is not None and report.program.memory:
         pm = report.program.memory
-        out.append(f"  {report.program.name}'s program (traced and compiled again, not run): peak {fmt_bytes(pm['peak_bytes'])}"
-                   f" per device = arguments {fmt_bytes(pm['argument_bytes'])} + outputs "
-                   f"{fmt_bytes(pm['output_bytes'])} + temporaries {fmt_bytes(pm['temp_bytes'])}"
-                   f" − aliased {fmt_bytes(pm['alias_bytes'])}")
+        out.append(
+            f"  {report.program.name}'s program (traced and compiled again, not run): peak {fmt_bytes(pm['peak_bytes'])}"
+            f" per device = arguments {fmt_bytes(pm['argument_bytes'])} + outputs "
+            f"{fmt_bytes(pm['output_bytes'])} + temporaries {fmt_bytes(pm['temp_bytes'])}"
+            f" − aliased {fmt_bytes(pm['alias_bytes'])}"
+        )
     m = report.memory
     note = _stats_note(m)
     out.append(f"  alive: {m.summary()}" + (f" ({note})" if note else ""))
     if m.owners:
-        out.append("  held by: " + ", ".join(f"{o.root} {fmt_bytes(o.nbytes)}" for o in m.owners[:6])
-                   + (" …" if len(m.owners) > 6 else ""))
+        out.append(
+            "  held by: "
+            + ", ".join(f"{o.root} {fmt_bytes(o.nbytes)}" for o in m.owners[:6])
+            + (" …" if len(m.owners) > 6 else "")
+        )
     if report.fixes:
         out.append("fixes, most bytes first:")
         out += _suggestion_lines(report.fixes, "frees up to", width)
@@ -175,36 +242,69 @@ def oom_text(report: Any, *, width: int = 100) -> str:
 def oom_html(report: Any) -> str:
     """An OOM explanation as self-contained HTML."""
     m = report.memory
-    parts = [f"<h3>{H.badge('out of memory', 'bad')} {H.esc(report.summary())}</h3>",
-             f"<div><code>{H.esc(report.error)}</code></div>"]
+    parts = [
+        f"<h3>{H.badge('out of memory', 'bad')} {H.esc(report.summary())}</h3>",
+        f"<div><code>{H.esc(report.error)}</code></div>",
+    ]
     if report.where:
-        parts.append(f"<div class='jm-muted'>at {H.esc(report.where)}"
-                     + (f": <code>{H.esc(report.source)}</code>" if report.source else "") + "</div>")
-    stats = [("requested", fmt_bytes(report.requested)), ("alive", fmt_bytes(m.total_bytes)),
-             *([("program peak", fmt_bytes(report.program.memory["peak_bytes"]))]
-               if report.program is not None and report.program.memory else []),
-             ("device limit", fmt_bytes(report.limit) if report.limit else "not reported")]
-    parts.append("<div class='jm-totals'>" + "".join(
-        f"<span class='jm-stat'>{H.esc(k)} <b>{H.esc(v)}</b></span>" for k, v in stats) + "</div>")
+        parts.append(
+            f"<div class='jm-muted'>at {H.esc(report.where)}"
+            + (f": <code>{H.esc(report.source)}</code>" if report.source else "")
+            + "</div>"
+        )
+    stats = [
+        ("requested", fmt_bytes(report.requested)),
+        ("alive", fmt_bytes(m.total_bytes)),
+        *(
+            [("program peak", fmt_bytes(report.program.memory["peak_bytes"]))]
+            if report.program is not None and report.program.memory
+            else []
+        ),
+        ("device limit", fmt_bytes(report.limit) if report.limit else "not reported"),
+    ]
+    parts.append(
+        "<div class='jm-totals'>"
+        + "".join(f"<span class='jm-stat'>{H.esc(k)} <b>{H.esc(v)}</b></span>" for k, v in stats)
+        + "</div>"
+    )
     if m.owners:
         total = m.total_bytes or 1
-        rows = [[f"<code>{H.esc(o.root)}</code>", H.esc(o.kind), (H.esc(fmt_bytes(o.nbytes)), o.nbytes),
-                 H.bar(o.nbytes / total)] for o in m.owners[:10]]
+        rows = [
+            [
+                f"<code>{H.esc(o.root)}</code>",
+                H.esc(o.kind),
+                (H.esc(fmt_bytes(o.nbytes)), o.nbytes),
+                H.bar(o.nbytes / total),
+            ]
+            for o in m.owners[:10]
+        ]
         parts += ["<h4>Alive, by owner</h4>", H.table(["owner", "held as", "bytes", ""], rows, numeric=(2,))]
     if report.fixes:
-        parts.append("<h4>Fixes, most bytes first</h4>" + "".join(
-            f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
-            f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
-            for s in report.fixes))
+        parts.append(
+            "<h4>Fixes, most bytes first</h4>"
+            + "".join(
+                f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
+                f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
+                for s in report.fixes
+            )
+        )
     if report.remedies:
-        parts.append("<h4>Shrink the computation</h4><ul>"
-                     + "".join(f"<li>{H.esc(r)}</li>" for r in report.remedies) + "</ul>")
+        parts.append(
+            "<h4>Shrink the computation</h4><ul>"
+            + "".join(f"<li>{H.esc(r)}</li>" for r in report.remedies)
+            + "</ul>"
+        )
     return H.document("".join(parts))
 
 
-_MEM_ROWS = (("arguments", "argument_bytes"), ("outputs", "output_bytes"), ("temporaries", "temp_bytes"),
-             ("aliased (donated, reused)", "alias_bytes"), ("generated code", "generated_code_bytes"),
-             ("peak = arguments + outputs + temporaries − aliased + code", "peak_bytes"))
+_MEM_ROWS = (
+    ("arguments", "argument_bytes"),
+    ("outputs", "output_bytes"),
+    ("temporaries", "temp_bytes"),
+    ("aliased (donated, reused)", "alias_bytes"),
+    ("generated code", "generated_code_bytes"),
+    ("peak = arguments + outputs + temporaries − aliased + code", "peak_bytes"),
+)
 
 
 def _plan_head(report: Any) -> list[str]:
@@ -213,26 +313,40 @@ def _plan_head(report: Any) -> list[str]:
     c = report.cost
     intensity = f"{report.intensity:.2f}" if report.intensity is not None else "n/a"
     where = report.mesh or plural(report.devices, "device")
-    lines = [f"jaxplan: {report.name}({report.signature}) on {where}, compiled only (nothing ran)",
-             f"FLOPs {fmt_count(c.get('flops'))}/device · bytes accessed {fmt_bytes(c.get('bytes_accessed'))}/device"
-             f" · FLOPs/byte {intensity}"]
+    lines = [
+        f"jaxplan: {report.name}({report.signature}) on {where}, compiled only (nothing ran)",
+        f"FLOPs {fmt_count(c.get('flops'))}/device · bytes accessed {fmt_bytes(c.get('bytes_accessed'))}/device"
+        f" · FLOPs/byte {intensity}",
+    ]
     if report.capacity is not None and report.peak is not None:
         name, cap = report.capacity
         verdict = "fits" if report.fits else "does NOT fit"
-        lines.append(f"{verdict} {name} ({fmt_bytes(cap)}): headroom {fmt_bytes(report.headroom) if report.fits else '-' + fmt_bytes(-report.headroom)}"
-                     f" ({100 * report.peak / cap:.1f}% used)")
+        lines.append(
+            f"{verdict} {name} ({fmt_bytes(cap)}): headroom {fmt_bytes(report.headroom) if report.fits else '-' + fmt_bytes(-report.headroom)}"
+            f" ({100 * report.peak / cap:.1f}% used)"
+        )
     return lines
 
 
 def _collective_rows(report: Any) -> list[list[str]]:
-    return [[c.kind, ",".join(c.axes) if c.axes else (c.groups[:40] or "—"),
-             str(c.group_size) if c.group_size else "", c.out_type, fmt_bytes(c.nbytes), c.source or c.op_name or ""]
-            for c in report.collectives]
+    return [
+        [
+            c.kind,
+            ",".join(c.axes) if c.axes else (c.groups[:40] or "—"),
+            str(c.group_size) if c.group_size else "",
+            c.out_type,
+            fmt_bytes(c.nbytes),
+            c.source or c.op_name or "",
+        ]
+        for c in report.collectives
+    ]
 
 
 _COLL_HEAD = ["collective", "over", "group", "result", "bytes/call", "from"]
-_ESTIMATE = ("estimates by this backend's compiler ({backend}); on GPU/TPU the same call is compiled by "
-             "theirs, which fuses and schedules differently")
+_ESTIMATE = (
+    "estimates by this backend's compiler ({backend}); on GPU/TPU the same call is compiled by "
+    "theirs, which fuses and schedules differently"
+)
 
 
 def plan_text(report: Any, *, width: int = 100) -> str:
@@ -244,15 +358,20 @@ def plan_text(report: Any, *, width: int = 100) -> str:
     else:
         out.append("memory analysis: not reported by this backend")
     if report.collectives:
-        out += ["", f"collectives XLA inserted ({len(report.collectives)}, "
-                    f"{fmt_bytes(report.communication_bytes())} per device per call)",
-                T.table(_COLL_HEAD, _collective_rows(report), numeric=(2, 4), max_col=60)]
+        out += [
+            "",
+            f"collectives XLA inserted ({len(report.collectives)}, "
+            f"{fmt_bytes(report.communication_bytes())} per device per call)",
+            T.table(_COLL_HEAD, _collective_rows(report), numeric=(2, 4), max_col=60),
+        ]
     else:
         out += ["", "no collectives: every device computes alone"]
     if report.sweep:
         out += ["", _sweep_line(report)]
-        out += [f"  batch {b:>8}  peak {fmt_bytes(p):>10}  {'fits' if p <= report.capacity[1] else 'too big'}"
-                for b, p in report.sweep]
+        out += [
+            f"  batch {b:>8}  peak {fmt_bytes(p):>10}  {'fits' if p <= report.capacity[1] else 'too big'}"
+            for b, p in report.sweep
+        ]
     out.append(T.wrap("note: " + _ESTIMATE.format(backend=report.backend), width=width))
     return "\n".join(out)
 
@@ -269,24 +388,47 @@ def plan_html(report: Any) -> str:
     head = _plan_head(report)
     parts = [f"<h3>{H.esc(head[0])}</h3>", f"<div class='jm-totals'>{H.esc(head[1])}</div>"]
     if len(head) > 2:
-        parts.append(f"<div>{H.badge('fits' if report.fits else 'does not fit', 'ok' if report.fits else 'bad')} "
-                     f"{H.esc(head[2])}</div>")
+        parts.append(
+            f"<div>{H.badge('fits' if report.fits else 'does not fit', 'ok' if report.fits else 'bad')} "
+            f"{H.esc(head[2])}</div>"
+        )
     if report.memory:
         peak = report.memory["peak_bytes"] or 1
-        rows = [[H.esc(label), (H.esc(fmt_bytes(report.memory[key])), report.memory[key]),
-                 H.bar(report.memory[key] / peak)] for label, key in _MEM_ROWS]
+        rows = [
+            [
+                H.esc(label),
+                (H.esc(fmt_bytes(report.memory[key])), report.memory[key]),
+                H.bar(report.memory[key] / peak),
+            ]
+            for label, key in _MEM_ROWS
+        ]
         parts += ["<h4>Memory per device</h4>", H.table(["", "bytes", ""], rows, numeric=(1,))]
     if report.collectives:
-        parts += [f"<h4>Collectives XLA inserted ({len(report.collectives)}, "
-                  f"{H.esc(fmt_bytes(report.communication_bytes()))} per device per call)</h4>",
-                  H.table(_COLL_HEAD, [[H.esc(c) for c in r] for r in _collective_rows(report)],
-                          numeric=(2, 4), sortable=True)]
+        parts += [
+            f"<h4>Collectives XLA inserted ({len(report.collectives)}, "
+            f"{H.esc(fmt_bytes(report.communication_bytes()))} per device per call)</h4>",
+            H.table(
+                _COLL_HEAD,
+                [[H.esc(c) for c in r] for r in _collective_rows(report)],
+                numeric=(2, 4),
+                sortable=True,
+            ),
+        ]
     else:
         parts.append("<p>No collectives: every device computes alone.</p>")
     if report.sweep:
         cap = report.capacity[1]
-        rows = [[(H.esc(b), b), (H.esc(fmt_bytes(p)), p), H.badge("fits", "ok") if p <= cap else H.badge("too big", "bad")]
-                for b, p in report.sweep]
-        parts += [f"<h4>{H.esc(_sweep_line(report))}</h4>", H.table(["batch", "peak", ""], rows, numeric=(0, 1))]
+        rows = [
+            [
+                (H.esc(b), b),
+                (H.esc(fmt_bytes(p)), p),
+                H.badge("fits", "ok") if p <= cap else H.badge("too big", "bad"),
+            ]
+            for b, p in report.sweep
+        ]
+        parts += [
+            f"<h4>{H.esc(_sweep_line(report))}</h4>",
+            H.table(["batch", "peak", ""], rows, numeric=(0, 1)),
+        ]
     parts.append(f"<div class='jm-muted'>{H.esc(_ESTIMATE.format(backend=report.backend))}</div>")
     return H.document("".join(parts), sortable=True)

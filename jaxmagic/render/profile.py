@@ -17,24 +17,24 @@ HLO_TEXT_LINES = 40
 UNKNOWN = "n/a"
 
 
-def _calls(f: "FunctionProfile") -> str:
+def _calls(f: FunctionProfile) -> str:
     if f.calls is None:
         return UNKNOWN
     return f"≥{f.calls}" if f.calls_lower_bound else str(f.calls)
 
 
-def _compiles(f: "FunctionProfile") -> str:
+def _compiles(f: FunctionProfile) -> str:
     """Compiles, and traces that built no program (eval_shape, make_jaxpr) when there were any."""
     return f"{len(f.compiles)} (+{f.traced_only} traced)" if f.traced_only else str(len(f.compiles))
 
 
-def _where(f: "FunctionProfile") -> str:
+def _where(f: FunctionProfile) -> str:
     if f.sites:
         return ", ".join(f.sites)
     return "compiled before" if not f.compiles else "?"
 
 
-def _eager_total(r: "ProfileReport") -> str:
+def _eager_total(r: ProfileReport) -> str:
     """The eager-op count, or ``n/a`` when it was not measured (never a false 0)."""
     return UNKNOWN if "eager ops" in r.unavailable else str(sum(r.eager_ops.values()))
 
@@ -46,40 +46,48 @@ def _trimmed(text: str, limit: int, what: str) -> str:
     return body + (f"\n… {more} more lines ({what} has all)" if more > 0 else "")
 
 
-def _other_threads(r: "ProfileReport") -> str | None:
+def _other_threads(r: ProfileReport) -> str | None:
     if not r.other_threads:
         return None
     words = {"compiles": "compile", "eager_ops": "eager op", "transfers": "device→host copy"}
     parts = [plural(n, words.get(k, k)) for k, n in r.other_threads.items()]
-    return ("Other threads (a data loader, a prefetch thread) did " + ", ".join(parts) +
-            " while this ran; not counted above.")
+    return (
+        "Other threads (a data loader, a prefetch thread) did "
+        + ", ".join(parts)
+        + " while this ran; not counted above."
+    )
 
 
-def _intensity(f: "FunctionProfile") -> str:
+def _intensity(f: FunctionProfile) -> str:
     return "n/a" if f.intensity is None else f"{f.intensity:.2f}"
 
 
-def _mem(f: "FunctionProfile", key: str) -> str:
+def _mem(f: FunctionProfile, key: str) -> str:
     return fmt_bytes(f.memory.get(key)) if f.memory else "n/a"
 
 
-def _headline(r: "ProfileReport") -> str:
+def _headline(r: ProfileReport) -> str:
     user = [f for f in r.functions if f.kind == "jit"]
     state = "" if r.complete else " · INCOMPLETE (the code raised)"
-    return (f"JAX profile of {r.label}: {fmt_seconds(r.wall_s)} wall · "
-            f"{plural(len(user), 'function')} · {plural(r.n_compiles, 'compile')}{state}")
+    return (
+        f"JAX profile of {r.label}: {fmt_seconds(r.wall_s)} wall · "
+        f"{plural(len(user), 'function')} · {plural(r.n_compiles, 'compile')}{state}"
+    )
 
 
-def _time_split(r: "ProfileReport") -> str:
-    return (f"compile {fmt_seconds(r.compile_total_s)} (trace {fmt_seconds(r.trace_s)}, lower "
-            f"{fmt_seconds(r.lower_s)}, backend {fmt_seconds(r.backend_compile_s)}) · "
-            f"run {fmt_seconds(r.run_s)} (incl. {fmt_seconds(r.sync_s)} waiting for the device "
-            f"at the end)")
+def _time_split(r: ProfileReport) -> str:
+    return (
+        f"compile {fmt_seconds(r.compile_total_s)} (trace {fmt_seconds(r.trace_s)}, lower "
+        f"{fmt_seconds(r.lower_s)}, backend {fmt_seconds(r.backend_compile_s)}) · "
+        f"run {fmt_seconds(r.run_s)} (incl. {fmt_seconds(r.sync_s)} waiting for the device "
+        f"at the end)"
+    )
 
 
 # -- text --------------------------------------------------------------------
 
-def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
+
+def profile_text(r: ProfileReport, *, width: int = 100) -> str:
     """The full plain-text report (terminal IPython)."""
     out = [_headline(r), T.wrap(_time_split(r), width=width, indent="  ", first="  ")]
     if r.error:
@@ -89,35 +97,72 @@ def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
     if jit:
         out += ["", "Functions"]
         device = bool(r.trace_dir)
-        out.append(T.table(
-            ["function", "called at", "compiles", "trace", "lower", "compile", "calls", "flops",
-             "bytes", "flops/byte", "temp mem"] + (["device time"] if device else []),
-            [[f.name, _where(f), _compiles(f), fmt_seconds(f.trace_s),
-              fmt_seconds(f.lower_s), fmt_seconds(f.backend_compile_s), _calls(f), fmt_count(f.flops),
-              fmt_bytes(f.bytes_accessed), _intensity(f), _mem(f, "temp_bytes")]
-             + ([UNKNOWN if f.device_s is None else fmt_seconds(f.device_s)] if device else [])
-             for f in jit],
-            numeric=range(2, 12 if device else 11)))
-        misses = [(f, c) for f in jit for c in f.compiles
-                  if c.reasons and c.kinds not in (("first",), ("derived",))]
+        out.append(
+            T.table(
+                [
+                    "function",
+                    "called at",
+                    "compiles",
+                    "trace",
+                    "lower",
+                    "compile",
+                    "calls",
+                    "flops",
+                    "bytes",
+                    "flops/byte",
+                    "temp mem",
+                ]
+                + (["device time"] if device else []),
+                [
+                    [
+                        f.name,
+                        _where(f),
+                        _compiles(f),
+                        fmt_seconds(f.trace_s),
+                        fmt_seconds(f.lower_s),
+                        fmt_seconds(f.backend_compile_s),
+                        _calls(f),
+                        fmt_count(f.flops),
+                        fmt_bytes(f.bytes_accessed),
+                        _intensity(f),
+                        _mem(f, "temp_bytes"),
+                    ]
+                    + ([UNKNOWN if f.device_s is None else fmt_seconds(f.device_s)] if device else [])
+                    for f in jit
+                ],
+                numeric=range(2, 12 if device else 11),
+            )
+        )
+        misses = [
+            (f, c) for f in jit for c in f.compiles if c.reasons and c.kinds not in (("first",), ("derived",))
+        ]
         if misses:
             out += ["", "Cache misses"]
             for f, c in misses:
                 where = f" ({c.site})" if c.site else ""
-                out.append(T.wrap("; ".join(c.reasons), width=width, indent="    ",
-                                  first=f"  {f.name}{where}: "))
+                out.append(
+                    T.wrap("; ".join(c.reasons), width=width, indent="    ", first=f"  {f.name}{where}: ")
+                )
     if eager or r.eager_ops:
         total = _eager_total(r)
-        out += ["", f"Eager ops (dispatched one by one outside jit): {total} counted, "
-                    f"{plural(sum(len(f.compiles) for f in eager), 'compile')}"]
-        rows = [[f.name, _where(f), len(f.compiles), fmt_seconds(f.compile_total_s),
-                 _calls(f)] for f in eager]
+        out += [
+            "",
+            f"Eager ops (dispatched one by one outside jit): {total} counted, "
+            f"{plural(sum(len(f.compiles) for f in eager), 'compile')}",
+        ]
+        rows = [
+            [f.name, _where(f), len(f.compiles), fmt_seconds(f.compile_total_s), _calls(f)] for f in eager
+        ]
         if rows:
-            out.append(T.indent(T.table(["op", "first at", "compiles", "compile time", "calls"],
-                                        rows, numeric=(2, 3, 4)), "  "))
+            out.append(
+                T.indent(
+                    T.table(["op", "first at", "compiles", "compile time", "calls"], rows, numeric=(2, 3, 4)),
+                    "  ",
+                )
+            )
     if r.transfers:
         out += ["", "Device→host transfers: " + ", ".join(f"{k} ×{v}" for k, v in r.transfers.items())]
-    if (others := _other_threads(r)):
+    if others := _other_threads(r):
         out += ["", T.wrap(others, width=width)]
     if r.insights:
         out += ["", "Insights"]
@@ -147,111 +192,196 @@ def profile_text(r: "ProfileReport", *, width: int = 100) -> str:
 
 # -- html --------------------------------------------------------------------
 
+
 def _stat(label: str, value: str) -> str:
     return f'<span class="jm-stat">{H.esc(label)} <b>{H.esc(value)}</b></span>'
 
 
-def _function_details(f: "FunctionProfile") -> str:
+def _function_details(f: FunctionProfile) -> str:
     rows = []
     for n, c in enumerate(f.compiles, 1):
-        rows.append([str(n), H.esc(c.site or "?"), H.esc(c.signature or "n/a"),
-                     (H.esc(fmt_seconds(c.compile_total_s)), c.compile_total_s),
-                     H.esc("; ".join(c.reasons) or "—")])
-    parts = [H.table(["#", "called at", "input types", "compile", "cache miss reason"], rows,
-                     numeric=(0, 3))]
-    cost = [("FLOPs", fmt_count(f.flops)), ("transcendentals", fmt_count(f.transcendentals)),
-            ("bytes accessed", fmt_bytes(f.bytes_accessed)), ("FLOPs/byte", _intensity(f))]
+        rows.append(
+            [
+                str(n),
+                H.esc(c.site or "?"),
+                H.esc(c.signature or "n/a"),
+                (H.esc(fmt_seconds(c.compile_total_s)), c.compile_total_s),
+                H.esc("; ".join(c.reasons) or "—"),
+            ]
+        )
+    parts = [H.table(["#", "called at", "input types", "compile", "cache miss reason"], rows, numeric=(0, 3))]
+    cost = [
+        ("FLOPs", fmt_count(f.flops)),
+        ("transcendentals", fmt_count(f.transcendentals)),
+        ("bytes accessed", fmt_bytes(f.bytes_accessed)),
+        ("FLOPs/byte", _intensity(f)),
+    ]
     parts.append('<div class="jm-totals">' + "".join(_stat(k, v) for k, v in cost) + "</div>")
     if f.memory:
-        mem = [("arguments", "argument_bytes"), ("outputs", "output_bytes"),
-               ("aliased (donated)", "alias_bytes"), ("temporaries", "temp_bytes"),
-               ("code", "generated_code_bytes")]
-        parts.append('<div class="jm-totals">' + "".join(
-            _stat(k, fmt_bytes(f.memory[key])) for k, key in mem) + "</div>")
+        mem = [
+            ("arguments", "argument_bytes"),
+            ("outputs", "output_bytes"),
+            ("aliased (donated)", "alias_bytes"),
+            ("temporaries", "temp_bytes"),
+            ("code", "generated_code_bytes"),
+        ]
+        parts.append(
+            '<div class="jm-totals">'
+            + "".join(_stat(k, fmt_bytes(f.memory[key])) for k, key in mem)
+            + "</div>"
+        )
     if f.jaxpr:
-        parts.append(H.details(f"jaxpr <span class='jm-muted'>({len(f.jaxpr.splitlines())} lines)</span>",
-                               foldable(f.jaxpr), cls="jm-jaxpr"))
+        parts.append(
+            H.details(
+                f"jaxpr <span class='jm-muted'>({len(f.jaxpr.splitlines())} lines)</span>",
+                foldable(f.jaxpr),
+                cls="jm-jaxpr",
+            )
+        )
     if f.hlo:
-        parts.append(H.details(f"optimized HLO <span class='jm-muted'>({len(f.hlo.splitlines())} lines)</span>",
-                               f'<pre class="jm-ir">{highlight(f.hlo)}</pre>', cls="jm-hlo"))
-    summary = (f"<code>{H.esc(f.name)}</code> <span class='jm-muted'>defined at "
-               f"{H.esc(f.defined_at or '?')}</span>")
+        parts.append(
+            H.details(
+                f"optimized HLO <span class='jm-muted'>({len(f.hlo.splitlines())} lines)</span>",
+                f'<pre class="jm-ir">{highlight(f.hlo)}</pre>',
+                cls="jm-hlo",
+            )
+        )
+    summary = (
+        f"<code>{H.esc(f.name)}</code> <span class='jm-muted'>defined at {H.esc(f.defined_at or '?')}</span>"
+    )
     return H.details(summary, "".join(parts), cls="jm-fn")
 
 
-def profile_html(r: "ProfileReport") -> str:
+def profile_html(r: ProfileReport) -> str:
     """The full self-contained HTML report (JupyterLab, nbconvert)."""
     jit = [f for f in r.functions if f.kind == "jit"]
     eager = [f for f in r.functions if f.kind == "eager"]
     badge = "" if r.complete else " " + H.badge("incomplete: the code raised", "bad")
     parts = [f"<h3>JAX profile · {H.esc(r.label)}{badge}</h3>"]
-    stats = [("wall", fmt_seconds(r.wall_s)), ("compile", fmt_seconds(r.compile_total_s)),
-             ("trace", fmt_seconds(r.trace_s)), ("lower", fmt_seconds(r.lower_s)),
-             ("backend compile", fmt_seconds(r.backend_compile_s)), ("run", fmt_seconds(r.run_s)),
-             ("compiles", str(r.n_compiles)), ("eager ops", _eager_total(r))]
+    stats = [
+        ("wall", fmt_seconds(r.wall_s)),
+        ("compile", fmt_seconds(r.compile_total_s)),
+        ("trace", fmt_seconds(r.trace_s)),
+        ("lower", fmt_seconds(r.lower_s)),
+        ("backend compile", fmt_seconds(r.backend_compile_s)),
+        ("run", fmt_seconds(r.run_s)),
+        ("compiles", str(r.n_compiles)),
+        ("eager ops", _eager_total(r)),
+    ]
     parts.append('<div class="jm-totals">' + "".join(_stat(k, v) for k, v in stats) + "</div>")
     if r.wall_s > 0:
         share = min(1.0, r.compile_total_s / r.wall_s)
-        parts.append(f'<div title="compile vs run">{H.bar(share, width_px=int(300 * share) or 1, cls="jm-compile")}'
-                     f'{H.bar(1 - share, width_px=int(300 * (1 - share)) or 1)} '
-                     f'<span class="jm-muted">{share:.0%} compiling</span></div>')
+        parts.append(
+            f'<div title="compile vs run">{H.bar(share, width_px=int(300 * share) or 1, cls="jm-compile")}'
+            f"{H.bar(1 - share, width_px=int(300 * (1 - share)) or 1)} "
+            f'<span class="jm-muted">{share:.0%} compiling</span></div>'
+        )
     if r.error:
-        parts.append(f"<p>The code raised <code>{H.esc(r.error)}</code>; this report covers what ran before it.</p>")
+        parts.append(
+            f"<p>The code raised <code>{H.esc(r.error)}</code>; this report covers what ran before it.</p>"
+        )
     if r.insights:
         parts.append("<h4>Insights</h4>")
         for i in r.insights:
             sev = "" if i.severity == "warn" else " jm-sev-info"
-            parts.append(f'<div class="jm-insight{sev}" data-kind="{H.esc(i.kind)}">'
-                         f'{H.badge(i.kind, "warn" if i.severity == "warn" else "info")} {H.esc(i.message)}'
-                         f'<br><span class="jm-muted">Fix:</span> {H.esc(i.fix)}</div>')
+            parts.append(
+                f'<div class="jm-insight{sev}" data-kind="{H.esc(i.kind)}">'
+                f"{H.badge(i.kind, 'warn' if i.severity == 'warn' else 'info')} {H.esc(i.message)}"
+                f'<br><span class="jm-muted">Fix:</span> {H.esc(i.fix)}</div>'
+            )
     if jit:
         parts.append("<h4>Functions</h4>")
-        rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(_where(f)),
-                 (_compiles(f), len(f.compiles)),
-                 (fmt_seconds(f.trace_s), f.trace_s), (fmt_seconds(f.lower_s), f.lower_s),
-                 (fmt_seconds(f.backend_compile_s), f.backend_compile_s),
-                 (_calls(f), -1 if f.calls is None else f.calls),
-                 (fmt_count(f.flops), -1 if f.flops is None else f.flops),
-                 (fmt_bytes(f.bytes_accessed), -1 if f.bytes_accessed is None else f.bytes_accessed),
-                 (_intensity(f), -1 if f.intensity is None else f.intensity),
-                 (_mem(f, "temp_bytes"), -1 if not f.memory else f.memory["temp_bytes"])]
-                + ([(fmt_seconds(f.device_s), f.device_s or 0)] if r.trace_dir else [])
-                for f in jit]
-        headers = ["function", "called at", "compiles", "trace", "lower", "compile", "calls",
-                   "FLOPs", "bytes", "FLOPs/byte", "temp mem"] + (["device time"] if r.trace_dir else [])
-        parts.append(H.table(headers, rows, numeric=range(2, len(headers)), sortable=True,
-                             cls="jm-functions"))
+        rows = [
+            [
+                f"<code>{H.esc(f.name)}</code>",
+                H.esc(_where(f)),
+                (_compiles(f), len(f.compiles)),
+                (fmt_seconds(f.trace_s), f.trace_s),
+                (fmt_seconds(f.lower_s), f.lower_s),
+                (fmt_seconds(f.backend_compile_s), f.backend_compile_s),
+                (_calls(f), -1 if f.calls is None else f.calls),
+                (fmt_count(f.flops), -1 if f.flops is None else f.flops),
+                (fmt_bytes(f.bytes_accessed), -1 if f.bytes_accessed is None else f.bytes_accessed),
+                (_intensity(f), -1 if f.intensity is None else f.intensity),
+                (_mem(f, "temp_bytes"), -1 if not f.memory else f.memory["temp_bytes"]),
+            ]
+            + ([(fmt_seconds(f.device_s), f.device_s or 0)] if r.trace_dir else [])
+            for f in jit
+        ]
+        headers = [
+            "function",
+            "called at",
+            "compiles",
+            "trace",
+            "lower",
+            "compile",
+            "calls",
+            "FLOPs",
+            "bytes",
+            "FLOPs/byte",
+            "temp mem",
+        ] + (["device time"] if r.trace_dir else [])
+        parts.append(
+            H.table(headers, rows, numeric=range(2, len(headers)), sortable=True, cls="jm-functions")
+        )
         parts.extend(_function_details(f) for f in jit)
     if eager or r.eager_ops:
         total = _eager_total(r)
-        rows = [[f"<code>{H.esc(f.name)}</code>", H.esc(_where(f)),
-                 (str(len(f.compiles)), len(f.compiles)),
-                 (fmt_seconds(f.compile_total_s), f.compile_total_s),
-                 (_calls(f), -1 if f.calls is None else f.calls)] for f in eager]
-        body = H.table(["op", "first at", "compiles", "compile time", "calls"], rows,
-                       numeric=(2, 3, 4), sortable=True) if rows else ""
+        rows = [
+            [
+                f"<code>{H.esc(f.name)}</code>",
+                H.esc(_where(f)),
+                (str(len(f.compiles)), len(f.compiles)),
+                (fmt_seconds(f.compile_total_s), f.compile_total_s),
+                (_calls(f), -1 if f.calls is None else f.calls),
+            ]
+            for f in eager
+        ]
+        body = (
+            H.table(
+                ["op", "first at", "compiles", "compile time", "calls"],
+                rows,
+                numeric=(2, 3, 4),
+                sortable=True,
+            )
+            if rows
+            else ""
+        )
         if r.eager_sites:
-            body += "<p>Lines dispatching eager ops: " + ", ".join(
-                f"{H.esc(k)} ×{v}" for k, v in r.eager_sites.items()) + "</p>"
-        parts.append(H.details(f"Eager ops outside jit: {total} counted, "
-                               f"{plural(sum(len(f.compiles) for f in eager), 'compile')}", body,
-                               cls="jm-eager"))
+            body += (
+                "<p>Lines dispatching eager ops: "
+                + ", ".join(f"{H.esc(k)} ×{v}" for k, v in r.eager_sites.items())
+                + "</p>"
+            )
+        parts.append(
+            H.details(
+                f"Eager ops outside jit: {total} counted, "
+                f"{plural(sum(len(f.compiles) for f in eager), 'compile')}",
+                body,
+                cls="jm-eager",
+            )
+        )
     if r.transfers:
-        parts.append("<p>Device→host transfers: " + ", ".join(
-            f"{H.esc(k)} ×{v}" for k, v in r.transfers.items()) + "</p>")
-    if (others := _other_threads(r)):
+        parts.append(
+            "<p>Device→host transfers: "
+            + ", ".join(f"{H.esc(k)} ×{v}" for k, v in r.transfers.items())
+            + "</p>"
+        )
+    if others := _other_threads(r):
         parts.append(f"<p class='jm-muted'>{H.esc(others)}</p>")
     if r.timeline:
         parts.append(_timeline_html(r))
     if r.trace_dir:
-        parts.append(f"<p class='jm-muted'>Trace written to <code>{H.esc(r.trace_dir)}</code> "
-                     f"(open with XProf/TensorBoard or ui.perfetto.dev).</p>")
+        parts.append(
+            f"<p class='jm-muted'>Trace written to <code>{H.esc(r.trace_dir)}</code> "
+            f"(open with XProf/TensorBoard or ui.perfetto.dev).</p>"
+        )
     for note in r.notes:
         parts.append(f"<p class='jm-muted'><b>Note:</b> {H.esc(note)}</p>")
     return H.document("".join(parts), sortable=True)
 
 
-def _timeline_html(r: "ProfileReport") -> str:
+def _timeline_html(r: ProfileReport) -> str:
     """A small inline SVG timeline of device executions from ``--trace``."""
     events = list(r.timeline)
     if not events:
@@ -264,10 +394,16 @@ def _timeline_html(r: "ProfileReport") -> str:
         y = names.index(e["name"]) * row_h
         x = label_w + e["start_s"] / t_end * (width - label_w)
         w = max(1.0, e["dur_s"] / t_end * (width - label_w))
-        rects.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row_h - 4}" '
-                     f'fill="rgba(40,110,220,.7)"><title>{H.esc(e["name"])} {fmt_seconds(e["dur_s"])}</title></rect>')
-    labels = "".join(f'<text x="0" y="{i * row_h + 12}" font-size="11" fill="currentColor">{H.esc(n[:22])}</text>'
-                     for i, n in enumerate(names))
-    svg = (f'<svg width="{width}" height="{len(names) * row_h}" role="img" '
-           f'aria-label="device timeline">{labels}{"".join(rects)}</svg>')
+        rects.append(
+            f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row_h - 4}" '
+            f'fill="rgba(40,110,220,.7)"><title>{H.esc(e["name"])} {fmt_seconds(e["dur_s"])}</title></rect>'
+        )
+    labels = "".join(
+        f'<text x="0" y="{i * row_h + 12}" font-size="11" fill="currentColor">{H.esc(n[:22])}</text>'
+        for i, n in enumerate(names)
+    )
+    svg = (
+        f'<svg width="{width}" height="{len(names) * row_h}" role="img" '
+        f'aria-label="device timeline">{labels}{"".join(rects)}</svg>'
+    )
     return f"<h4>Device timeline <span class='jm-muted'>({fmt_seconds(t_end)})</span></h4>{svg}"

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 DEFAULT_WIDTH = 100
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
-          numeric: Sequence[int] = (), max_col: int = 48) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    numeric: Sequence[int] = (),
+    max_col: int = 48,
+) -> str:
     """Columns padded to their widest cell; ``numeric`` columns right-aligned.
 
     Cells longer than ``max_col`` are cut with an ellipsis so one long name cannot push
     the whole table off screen.
     """
+
     def clip(v: object) -> str:
         s = str(v)
         return s if len(s) <= max_col else s[: max_col - 1] + "…"
@@ -32,8 +38,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
 
 def wrap(text: str, *, width: int = DEFAULT_WIDTH, indent: str = "", first: str | None = None) -> str:
     """Wrap a paragraph; ``first`` prefixes the first line (e.g. a bullet), ``indent`` the rest."""
-    return textwrap.fill(text, width=width, initial_indent=indent if first is None else first,
-                         subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+    return textwrap.fill(
+        text,
+        width=width,
+        initial_indent=indent if first is None else first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def indent(text: str, prefix: str = "    ") -> str:

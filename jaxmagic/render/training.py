@@ -4,7 +4,8 @@ snapshot the progress widget leaves behind. Pure functions; inline SVG, no scrip
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -13,8 +14,15 @@ from jaxmagic.render import html as H
 from jaxmagic.render import text as T
 
 _SPARK = "▁▂▃▄▅▆▇█"
-_STATUS_KIND = {"completed": "ok", "stopped": "info", "interrupted": "warn", "diverged": "bad",
-                "failed": "bad", "running": "info", "resumed": "info"}
+_STATUS_KIND = {
+    "completed": "ok",
+    "stopped": "info",
+    "interrupted": "warn",
+    "diverged": "bad",
+    "failed": "bad",
+    "running": "info",
+    "resumed": "info",
+}
 COLORS = ("#2f6fdc", "#e0730b", "#2a9d4b", "#b23fb5", "#c9302c", "#7a7a7a")
 
 
@@ -33,8 +41,10 @@ def downsample(xs: np.ndarray, ys: np.ndarray, n: int = 300) -> tuple[np.ndarray
     if len(xs) <= n:
         return xs, ys
     edges = np.linspace(0, len(xs), n + 1).astype(int)
-    return (np.array([xs[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a]),
-            np.array([ys[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a]))
+    return (
+        np.array([xs[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a]),
+        np.array([ys[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a]),
+    )
 
 
 def sparkline(ys: Sequence[float], width: int = 40) -> str:
@@ -46,15 +56,23 @@ def sparkline(ys: Sequence[float], width: int = 40) -> str:
     return "".join(_SPARK[min(7, int((v - lo) / span * 7.999))] for v in y)
 
 
-def svg_chart(series: Sequence[dict[str, Any]], *, width: int = 560, height: int = 180,
-              x_max: float | None = None, title: str = "") -> str:
+def svg_chart(
+    series: Sequence[dict[str, Any]],
+    *,
+    width: int = 560,
+    height: int = 180,
+    x_max: float | None = None,
+    title: str = "",
+) -> str:
     """A line chart: each series ``{"name", "x", "y", "points": bool}``; shared axes, legend."""
     pad_l, pad_r, pad_t, pad_b = 48, 10, 16, 22
     data = [(s, *downsample(s["x"], s["y"])) for s in series]
     data = [d for d in data if len(d[1])]
     if not data:
-        return f'<svg class="jm-chart" width="{width}" height="{height}" role="img"><text x="10" y="20" ' \
-               f'fill="currentColor" opacity=".6" font-size="11">no points yet</text></svg>'
+        return (
+            f'<svg class="jm-chart" width="{width}" height="{height}" role="img"><text x="10" y="20" '
+            f'fill="currentColor" opacity=".6" font-size="11">no points yet</text></svg>'
+        )
     xs = np.concatenate([d[1] for d in data])
     ys = np.concatenate([d[2] for d in data])
     # show the remaining way to the target, unless that would squash the curve to a sliver
@@ -66,31 +84,47 @@ def svg_chart(series: Sequence[dict[str, Any]], *, width: int = 560, height: int
     pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
     sx = lambda x: pad_l + (x - x0) / (x1 - x0) * pw  # noqa: E731
     sy = lambda y: pad_t + (1 - (y - y0) / (y1 - y0)) * ph  # noqa: E731
-    parts = [f'<svg class="jm-chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-label="{H.esc(title or "training curves")}" style="font-size:10px">']
+    parts = [
+        f'<svg class="jm-chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{H.esc(title or "training curves")}" style="font-size:10px">'
+    ]
     for frac in (0, 0.5, 1):
         yv = y0 + frac * (y1 - y0)
         yy = sy(yv)
-        parts.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{yy:.1f}" y2="{yy:.1f}" '
-                     f'stroke="currentColor" stroke-opacity=".15"/>')
-        parts.append(f'<text x="{pad_l - 4}" y="{yy + 3:.1f}" text-anchor="end" fill="currentColor" '
-                     f'opacity=".7">{H.esc(fmt_metric(yv, 3))}</text>')
+        parts.append(
+            f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{yy:.1f}" y2="{yy:.1f}" '
+            f'stroke="currentColor" stroke-opacity=".15"/>'
+        )
+        parts.append(
+            f'<text x="{pad_l - 4}" y="{yy + 3:.1f}" text-anchor="end" fill="currentColor" '
+            f'opacity=".7">{H.esc(fmt_metric(yv, 3))}</text>'
+        )
     parts.append(f'<text x="{pad_l}" y="{height - 6}" fill="currentColor" opacity=".7">0</text>')
-    parts.append(f'<text x="{width - pad_r}" y="{height - 6}" text-anchor="end" fill="currentColor" '
-                 f'opacity=".7">step {int(x1)}</text>')
+    parts.append(
+        f'<text x="{width - pad_r}" y="{height - 6}" text-anchor="end" fill="currentColor" '
+        f'opacity=".7">step {int(x1)}</text>'
+    )
     legend_x = pad_l + 8
     for i, (s, x, y) in enumerate(data):
         color = s.get("color") or COLORS[i % len(COLORS)]
         pts = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, y))
         cls = H.esc(f"jm-series jm-series-{s['name']}")
         if s.get("points"):
-            parts.append(f'<polyline class="{cls}" points="{pts}" fill="none" stroke="{color}" '
-                         f'stroke-width="1.2" stroke-dasharray="3 2"/>')
-            parts.extend(f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2.6" fill="{color}"/>' for a, b in zip(x, y))
+            parts.append(
+                f'<polyline class="{cls}" points="{pts}" fill="none" stroke="{color}" '
+                f'stroke-width="1.2" stroke-dasharray="3 2"/>'
+            )
+            parts.extend(
+                f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2.6" fill="{color}"/>' for a, b in zip(x, y)
+            )
         else:
-            parts.append(f'<polyline class="{cls}" points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>')
-        parts.append(f'<rect x="{legend_x}" y="4" width="10" height="3" fill="{color}"/>'
-                     f'<text x="{legend_x + 13}" y="9" fill="currentColor">{H.esc(s["name"])}</text>')
+            parts.append(
+                f'<polyline class="{cls}" points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>'
+            )
+        parts.append(
+            f'<rect x="{legend_x}" y="4" width="10" height="3" fill="{color}"/>'
+            f'<text x="{legend_x + 13}" y="9" fill="currentColor">{H.esc(s["name"])}</text>'
+        )
         legend_x += 20 + 6 * len(s["name"])
     parts.append("</svg>")
     return "".join(parts)
@@ -103,8 +137,14 @@ def _series(history: Any) -> list[dict[str, Any]]:
     if "loss" in metrics:
         out.append({"name": "loss", "x": steps, "y": metrics["loss"]})
     if history.evals and any("eval_loss" in e for e in history.evals):
-        out.append({"name": "eval_loss", "x": [e["step"] for e in history.evals],
-                    "y": [e.get("eval_loss", math.nan) for e in history.evals], "points": True})
+        out.append(
+            {
+                "name": "eval_loss",
+                "x": [e["step"] for e in history.evals],
+                "y": [e.get("eval_loss", math.nan) for e in history.evals],
+                "points": True,
+            }
+        )
     return out
 
 
@@ -122,7 +162,9 @@ def _table_rows(history: Any) -> tuple[list[str], list[list[Any]]]:
     headers = [first, "step", *keys]
     rows = []
     for i, r in enumerate(rows_src):
-        rows.append([r.get("epoch", i + 1) if history.epochs else i + 1, r["step"], *(r.get(k) for k in keys)])
+        rows.append(
+            [r.get("epoch", i + 1) if history.epochs else i + 1, r["step"], *(r.get(k) for k in keys)]
+        )
     return headers, rows
 
 
@@ -131,14 +173,21 @@ def run_summary_text(history: Any, width: int = 100) -> str:
     lines = []
     headers, rows = _table_rows(history)
     if rows:
-        lines.append(T.table(headers, [[fmt_metric(v) if isinstance(v, float) else v for v in r] for r in rows[-20:]],
-                             numeric=range(len(headers))))
+        lines.append(
+            T.table(
+                headers,
+                [[fmt_metric(v) if isinstance(v, float) else v for v in r] for r in rows[-20:]],
+                numeric=range(len(headers)),
+            )
+        )
         if len(rows) > 20:
             lines.append(f"({len(rows) - 20} earlier rows not shown)")
     t = history._totals()
-    lines.append(f"{history.last_step} steps · {fmt_count(t['steps_per_second'])} steps/s · "
-                 f"{fmt_count(t['examples_per_second'])} examples/s · train {fmt_seconds(t['train_seconds'])} · "
-                 f"compile {fmt_seconds(t['compile_seconds'])}")
+    lines.append(
+        f"{history.last_step} steps · {fmt_count(t['steps_per_second'])} steps/s · "
+        f"{fmt_count(t['examples_per_second'])} examples/s · train {fmt_seconds(t['train_seconds'])} · "
+        f"compile {fmt_seconds(t['compile_seconds'])}"
+    )
     if history.checkpoints:
         c = history.checkpoints[-1]
         lines.append(f"checkpoints: {len(history.checkpoints)} saved, last at step {c['step']}: {c['path']}")
@@ -157,7 +206,9 @@ def history_text(history: Any, width: int = 100) -> str:
         ok = ys[np.isfinite(ys)]
         if not len(ok):
             continue
-        lines.append(f"  {name:<12} {fmt_metric(float(ok[0])):>9} → {fmt_metric(float(ok[-1])):<9} {sparkline(ys, 40)}")
+        lines.append(
+            f"  {name:<12} {fmt_metric(float(ok[0])):>9} → {fmt_metric(float(ok[-1])):<9} {sparkline(ys, 40)}"
+        )
     lines.append("")
     lines.append(run_summary_text(history, width))
     if history.compiles:
@@ -167,8 +218,11 @@ def history_text(history: Any, width: int = 100) -> str:
 
 
 def stats_html(items: Sequence[tuple[str, str]]) -> str:
-    return '<div class="jm-totals">' + "".join(
-        f'<span class="jm-stat">{H.esc(k)} <b>{H.esc(v)}</b></span>' for k, v in items) + "</div>"
+    return (
+        '<div class="jm-totals">'
+        + "".join(f'<span class="jm-stat">{H.esc(k)} <b>{H.esc(v)}</b></span>' for k, v in items)
+        + "</div>"
+    )
 
 
 def metrics_table_html(history: Any) -> str:
@@ -182,17 +236,24 @@ def metrics_table_html(history: Any) -> str:
 def checkpoints_html(history: Any) -> str:
     if not history.checkpoints:
         return ""
-    rows = [[H.esc(c["step"]), H.esc(c.get("reason", "")), f"<code>{H.esc(c['path'])}</code>"]
-            for c in history.checkpoints[-10:]]
-    return H.details(f"Checkpoints ({len(history.checkpoints)})", H.table(["step", "reason", "path"], rows,
-                                                                       numeric=[0]), open=False)
+    rows = [
+        [H.esc(c["step"]), H.esc(c.get("reason", "")), f"<code>{H.esc(c['path'])}</code>"]
+        for c in history.checkpoints[-10:]
+    ]
+    return H.details(
+        f"Checkpoints ({len(history.checkpoints)})",
+        H.table(["step", "reason", "path"], rows, numeric=[0]),
+        open=False,
+    )
 
 
 def progress_bar_html(fraction: float, label: str) -> str:
     pct = 0.0 if not math.isfinite(fraction) else max(0.0, min(1.0, fraction)) * 100
-    return (f'<div class="jm-progress" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
-            f'aria-valuemax="100"><div class="jm-progress-fill" style="width:{pct:.1f}%"></div></div>'
-            f'<div class="jm-muted">{H.esc(label)}</div>')
+    return (
+        f'<div class="jm-progress" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" '
+        f'aria-valuemax="100"><div class="jm-progress-fill" style="width:{pct:.1f}%"></div></div>'
+        f'<div class="jm-muted">{H.esc(label)}</div>'
+    )
 
 
 def history_html(history: Any, progress: Any = None) -> str:
@@ -207,27 +268,38 @@ def history_html(history: Any, progress: Any = None) -> str:
         body.append(progress_bar_html(frac, label))
     if history.message:
         body.append(f'<div class="jm-message">{H.esc(history.message)}</div>')
-    stats = [("steps", str(history.last_step)),
-             ("steps/s", fmt_count(t["steps_per_second"])),
-             ("examples/s", fmt_count(t["examples_per_second"])),
-             ("train time", fmt_seconds(t["train_seconds"])),
-             ("compile", fmt_seconds(t["compile_seconds"]))]
+    stats = [
+        ("steps", str(history.last_step)),
+        ("steps/s", fmt_count(t["steps_per_second"])),
+        ("examples/s", fmt_count(t["examples_per_second"])),
+        ("train time", fmt_seconds(t["train_seconds"])),
+        ("compile", fmt_seconds(t["compile_seconds"])),
+    ]
     metrics = history.metrics
     if "loss" in metrics and len(metrics["loss"]):
         stats.append(("loss", fmt_metric(float(metrics["loss"][-1]))))
     if history.evals:
         stats.append(("eval_loss", fmt_metric(history.evals[-1].get("eval_loss"))))
     body.append(stats_html(stats))
-    body.append(svg_chart(_series(history), x_max=progress.target if progress is not None and progress.target else None))
+    body.append(
+        svg_chart(
+            _series(history), x_max=progress.target if progress is not None and progress.target else None
+        )
+    )
     body.append(metrics_table_html(history))
     body.append(checkpoints_html(history))
     cfg = history.config
     if cfg:
-        txt = (f"batch {cfg.get('batch_size')} · {cfg.get('steps_per_call')} steps per call · "
-               f"{cfg.get('devices')} device(s) · data {cfg.get('data')}"
-               + (" (on device)" if cfg.get("data_on_device") else "")
-               + (f" · {cfg.get('dropped_per_epoch')} examples/epoch dropped (partial batch)"
-                  if cfg.get("dropped_per_epoch") else ""))
+        txt = (
+            f"batch {cfg.get('batch_size')} · {cfg.get('steps_per_call')} steps per call · "
+            f"{cfg.get('devices')} device(s) · data {cfg.get('data')}"
+            + (" (on device)" if cfg.get("data_on_device") else "")
+            + (
+                f" · {cfg.get('dropped_per_epoch')} examples/epoch dropped (partial batch)"
+                if cfg.get("dropped_per_epoch")
+                else ""
+            )
+        )
         body.append(f'<div class="jm-muted">{H.esc(txt)}</div>')
     return H.document("".join(body))
 
@@ -245,18 +317,33 @@ def progress_view(progress: Any, history: Any) -> dict[str, Any]:
     label = f"step {progress.step}" + (f" / {progress.target}" if progress.target else "")
     if progress.epoch is not None and progress.steps_per_epoch:
         label += f" · epoch {progress.epoch + 1}"
-    stats = [["steps/s", fmt_count(progress.steps_per_second)],
-             ["examples/s", fmt_count(progress.examples_per_second)],
-             ["ETA", fmt_seconds(progress.eta_seconds) if running else "—"],
-             ["compile", fmt_seconds(progress.compile_seconds)]]
-    stats += [[k, fmt_metric(v)] for k, v in progress.last.items() if isinstance(v, float) and math.isfinite(v)]
+    stats = [
+        ["steps/s", fmt_count(progress.steps_per_second)],
+        ["examples/s", fmt_count(progress.examples_per_second)],
+        ["ETA", fmt_seconds(progress.eta_seconds) if running else "—"],
+        ["compile", fmt_seconds(progress.compile_seconds)],
+    ]
+    stats += [
+        [k, fmt_metric(v)] for k, v in progress.last.items() if isinstance(v, float) and math.isfinite(v)
+    ]
     headers, rows = _table_rows(history)
     rows = [[fmt_metric(v) for v in r] for r in rows[-LIVE_TABLE_ROWS:]]
     ckpt = ""
     if history.checkpoints:
         c = history.checkpoints[-1]
-        ckpt = f"checkpoints: {len(history.checkpoints)} saved, last at step {c['step']} ({c.get('reason', '')})"
-    return {"status": progress.status, "status_kind": _STATUS_KIND.get(progress.status, "info"), "running": running,
-            "percent": f"{pct:.1f}%", "aria": f"{pct:.0f}", "label": label, "message": progress.message,
-            "stats": stats, "chart": svg_chart(_series(history), x_max=progress.target or None),
-            "table": {"headers": headers, "rows": rows}, "checkpoints": ckpt}
+        ckpt = (
+            f"checkpoints: {len(history.checkpoints)} saved, last at step {c['step']} ({c.get('reason', '')})"
+        )
+    return {
+        "status": progress.status,
+        "status_kind": _STATUS_KIND.get(progress.status, "info"),
+        "running": running,
+        "percent": f"{pct:.1f}%",
+        "aria": f"{pct:.0f}",
+        "label": label,
+        "message": progress.message,
+        "stats": stats,
+        "chart": svg_chart(_series(history), x_max=progress.target or None),
+        "table": {"headers": headers, "rows": rows},
+        "checkpoints": ckpt,
+    }

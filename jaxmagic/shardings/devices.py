@@ -19,8 +19,14 @@ class DeviceInfo:
     memory: dict[str, int] | None  # ``device.memory_stats()``; None where the backend has none
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "platform": self.platform, "kind": self.kind, "process_index": self.process_index,
-                "local": self.local, "memory": self.memory}
+        return {
+            "id": self.id,
+            "platform": self.platform,
+            "kind": self.kind,
+            "process_index": self.process_index,
+            "local": self.local,
+            "memory": self.memory,
+        }
 
 
 @dataclass(frozen=True, repr=False)
@@ -34,16 +40,27 @@ class DevicesReport(Result):
 
     def summary(self) -> str:
         local = sum(d.local for d in self.devices)
-        return (f"{len(self.devices)} {self.backend} device(s), {local} local, "
-                f"process {self.process_index} of {self.process_count}")
+        return (
+            f"{len(self.devices)} {self.backend} device(s), {local} local, "
+            f"process {self.process_index} of {self.process_count}"
+        )
 
     def _rows(self) -> list[list[Any]]:
         rows = []
         for d in self.devices:
             m = d.memory or {}
             used, limit = m.get("bytes_in_use"), m.get("bytes_limit")
-            rows.append([d.id, d.platform, d.kind, d.process_index, "yes" if d.local else "no",
-                         fmt_bytes(used) if used is not None else "n/a", fmt_bytes(limit) if limit is not None else "n/a"])
+            rows.append(
+                [
+                    d.id,
+                    d.platform,
+                    d.kind,
+                    d.process_index,
+                    "yes" if d.local else "no",
+                    fmt_bytes(used) if used is not None else "n/a",
+                    fmt_bytes(limit) if limit is not None else "n/a",
+                ]
+            )
         return rows
 
     _HEAD = ["id", "platform", "kind", "process", "local", "in use", "limit"]
@@ -52,19 +69,35 @@ class DevicesReport(Result):
         from jaxmagic.render import text as T
 
         note = "" if any(d.memory for d in self.devices) else "\nmemory stats: not reported by this backend"
-        return f"DevicesReport {self.summary()}\n" + T.table(self._HEAD, self._rows(), numeric=(0, 3, 5, 6)) + note
+        return (
+            f"DevicesReport {self.summary()}\n"
+            + T.table(self._HEAD, self._rows(), numeric=(0, 3, 5, 6))
+            + note
+        )
 
     def to_html(self) -> str:
         from jaxmagic.render import html as H
 
         rows = [[H.esc(c) for c in r] for r in self._rows()]
-        note = "" if any(d.memory for d in self.devices) else '<p class="jm-muted">memory stats: not reported by this backend</p>'
-        return H.document(f"<h3>JAX devices <span class='jm-muted'>· {H.esc(self.summary())}</span></h3>"
-                          + H.table(self._HEAD, rows, numeric=(0, 3, 5, 6), sortable=True) + note, sortable=True)
+        note = (
+            ""
+            if any(d.memory for d in self.devices)
+            else '<p class="jm-muted">memory stats: not reported by this backend</p>'
+        )
+        return H.document(
+            f"<h3>JAX devices <span class='jm-muted'>· {H.esc(self.summary())}</span></h3>"
+            + H.table(self._HEAD, rows, numeric=(0, 3, 5, 6), sortable=True)
+            + note,
+            sortable=True,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "process_index": self.process_index, "process_count": self.process_count,
-                "devices": [d.to_dict() for d in self.devices]}
+        return {
+            "backend": self.backend,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+            "devices": [d.to_dict() for d in self.devices],
+        }
 
 
 def devices() -> DevicesReport:
@@ -83,6 +116,14 @@ def devices() -> DevicesReport:
             mem = d.memory_stats() if d.id in local_ids else None
         except Exception:
             mem = None
-        infos.append(DeviceInfo(int(d.id), d.platform, d.device_kind, int(d.process_index), d.id in local_ids,
-                                {k: int(v) for k, v in mem.items() if isinstance(v, (int, float))} if mem else None))
+        infos.append(
+            DeviceInfo(
+                int(d.id),
+                d.platform,
+                d.device_kind,
+                int(d.process_index),
+                d.id in local_ids,
+                {k: int(v) for k, v in mem.items() if isinstance(v, (int, float))} if mem else None,
+            )
+        )
     return DevicesReport(jax.default_backend(), jax.process_index(), jax.process_count(), tuple(infos))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class ArrayLayout:
         if self.rank == 0:
             return np.zeros(len(self.device_ids), dtype=np.int64)
         radix = [d + 1 for d in self.shape]
-        if math.prod(radix) ** 2 < 2 ** 62:  # one integer per (start, stop) box: a fast 1-D unique
+        if math.prod(radix) ** 2 < 2**62:  # one integer per (start, stop) box: a fast 1-D unique
             keys = np.zeros(len(self.device_ids), dtype=np.int64)
             for d, r in enumerate(radix):
                 keys = (keys * r + self.starts[:, d]) * r + self.stops[:, d]
@@ -121,13 +122,15 @@ class ArrayLayout:
         nbytes = self.device_bytes()
         devices = []
         for i, d in enumerate(self.device_ids):
-            devices.append({
-                "device": int(d),
-                "index": [[int(a), int(b)] for a, b in zip(self.starts[i], self.stops[i])],
-                "shard_shape": list(self.shard_shape_of(i)),
-                "bytes": int(nbytes[i]),
-                "shard": int(sid[i]),
-            })
+            devices.append(
+                {
+                    "device": int(d),
+                    "index": [[int(a), int(b)] for a, b in zip(self.starts[i], self.stops[i])],
+                    "shard_shape": list(self.shard_shape_of(i)),
+                    "bytes": int(nbytes[i]),
+                    "shard": int(sid[i]),
+                }
+            )
         return {
             "name": self.name,
             "shape": list(self.shape),
@@ -145,7 +148,11 @@ class ArrayLayout:
 
 def _dtype(dtype: Any) -> Any:
     """A dtype object: numpy/ml_dtypes dtypes, or JAX's extended dtypes (PRNG keys) as they are."""
-    if isinstance(dtype, type) or isinstance(dtype, str) or not isinstance(getattr(dtype, "itemsize", None), int):
+    if (
+        isinstance(dtype, type)
+        or isinstance(dtype, str)
+        or not isinstance(getattr(dtype, "itemsize", None), int)
+    ):
         return np.dtype(dtype)
     return dtype
 
@@ -161,8 +168,9 @@ def _dtype_name(dtype: Any) -> str:
         return str(dtype)
 
 
-def layout_from_spec(shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, name: str = "",
-                     itemsize: int | None = None) -> ArrayLayout:
+def layout_from_spec(
+    shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, name: str = "", itemsize: int | None = None
+) -> ArrayLayout:
     """Layout of an array of ``shape``/``dtype`` split over ``mesh`` by ``spec``.
 
     Pure arithmetic: mesh position ``c`` holds, along a dimension split by axes
@@ -177,7 +185,11 @@ def layout_from_spec(shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, 
     shape = tuple(int(d) for d in shape)
     norm = validate_spec(spec, info.shape, shape)
     n = info.size
-    coords = np.stack(np.unravel_index(np.arange(n), info.axis_sizes), axis=1) if info.axis_sizes else np.zeros((n, 0), int)
+    coords = (
+        np.stack(np.unravel_index(np.arange(n), info.axis_sizes), axis=1)
+        if info.axis_sizes
+        else np.zeros((n, 0), int)
+    )
     axis_pos = {a: i for i, a in enumerate(info.axis_names)}
     starts = np.zeros((n, len(shape)), dtype=np.int64)
     stops = np.tile(np.asarray(shape, dtype=np.int64), (n, 1)) if shape else np.zeros((n, 0), np.int64)
@@ -193,8 +205,17 @@ def layout_from_spec(shape: Sequence[int], dtype: Any, mesh: Any, spec: Any, *, 
         step = shape[dim] // parts
         starts[:, dim] = block * step
         stops[:, dim] = block * step + step
-    return ArrayLayout(name, shape, _dtype_name(dtype), _itemsize(dtype, itemsize), info, norm,
-                       info.device_ids, starts, stops)
+    return ArrayLayout(
+        name,
+        shape,
+        _dtype_name(dtype),
+        _itemsize(dtype, itemsize),
+        info,
+        norm,
+        info.device_ids,
+        starts,
+        stops,
+    )
 
 
 def _slice_bounds(s: slice, size: int) -> tuple[int, int]:
@@ -202,8 +223,9 @@ def _slice_bounds(s: slice, size: int) -> tuple[int, int]:
     return start, stop
 
 
-def layout_from_sharding(sharding: Any, shape: Sequence[int], dtype: Any, *, name: str = "",
-                         itemsize: int | None = None) -> ArrayLayout:
+def layout_from_sharding(
+    sharding: Any, shape: Sequence[int], dtype: Any, *, name: str = "", itemsize: int | None = None
+) -> ArrayLayout:
     """Layout of an array with JAX ``sharding``: arithmetic for named shardings, otherwise
     ``sharding.devices_indices_map(shape)``. ``itemsize`` overrides the dtype's (for dtypes
     known by name only, such as PRNG keys)."""
@@ -217,12 +239,26 @@ def layout_from_sharding(sharding: Any, shape: Sequence[int], dtype: Any, *, nam
     for i, dev in enumerate(devices):
         for d, sl in enumerate(index_map[dev]):
             starts[i, d], stops[i, d] = _slice_bounds(sl, shape[d])
-    info = MeshInfo(("devices",), (len(devices),), tuple(int(d.id) for d in devices),
-                    process_indices=tuple(int(d.process_index) for d in devices),
-                    platform=getattr(devices[0], "platform", None) if devices else None,
-                    device_kind=getattr(devices[0], "device_kind", None) if devices else None)
+    info = MeshInfo(
+        ("devices",),
+        (len(devices),),
+        tuple(int(d.id) for d in devices),
+        process_indices=tuple(int(d.process_index) for d in devices),
+        platform=getattr(devices[0], "platform", None) if devices else None,
+        device_kind=getattr(devices[0], "device_kind", None) if devices else None,
+    )
     label = type(sharding).__name__.replace("Sharding", "")
     if label == "SingleDevice":
         label = f"device {devices[0].id}"
-    return ArrayLayout(name, shape, _dtype_name(dtype), _itemsize(dtype, itemsize), info, None,
-                       info.device_ids, starts, stops, sharding_repr=label)
+    return ArrayLayout(
+        name,
+        shape,
+        _dtype_name(dtype),
+        _itemsize(dtype, itemsize),
+        info,
+        None,
+        info.device_ids,
+        starts,
+        stops,
+        sharding_repr=label,
+    )

@@ -8,8 +8,9 @@ allocated, so a 512-device mesh costs nothing).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def mesh_info(mesh: Any) -> MeshInfo:
         return MeshInfo(names, sizes, tuple(range(math.prod(sizes))), abstract=True)
     names = getattr(mesh, "axis_names", None)
     if names is None:
-        raise TypeError(f"expected a jax Mesh, AbstractMesh or {{axis: size}} dict, got {type(mesh).__name__}")
+        raise TypeError(
+            f"expected a jax Mesh, AbstractMesh or {{axis: size}} dict, got {type(mesh).__name__}"
+        )
     names = tuple(str(n) for n in names)
     devices = None if type(mesh).__name__ == "AbstractMesh" else getattr(mesh, "devices", None)
     if devices is None:
@@ -86,7 +89,9 @@ def mesh_info(mesh: Any) -> MeshInfo:
     flat = list(devices.flat)
     first = flat[0] if flat else None
     return MeshInfo(
-        names, sizes, tuple(int(d.id) for d in flat),
+        names,
+        sizes,
+        tuple(int(d.id) for d in flat),
         process_indices=tuple(int(d.process_index) for d in flat),
         platform=getattr(first, "platform", None),
         device_kind=getattr(first, "device_kind", None),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
@@ -57,7 +58,7 @@ class ShardingReport(Result):
                 totals[d] = totals.get(d, 0) + int(b)
         return tuple(sorted(totals.items()))
 
-    def device_bytes(self) -> "OrderedDict[int, int]":
+    def device_bytes(self) -> OrderedDict[int, int]:
         """Total bytes per device id over every array (devices of every mesh, sorted)."""
         return OrderedDict(self._device_totals)
 
@@ -85,7 +86,7 @@ class ShardingReport(Result):
         return tuple(sorted(chosen))  # type: ignore[return-value]
 
     # -- what-if ----------------------------------------------------------------------
-    def with_spec(self, name: str, spec: Any) -> "ShardingReport":
+    def with_spec(self, name: str, spec: Any) -> ShardingReport:
         """The same report with leaf ``name`` re-laid-out by ``spec`` on its mesh (no data moves).
 
         Raises :class:`SpecError` for a spec the mesh and shape cannot take; ``KeyError``
@@ -93,9 +94,15 @@ class ShardingReport(Result):
         """
         for i, a in enumerate(self.arrays):
             if a.name == name:
-                new = layout_from_spec(a.shape, a.dtype if a.itemsize else "float32", a.mesh, spec, name=a.name,
-                                       itemsize=a.itemsize)
-                arrays = self.arrays[:i] + (new,) + self.arrays[i + 1:]
+                new = layout_from_spec(
+                    a.shape,
+                    a.dtype if a.itemsize else "float32",
+                    a.mesh,
+                    spec,
+                    name=a.name,
+                    itemsize=a.itemsize,
+                )
+                arrays = self.arrays[:i] + (new,) + self.arrays[i + 1 :]
                 return replace(self, arrays=arrays, edited=tuple(dict.fromkeys(self.edited + (name,))))
         raise KeyError(f"no array named {name!r}; arrays: {', '.join(a.name for a in self.arrays[:10])}")
 
@@ -106,8 +113,10 @@ class ShardingReport(Result):
         if len(self.arrays) == 1 and not self.skipped:
             a = self.arrays[0]
             return f"{self.name}: {a.type_str} {a.spec_text}{where}"
-        return (f"{self.name}: {len(self.arrays)} arrays, {fmt_bytes(self.logical_bytes)}{where}, "
-                f"max {fmt_bytes(max(self.device_bytes().values(), default=0))} per device")
+        return (
+            f"{self.name}: {len(self.arrays)} arrays, {fmt_bytes(self.logical_bytes)}{where}, "
+            f"max {fmt_bytes(max(self.device_bytes().values(), default=0))} per device"
+        )
 
     def to_text(self, width: int = 100) -> str:
         from jaxmagic.render.sharding import sharding_text
@@ -124,7 +133,9 @@ class ShardingReport(Result):
             "name": self.name,
             "source": self.source,
             "meshes": [m.to_dict() for m in self.meshes],
-            "arrays": [dict(a.to_dict(), kind=k) for a, k in zip(self.arrays, self.kinds or [""] * len(self.arrays))],
+            "arrays": [
+                dict(a.to_dict(), kind=k) for a, k in zip(self.arrays, self.kinds or [""] * len(self.arrays))
+            ],
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "device_bytes": {str(d): b for d, b in self.device_bytes().items()},
             "imbalance": self.imbalance(),
@@ -165,8 +176,11 @@ def _leaf_layouts(obj: Any) -> tuple[list[ArrayLayout], list[str], list[tuple[st
             skipped.append((path, "no sharding (host value or abstract value without sharding)"))
         else:
             try:
-                arrays.append(layout_from_sharding(leaf.sharding, leaf.shape, leaf.dtype or "float32", name=path,
-                                                   itemsize=leaf.itemsize))
+                arrays.append(
+                    layout_from_sharding(
+                        leaf.sharding, leaf.shape, leaf.dtype or "float32", name=path, itemsize=leaf.itemsize
+                    )
+                )
                 kinds.append(leaf.kind)
             except Exception as e:  # keep the rest of the tree visible
                 skipped.append((path, f"{type(e).__name__}: {e}"))
@@ -181,8 +195,11 @@ def _compiled_tree(obj: Any) -> dict[str, Any] | None:
     import jax
 
     args, kwargs = obj.args_info
-    ins = jax.tree.map(lambda i, s: jax.ShapeDtypeStruct(i.shape, i.dtype, sharding=s),
-                       (args, kwargs), tuple(obj.input_shardings))
+    ins = jax.tree.map(
+        lambda i, s: jax.ShapeDtypeStruct(i.shape, i.dtype, sharding=s),
+        (args, kwargs),
+        tuple(obj.input_shardings),
+    )
     return {"inputs": ins[0], **({"kwargs": ins[1]} if ins[1] else {}), "outputs": obj.out_info}
 
 
@@ -226,7 +243,8 @@ def sharding(
     d = _check_dims(dims)
     title = name or ""
     is_mesh = isinstance(obj, (jax.sharding.Mesh, jax.sharding.AbstractMesh, dict)) and (
-        not isinstance(obj, dict) or (obj and all(isinstance(v, int) for v in obj.values())))
+        not isinstance(obj, dict) or (obj and all(isinstance(v, int) for v in obj.values()))
+    )
     if isinstance(obj, PartitionSpec) or (obj is None and spec is not None):
         spec = obj if isinstance(obj, PartitionSpec) else spec
         if mesh is None or shape is None:
@@ -247,16 +265,26 @@ def sharding(
         raise ValueError("a Mesh alone has no arrays: pass shape= and spec= to lay an array out on it")
     if isinstance(obj, jax.Array) and not isinstance(obj, jax.core.Tracer):
         if obj.is_deleted():
-            raise ValueError(f"{title or 'the array'} was deleted (donated to a jitted call or freed); "
-                             "it has no shards left to show")
+            raise ValueError(
+                f"{title or 'the array'} was deleted (donated to a jitted call or freed); "
+                "it has no shards left to show"
+            )
         lay = layout_from_sharding(obj.sharding, obj.shape, obj.dtype, name=title or "array")
         return ShardingReport(title or "array", "jax.Array", (lay,), ("",), dims=d)
     if isinstance(obj, jax.core.Tracer):
-        raise ValueError("a traced value has no placement yet; inspect the concrete array outside the transformation")
+        raise ValueError(
+            "a traced value has no placement yet; inspect the concrete array outside the transformation"
+        )
     compiled = _compiled_tree(obj)
     source_override = "compiled function" if compiled is not None else None
     arrays, kinds, skipped, source = _leaf_layouts(compiled if compiled is not None else obj)
     if not arrays and not skipped:
         raise ValueError(f"{title or type(obj).__name__} holds no arrays")
-    return ShardingReport(title or type(obj).__name__, source_override or source, tuple(arrays),
-                          tuple(kinds), tuple(skipped), dims=d)
+    return ShardingReport(
+        title or type(obj).__name__,
+        source_override or source,
+        tuple(arrays),
+        tuple(kinds),
+        tuple(skipped),
+        dims=d,
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 Spec = tuple[tuple[str, ...], ...]
 
@@ -34,7 +35,9 @@ def _entry(item: Any, dim: int) -> tuple[str, ...]:
         return tuple(out)
     if type(item).__name__ == "UnconstrainedSingleton":
         raise SpecError(f"dimension {dim}: P.UNCONSTRAINED does not describe a concrete layout")
-    raise SpecError(f"dimension {dim}: {item!r} is not a mesh axis name (use a string, a tuple of strings or None)")
+    raise SpecError(
+        f"dimension {dim}: {item!r} is not a mesh axis name (use a string, a tuple of strings or None)"
+    )
 
 
 def _split_top(text: str) -> list[str]:
@@ -135,8 +138,10 @@ def validate_spec(spec: Any, axis_sizes: Mapping[str, int], shape: Sequence[int]
     norm = normalize_spec(spec)
     rank = len(shape)
     if len(norm) > rank:
-        raise SpecError(f"spec has {len(norm)} entries but the array has rank {rank} "
-                        f"(shape {tuple(int(d) for d in shape)})")
+        raise SpecError(
+            f"spec has {len(norm)} entries but the array has rank {rank} "
+            f"(shape {tuple(int(d) for d in shape)})"
+        )
     seen: dict[str, int] = {}
     for dim, axes in enumerate(norm):
         for ax in axes:
@@ -145,15 +150,16 @@ def validate_spec(spec: Any, axis_sizes: Mapping[str, int], shape: Sequence[int]
                 raise SpecError(f"dimension {dim}: unknown mesh axis {ax!r}; the mesh has axes {valid}")
             if ax in seen:
                 where = "twice in" if seen[ax] == dim else f"in dimensions {seen[ax]} and"
-                raise SpecError(f"mesh axis {ax!r} is used {where} dimension {dim}; "
-                                "each axis may split at most one dimension once")
+                raise SpecError(
+                    f"mesh axis {ax!r} is used {where} dimension {dim}; "
+                    "each axis may split at most one dimension once"
+                )
             seen[ax] = dim
     for dim, axes in enumerate(norm):
         parts = math.prod(axis_sizes[a] for a in axes)
         if parts > 1 and int(shape[dim]) % parts:
             label = " × ".join(f"{a}={axis_sizes[a]}" for a in axes)
-            raise SpecError(f"dimension {dim} has size {int(shape[dim])}, not divisible by {parts} "
-                            f"({label})")
+            raise SpecError(f"dimension {dim} has size {int(shape[dim])}, not divisible by {parts} ({label})")
     return norm + ((),) * (rank - len(norm))
 
 

@@ -17,6 +17,15 @@ from jaxmagic.train.trainer import Trainer as Trainer
 from jaxmagic.train.trainer import TrainingDivergedError as TrainingDivergedError
 
 __all__ = [
-    "Callback", "CheckpointMismatchError", "EarlyStopping", "History", "LearningRateLogger",
-    "MetricLogger", "Progress", "RunRecord", "TerminalProgress", "Trainer", "TrainingDivergedError",
+    "Callback",
+    "CheckpointMismatchError",
+    "EarlyStopping",
+    "History",
+    "LearningRateLogger",
+    "MetricLogger",
+    "Progress",
+    "RunRecord",
+    "TerminalProgress",
+    "Trainer",
+    "TrainingDivergedError",
 ]

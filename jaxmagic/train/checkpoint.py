@@ -26,7 +26,6 @@ import orbax.checkpoint as ocp
 
 from jaxmagic._format import shape_str
 
-
 ITEMS = ("state", "meta")  # the Orbax items of a trainer checkpoint (the CheckpointManager below)
 
 
@@ -51,7 +50,8 @@ def refuse_foreign(directory: pathlib.Path) -> None:
             f"A Trainer checkpoint has the Orbax items {' and '.join(repr(i) for i in ITEMS)}; these look like "
             "your own Orbax CheckpointManager or other data. Nothing was read, cleaned or written. "
             "Give the Trainer its own directory (restore your checkpoint with Orbax into the model "
-            "before creating the Trainer, if that is the aim).")
+            "before creating the Trainer, if that is the aim)."
+        )
 
 
 def validate_directory(path: str | os.PathLike) -> pathlib.Path:
@@ -126,8 +126,14 @@ class Checkpointer:
       True
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: str | None = None,
-                 best_mode: str = "min"):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        keep_best: str | None = None,
+        best_mode: str = "min",
+    ):
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         if not isinstance(keep, int) or keep < 1:
@@ -137,8 +143,9 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
-            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True, cleanup_tmp_directories=True,
-                                                 enable_async_checkpointing=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=None, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=True
+            ),
         )
         self._scores: dict[int, float] = {}
 
@@ -168,21 +175,27 @@ class Checkpointer:
             elif b is None:
                 problems.append(f"  {name}: in checkpoint ({shape_str(a[0], a[1])}), not in this model")
             else:
-                problems.append(f"  {name}: checkpoint {shape_str(a[0], a[1])}, model {shape_str(b[0], b[1])}")
+                problems.append(
+                    f"  {name}: checkpoint {shape_str(a[0], a[1])}, model {shape_str(b[0], b[1])}"
+                )
         if problems:
             shown = problems[:20] + ([f"  ... and {len(problems) - 20} more"] if len(problems) > 20 else [])
             raise CheckpointMismatchError(
                 f"checkpoint_dir {str(self.directory)!r} holds a checkpoint (step {step}) of a different "
-                f"model or optimizer; {len(problems)} mismatching path(s):\n" + "\n".join(shown) +
-                "\nNothing was restored or overwritten. Use a new checkpoint_dir for this model.")
+                f"model or optimizer; {len(problems)} mismatching path(s):\n"
+                + "\n".join(shown)
+                + "\nNothing was restored or overwritten. Use a new checkpoint_dir for this model."
+            )
 
     def restore(self, step: int, state: Any) -> tuple[Any, dict[str, Any]]:
         """Restore ``step`` into the structure, shapes and shardings of ``state``."""
         self.manager.wait_until_finished()
         self.check_compatible(step, state)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+        )
         meta = dict(out["meta"] or {})
         for s, v in (meta.get("scores") or {}).items():
             self._scores[int(s)] = float(v)
@@ -195,8 +208,11 @@ class Checkpointer:
         if score is not None and np.isfinite(score):
             self._scores[step] = float(score)
         meta = dict(meta, scores={str(k): v for k, v in self._scores.items()})
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
         self._retain(step)
         return True
 
@@ -204,12 +220,14 @@ class Checkpointer:
         if not self._scores:
             return None
         pick = min if self.best_mode == "min" else max
-        return pick(self._scores, key=lambda s: (self._scores[s], -s) if self.best_mode == "min"
-                    else (self._scores[s], s))
+        return pick(
+            self._scores,
+            key=lambda s: (self._scores[s], -s) if self.best_mode == "min" else (self._scores[s], s),
+        )
 
     def _retain(self, newest: int) -> None:
         steps = sorted(set(self.manager.all_steps()) | {newest})
-        keep = set(steps[-self.keep:])
+        keep = set(steps[-self.keep :])
         best = self.best_step() if self.keep_best else None
         if best is not None:
             keep.add(best)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,8 +43,10 @@ class BatchSpec:
     batch_size: int
 
     def describe(self) -> str:
-        return ", ".join(f"{p or 'batch'}: {shape_str((self.batch_size, *s), d)}"
-                         for p, s, d in zip(self.paths, self.shapes, self.dtypes))
+        return ", ".join(
+            f"{p or 'batch'}: {shape_str((self.batch_size, *s), d)}"
+            for p, s, d in zip(self.paths, self.shapes, self.dtypes)
+        )
 
 
 def _path_str(path: tuple) -> str:
@@ -55,6 +58,7 @@ def is_array_data(data: Any) -> bool:
 
     A *list* is always an iterable of batches; a tuple or dict must hold only arrays.
     """
+
     def arr(x: Any) -> bool:
         return isinstance(x, (np.ndarray, jax.Array)) and np.ndim(x) >= 1
 
@@ -76,8 +80,10 @@ def spec_of(batch: Any, *, what: str = "batch") -> BatchSpec:
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             leaf = np.asarray(leaf)
         if len(leaf.shape) == 0:
-            raise ValueError(f"{what} leaf {_path_str(path) or 'batch'} is a scalar; every leaf needs a "
-                             "leading batch dimension")
+            raise ValueError(
+                f"{what} leaf {_path_str(path) or 'batch'} is a scalar; every leaf needs a "
+                "leading batch dimension"
+            )
         paths.append(_path_str(path))
         shapes.append(tuple(int(d) for d in leaf.shape[1:]))
         dtypes.append(np.dtype(leaf.dtype))
@@ -91,15 +97,19 @@ def spec_of(batch: Any, *, what: str = "batch") -> BatchSpec:
 def check_same(expected: BatchSpec, got: BatchSpec, *, what: str, batch_too: bool = True) -> None:
     """Raise ``ValueError`` naming every difference between two batch structures."""
     if got.treedef != expected.treedef:
-        raise ValueError(f"{what} has a different structure than the training batches:\n"
-                         f"  expected {expected.treedef}\n  got      {got.treedef}")
+        raise ValueError(
+            f"{what} has a different structure than the training batches:\n"
+            f"  expected {expected.treedef}\n  got      {got.treedef}"
+        )
     diffs = []
     for p, s1, d1, s2, d2 in zip(expected.paths, expected.shapes, expected.dtypes, got.shapes, got.dtypes):
         if s1 != s2 or d1 != d2:
             b1 = expected.batch_size if batch_too else "N"
             b2 = got.batch_size if batch_too else "N"
-            diffs.append(f"  {p or 'batch'}: expected {shape_str((0, *s1), d1).replace('[0', f'[{b1}')}, "
-                         f"got {shape_str((0, *s2), d2).replace('[0', f'[{b2}')}")
+            diffs.append(
+                f"  {p or 'batch'}: expected {shape_str((0, *s1), d1).replace('[0', f'[{b1}')}, "
+                f"got {shape_str((0, *s2), d2).replace('[0', f'[{b2}')}"
+            )
     if batch_too and got.batch_size != expected.batch_size and not diffs:
         diffs.append(f"  batch size: expected {expected.batch_size}, got {got.batch_size}")
     if diffs:
@@ -121,8 +131,16 @@ class ArrayFeed:
 
     kind = "arrays"
 
-    def __init__(self, data: Any, *, batch_size: int, seed: int, mesh: Any,
-                 shuffle: bool = True, on_device: bool | None = None):
+    def __init__(
+        self,
+        data: Any,
+        *,
+        batch_size: int,
+        seed: int,
+        mesh: Any,
+        shuffle: bool = True,
+        on_device: bool | None = None,
+    ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int for array data, got {batch_size!r}")
         self.data = _to_numpy_tree(data)
@@ -135,8 +153,10 @@ class ArrayFeed:
             raise ValueError("the dataset is empty (0 examples)")
         self.batch_size = int(batch_size)
         if self.n < self.batch_size:
-            raise ValueError(f"the dataset has {self.n} examples, fewer than batch_size={self.batch_size}: "
-                             "no full batch to train on")
+            raise ValueError(
+                f"the dataset has {self.n} examples, fewer than batch_size={self.batch_size}: "
+                "no full batch to train on"
+            )
         self.steps_per_epoch = self.n // self.batch_size
         self.dropped = self.n - self.steps_per_epoch * self.batch_size
         self.seed, self.shuffle, self.mesh = int(seed), shuffle, mesh
@@ -156,8 +176,11 @@ class ArrayFeed:
     def _perm(self, epoch: int) -> np.ndarray:
         perm = self._perms.get(epoch)
         if perm is None:
-            perm = (np.random.default_rng([self.seed, epoch]).permutation(self.n).astype(np.int32)
-                    if self.shuffle else np.arange(self.n, dtype=np.int32))
+            perm = (
+                np.random.default_rng([self.seed, epoch]).permutation(self.n).astype(np.int32)
+                if self.shuffle
+                else np.arange(self.n, dtype=np.int32)
+            )
             if len(self._perms) > 4:
                 self._perms.pop(min(self._perms))
             self._perms[epoch] = perm
@@ -168,7 +191,7 @@ class ArrayFeed:
         out = np.empty((length, self.batch_size), np.int32)
         for k in range(length):
             epoch, i = self.position(start + k)
-            out[k] = self._perm(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+            out[k] = self._perm(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         return out
 
     def batch(self, start: int) -> Any:
@@ -186,7 +209,8 @@ class ArrayFeed:
         def leaf(x: np.ndarray) -> jax.Array:
             shape = (length, self.batch_size, *x.shape[1:])
             return jax.make_array_from_callback(
-                shape, sharding, lambda index: x[idx[index[:2]]][(slice(None), slice(None), *index[2:])])
+                shape, sharding, lambda index: x[idx[index[:2]]][(slice(None), slice(None), *index[2:])]
+            )
 
         return jax.tree.map(leaf, self.data)
 
@@ -204,8 +228,10 @@ class IterFeed:
         try:
             self._it: Iterator[Any] = iter(data)
         except TypeError:
-            raise TypeError(f"data must be arrays (an array, a tuple or dict of arrays) or an iterable of "
-                            f"batches, got {type(data).__name__}") from None
+            raise TypeError(
+                f"data must be arrays (an array, a tuple or dict of arrays) or an iterable of "
+                f"batches, got {type(data).__name__}"
+            ) from None
         self.mesh = mesh
         self.steps_per_epoch = None
         self.dropped = 0
@@ -237,8 +263,10 @@ class IterFeed:
         """Discard ``n`` batches (resuming at a data position)."""
         for _ in range(n):
             if self._next() is None:
-                raise ValueError(f"cannot resume: the iterable ended after {self._consumed} batches, "
-                                 f"before the checkpoint's position ({n})")
+                raise ValueError(
+                    f"cannot resume: the iterable ended after {self._consumed} batches, "
+                    f"before the checkpoint's position ({n})"
+                )
             self._consumed += 1
 
     @property
@@ -248,8 +276,12 @@ class IterFeed:
 
     def _is_short(self, got: BatchSpec) -> bool:
         s = self.spec
-        return (got.batch_size < s.batch_size and got.treedef == s.treedef and got.shapes == s.shapes
-                and got.dtypes == s.dtypes)
+        return (
+            got.batch_size < s.batch_size
+            and got.treedef == s.treedef
+            and got.shapes == s.shapes
+            and got.dtypes == s.dtypes
+        )
 
     def take(self, length: int) -> list[Any]:
         """Up to ``length`` full batches; fewer only when the iterable is exhausted."""
@@ -271,8 +303,11 @@ class IterFeed:
         sharding = dist.batch_sharding(self.mesh, stacked=True)
         stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
         return jax.tree.map(
-            lambda x: dist.global_from_local(x, sharding, (x.shape[0], x.shape[1] * jax.process_count(),
-                                                           *x.shape[2:])), stacked)
+            lambda x: dist.global_from_local(
+                x, sharding, (x.shape[0], x.shape[1] * jax.process_count(), *x.shape[2:])
+            ),
+            stacked,
+        )
 
 
 @dataclasses.dataclass

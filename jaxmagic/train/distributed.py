@@ -8,11 +8,13 @@ annotations, and every process feeds only its own share of a batch
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -92,9 +94,9 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
     leaves, treedef = jax.tree.flatten(state)
     if len(spec_leaves) != len(leaves):  # unusual containers: replicate everything
         spec_leaves = [None] * len(leaves)
-    return treedef.unflatten([
-        NamedSharding(mesh, _clean_spec(s, mesh, tuple(np.shape(x)))) for s, x in zip(spec_leaves, leaves)
-    ])
+    return treedef.unflatten(
+        [NamedSharding(mesh, _clean_spec(s, mesh, tuple(np.shape(x)))) for s, x in zip(spec_leaves, leaves)]
+    )
 
 
 def global_from_full(x: np.ndarray, sharding: NamedSharding) -> jax.Array:

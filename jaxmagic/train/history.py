@@ -52,7 +52,7 @@ class RunRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -141,9 +141,13 @@ class History(Result):
         train_s = sum(r.train_seconds for r in self.runs)
         examples = sum(r.examples for r in self.runs)
         compile_s = sum(c["seconds"] for c in self.compiles)
-        return {"steps": steps, "train_seconds": train_s, "compile_seconds": compile_s,
-                "steps_per_second": steps / train_s if train_s > 0 else math.nan,
-                "examples_per_second": examples / train_s if train_s > 0 else math.nan}
+        return {
+            "steps": steps,
+            "train_seconds": train_s,
+            "compile_seconds": compile_s,
+            "steps_per_second": steps / train_s if train_s > 0 else math.nan,
+            "examples_per_second": examples / train_s if train_s > 0 else math.nan,
+        }
 
     # -- result protocol ------------------------------------------------------------------
     def summary(self) -> str:
@@ -168,21 +172,29 @@ class History(Result):
         return history_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
-            "steps": list(self._steps),
-            "metrics": {k: list(v) for k, v in self._metrics.items()},
-            "evals": self.evals, "epochs": self.epochs, "checkpoints": self.checkpoints,
-            "compiles": self.compiles, "runs": [r.to_dict() for r in self.runs], "config": self.config,
-            "totals": self._totals(), "status": self.status,
-        })
+        return _clean(
+            {
+                "steps": list(self._steps),
+                "metrics": {k: list(v) for k, v in self._metrics.items()},
+                "evals": self.evals,
+                "epochs": self.epochs,
+                "checkpoints": self.checkpoints,
+                "compiles": self.compiles,
+                "runs": [r.to_dict() for r in self.runs],
+                "config": self.config,
+                "totals": self._totals(),
+                "status": self.status,
+            }
+        )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "History":
+    def from_dict(cls, d: dict[str, Any]) -> History:
         """Rebuild a History from ``to_dict()`` output (used when resuming from a checkpoint)."""
         h = cls()
         h._steps = [int(s) for s in d.get("steps", [])]
-        h._metrics = {k: [math.nan if v is None else float(v) for v in vals]
-                      for k, vals in d.get("metrics", {}).items()}
+        h._metrics = {
+            k: [math.nan if v is None else float(v) for v in vals] for k, vals in d.get("metrics", {}).items()
+        }
         for name in ("evals", "epochs", "checkpoints", "compiles"):
             setattr(h, name, [dict(x) for x in d.get(name, [])])
         h.runs = [RunRecord.from_dict(r) for r in d.get("runs", [])]
@@ -198,4 +210,3 @@ class History(Result):
         self.evals = [e for e in self.evals if e["step"] <= step]
         self.epochs = [e for e in self.epochs if e["step"] <= step]
         self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
-

@@ -88,25 +88,32 @@ class HistoryLog:
         w = self._written
         n, first_run = len(h._steps), max(0, w["runs"] - 1)  # the last run logged may have changed
         delta = {
-            "steps": h._steps[w["steps"]:n],
-            "metrics": {k: v[w["steps"]:n] for k, v in h._metrics.items()},
-            **{name: getattr(h, name)[w[name]:] for name in ("evals", "epochs", "checkpoints", "compiles")},
+            "steps": h._steps[w["steps"] : n],
+            "metrics": {k: v[w["steps"] : n] for k, v in h._metrics.items()},
+            **{name: getattr(h, name)[w[name] :] for name in ("evals", "epochs", "checkpoints", "compiles")},
             "runs_from": first_run,
             "runs": [r.to_dict() for r in h.runs[first_run:]],
             "config": h.config,
         }
-        w.update(steps=n, runs=len(h.runs),
-                 **{name: len(getattr(h, name)) for name in ("evals", "epochs", "checkpoints", "compiles")})
+        w.update(
+            steps=n,
+            runs=len(h.runs),
+            **{name: len(getattr(h, name)) for name in ("evals", "epochs", "checkpoints", "compiles")},
+        )
         return json.dumps(_clean(delta), separators=(",", ":")) + "\n"
 
 
 def _apply(h: History, delta: dict[str, Any]) -> None:
     steps = delta.get("steps") or []
     if steps:
-        logs = {k: np.asarray([math.nan if x is None else x for x in v], np.float64)
-                for k, v in (delta.get("metrics") or {}).items()}
+        logs = {
+            k: np.asarray([math.nan if x is None else x for x in v], np.float64)
+            for k, v in (delta.get("metrics") or {}).items()
+        }
         h.add_steps(np.asarray(steps, np.int64), logs)
     for name in ("evals", "epochs", "checkpoints", "compiles"):
         getattr(h, name).extend(dict(x) for x in delta.get(name) or [])
-    h.runs[int(delta.get("runs_from", len(h.runs))):] = [RunRecord.from_dict(r) for r in delta.get("runs") or []]
+    h.runs[int(delta.get("runs_from", len(h.runs))) :] = [
+        RunRecord.from_dict(r) for r in delta.get("runs") or []
+    ]
     h.config = dict(delta.get("config") or {})

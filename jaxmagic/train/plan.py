@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxmagic.train.callbacks import CallbackList
-from jaxmagic.train.data import ArrayFeed, IterFeed, plan as call_bounds
+from jaxmagic.train.data import ArrayFeed, IterFeed
+from jaxmagic.train.data import plan as call_bounds
 from jaxmagic.train.step import StepFns
 
 MAX_STEPS_PER_CALL = 200  # tiny models: amortise the per-call host work (measured +8-10% at 200 vs 50)
@@ -85,8 +87,9 @@ class FitPlan:
 
     def calls(self, start: int) -> Iterator[tuple[int, int]]:
         """``(start, length)`` of the compiled calls from step ``start`` on."""
-        return call_bounds(start, self.target, self.steps_per_call,
-                           self.steps_per_epoch if self.epoch_bound else None)
+        return call_bounds(
+            start, self.target, self.steps_per_call, self.steps_per_epoch if self.epoch_bound else None
+        )
 
     def boundary(self, start: int, end: int) -> Boundary:
         """Is an epoch over, an evaluation or a checkpoint due, after a call from ``start`` to ``end``."""
@@ -94,22 +97,38 @@ class FitPlan:
         epoch_end = bool(spe) and end % spe == 0
         ev = self.evaluation
         eval_due = ev is not None and (
-            (ev.every is not None and start // ev.every != end // ev.every) or (ev.every is None and epoch_end))
+            (ev.every is not None and start // ev.every != end // ev.every)
+            or (ev.every is None and epoch_end)
+        )
         save_due = self.checkpointing and (
             (self.save_every is not None and start // self.save_every != end // self.save_every)
-            or (self.save_at_epoch_end and epoch_end))
+            or (self.save_at_epoch_end and epoch_end)
+        )
         return Boundary(end, epoch_end, eval_due, save_due)
 
     def describe(self, start: int, checkpoint_dir: str | None, metric_names: list[str]) -> dict[str, Any]:
         """The ``info`` dict callbacks receive in ``on_train_begin``."""
-        return {"start_step": start, "target": self.target, "steps_per_call": self.steps_per_call,
-                "batch_size": self.feed.batch_size, "steps_per_epoch": self.steps_per_epoch,
-                "dropped_per_epoch": self.feed.dropped, "eval": self.evaluation is not None,
-                "checkpoint_dir": checkpoint_dir, "metrics": metric_names}
+        return {
+            "start_step": start,
+            "target": self.target,
+            "steps_per_call": self.steps_per_call,
+            "batch_size": self.feed.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "dropped_per_epoch": self.feed.dropped,
+            "eval": self.evaluation is not None,
+            "checkpoint_dir": checkpoint_dir,
+            "metrics": metric_names,
+        }
 
 
-def choose_steps_per_call(steps_per_call: int | str, *, params: Any, feed: ArrayFeed | IterFeed,
-                          epoch_bound: bool, n_steps: int | None) -> int:
+def choose_steps_per_call(
+    steps_per_call: int | str,
+    *,
+    params: Any,
+    feed: ArrayFeed | IterFeed,
+    epoch_bound: bool,
+    n_steps: int | None,
+) -> int:
     """Steps per compiled call: ``"auto"`` sizes a call to ~``_FLOPS_PER_CALL`` of work (at most
     ``MAX_STEPS_PER_CALL`` steps); calls tile an epoch evenly when they end at epoch ends."""
     if steps_per_call == "auto":
@@ -132,22 +151,35 @@ def choose_steps_per_call(steps_per_call: int | str, *, params: Any, feed: Array
     return k
 
 
-def make_feed(data: Any, *, steps: int | None, epochs: int | None, batch_size: int | None, seed: int,
-              mesh: Any, shuffle: bool, data_on_device: bool | None, is_array: bool) -> ArrayFeed | IterFeed:
+def make_feed(
+    data: Any,
+    *,
+    steps: int | None,
+    epochs: int | None,
+    batch_size: int | None,
+    seed: int,
+    mesh: Any,
+    shuffle: bool,
+    data_on_device: bool | None,
+    is_array: bool,
+) -> ArrayFeed | IterFeed:
     """The feed for ``data``, after checking that the arguments fit the kind of data."""
     if is_array:
         if steps is None and epochs is None:
-            raise ValueError("array data needs steps= or epochs= (an iterable of batches may run "
-                             "until it is exhausted)")
+            raise ValueError(
+                "array data needs steps= or epochs= (an iterable of batches may run until it is exhausted)"
+            )
         if batch_size is None:
             raise ValueError("array data needs batch_size=")
-        return ArrayFeed(data, batch_size=batch_size, seed=seed, mesh=mesh, shuffle=shuffle,
-                         on_device=data_on_device)
+        return ArrayFeed(
+            data, batch_size=batch_size, seed=seed, mesh=mesh, shuffle=shuffle, on_device=data_on_device
+        )
     if batch_size is not None:
         raise ValueError("batch_size= applies to array data; an iterable already yields batches")
     if epochs is not None:
-        raise ValueError("epochs= needs array data (its length defines an epoch); for an iterable "
-                         "pass steps= or neither")
+        raise ValueError(
+            "epochs= needs array data (its length defines an epoch); for an iterable pass steps= or neither"
+        )
     if isinstance(data, (str, bytes)) or data is None:
         raise TypeError(f"data must be arrays or an iterable of batches, got {type(data).__name__}")
     return IterFeed(data, mesh=mesh)

@@ -44,7 +44,9 @@ class Progress:
 
     @property
     def steps_per_second(self) -> float:
-        return self.done_steps / self.train_seconds if self.train_seconds > 0 and self.done_steps else math.nan
+        return (
+            self.done_steps / self.train_seconds if self.train_seconds > 0 and self.done_steps else math.nan
+        )
 
     @property
     def examples_per_second(self) -> float:
@@ -65,9 +67,13 @@ class Progress:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "wall_start"}
-        d.update(steps_per_second=self.steps_per_second, examples_per_second=self.examples_per_second,
-                 eta_seconds=self.eta_seconds, fraction=self.fraction,
-                 wall_seconds=time.perf_counter() - self.wall_start)
+        d.update(
+            steps_per_second=self.steps_per_second,
+            examples_per_second=self.examples_per_second,
+            eta_seconds=self.eta_seconds,
+            fraction=self.fraction,
+            wall_seconds=time.perf_counter() - self.wall_start,
+        )
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
@@ -111,8 +117,15 @@ class TerminalProgress(Callback):
       >>> trainer.fit(data, steps=1000, progress=TerminalProgress(max_rate=4))
     """
 
-    def __init__(self, stream: TextIO | None = None, *, max_rate: float = 10.0, log_every: float = 5.0,
-                 summary: bool = True, width: int = 100):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        max_rate: float = 10.0,
+        log_every: float = 5.0,
+        summary: bool = True,
+        width: int = 100,
+    ):
         self.stream, self.max_rate, self.log_every = stream, float(max_rate), float(log_every)
         self.summary, self.width = summary, width
         self._last = 0.0

@@ -12,7 +12,8 @@ state the host sees is therefore always the last finite one, without keeping cop
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +28,11 @@ TrainState = dict  # {"params", "rest", "opt", "step", "bad"}
 def readable(fn: Callable, name: str) -> Callable:
     """``fn`` under the name profiles and compile logs show (``Trainer.train_steps``), so a
     user who profiles ``fit`` sees what ran instead of an internal name like ``call``."""
+
     @functools.wraps(fn)
     def named(*args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
+
     named.__name__ = named.__qualname__ = name
     return named
 
@@ -50,8 +53,10 @@ def check_loss(out: Any) -> None:
     if shape is None:
         raise TypeError(f"loss_fn must return a scalar float array, got {type(loss).__name__}")
     if tuple(shape) != ():
-        raise TypeError(f"loss_fn must return a scalar loss, got {shape_str(shape, dtype)}; reduce it "
-                        "(e.g. .mean()) inside loss_fn")
+        raise TypeError(
+            f"loss_fn must return a scalar loss, got {shape_str(shape, dtype)}; reduce it "
+            "(e.g. .mean()) inside loss_fn"
+        )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"loss_fn must return a floating-point loss, got {shape_str(shape, dtype)}")
 
@@ -80,8 +85,15 @@ class StepFns:
       gather: inputs are example indices into on-device data instead of batches.
     """
 
-    def __init__(self, graphdef: Any, loss_fn: Callable, tx: optax.GradientTransformation,
-                 metrics: Mapping[str, Any], *, gather: bool):
+    def __init__(
+        self,
+        graphdef: Any,
+        loss_fn: Callable,
+        tx: optax.GradientTransformation,
+        metrics: Mapping[str, Any],
+        *,
+        gather: bool,
+    ):
         self.graphdef, self.loss_fn, self.tx, self.gather = graphdef, loss_fn, tx, gather
         self.metric_fns: dict[str, Callable] = {}
         for name, m in metrics.items():
@@ -91,8 +103,10 @@ class StepFns:
             elif callable(m):
                 self.metric_fns[name] = m
             else:
-                raise TypeError(f"metric {name!r} must be a function (aux, batch) -> scalar or an "
-                                f"nnx.metrics.Metric, got {type(m).__name__}")
+                raise TypeError(
+                    f"metric {name!r} must be a function (aux, batch) -> scalar or an "
+                    f"nnx.metrics.Metric, got {type(m).__name__}"
+                )
         self.eval_batch = readable(self.eval_batch, "Trainer.evaluate")  # type: ignore[method-assign]
 
     @staticmethod
@@ -102,6 +116,7 @@ class StepFns:
             m.reset()
             m.update(**_metric_kwargs(loss, aux, batch))
             return m.compute()
+
         fn.wants_loss = True  # type: ignore[attr-defined]
         return fn
 
@@ -127,6 +142,7 @@ class StepFns:
 
     def abstract_loss(self, params: Any, rest: Any, batch: Any) -> Any:
         """``loss_fn``'s abstract output (for input validation before any step)."""
+
         def check_loss_fn(p: Any, r: Any, b: Any) -> Any:
             out = self.loss_fn(self._merge(p, r, train=True), b)
             check_loss(out)  # on tracers: a clear message instead of JAX's "not a valid JAX type"

@@ -27,7 +27,8 @@ import math
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +42,15 @@ from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
 from jaxmagic.train.history import History, RunRecord
 from jaxmagic.train.history_log import HistoryLog
-from jaxmagic.train.plan import (MAX_STEPS_PER_CALL, Boundary, EvalPlan, FitPlan, choose_steps_per_call, is_int,
-                                 make_feed)
+from jaxmagic.train.plan import (
+    MAX_STEPS_PER_CALL,
+    Boundary,
+    EvalPlan,
+    FitPlan,
+    choose_steps_per_call,
+    is_int,
+    make_feed,
+)
 from jaxmagic.train.progress import Progress, resolve_progress
 from jaxmagic.train.step import StepFns, readable
 from jaxmagic.train.validate import abstract_outputs, check_eval_users
@@ -85,11 +93,15 @@ def _data_notes(feed: ArrayFeed | IterFeed) -> list[str]:
     if isinstance(feed, IterFeed) and feed.short_batches:
         shown = ", ".join(f"batch {i}: {rows} rows" for i, rows in feed.short_batches[:3])
         more = f" and {len(feed.short_batches) - 3} more" if len(feed.short_batches) > 3 else ""
-        return [f"{plural(len(feed.short_batches), 'short batch', 'short batches')} not trained ({shown}{more}; "
-                f"batch size {feed.spec.batch_size}), as with drop_last=True: every step keeps one shape"]
+        return [
+            f"{plural(len(feed.short_batches), 'short batch', 'short batches')} not trained ({shown}{more}; "
+            f"batch size {feed.spec.batch_size}), as with drop_last=True: every step keeps one shape"
+        ]
     if isinstance(feed, ArrayFeed) and feed.dropped:
-        return [f"{feed.dropped} of {feed.n} examples per epoch not trained (the short last batch is dropped"
-                + ("; shuffling changes which each epoch)" if feed.shuffle else ")")]
+        return [
+            f"{feed.dropped} of {feed.n} examples per epoch not trained (the short last batch is dropped"
+            + ("; shuffling changes which each epoch)" if feed.shuffle else ")")
+        ]
     return []
 
 
@@ -128,31 +140,55 @@ class Trainer:
       >>> trainer.evaluate((Xv, yv))["eval_loss"]
     """
 
-    def __init__(self, model: nnx.Module, tx: Any, loss_fn: Callable[..., Any], *,
-                 metrics: Mapping[str, Any] | None = None, checkpoint_dir: str | None = None,
-                 mesh: jax.sharding.Mesh | None = None, devices: Sequence[Any] | None = None, seed: int = 0,
-                 save_every: int | None = None, save_every_epoch: bool = True, keep: int = 3,
-                 keep_best: str | None = None, best_mode: str = "min",
-                 predict_fn: Callable[[Any, Any], Any] | None = None):
+    def __init__(
+        self,
+        model: nnx.Module,
+        tx: Any,
+        loss_fn: Callable[..., Any],
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        checkpoint_dir: str | None = None,
+        mesh: jax.sharding.Mesh | None = None,
+        devices: Sequence[Any] | None = None,
+        seed: int = 0,
+        save_every: int | None = None,
+        save_every_epoch: bool = True,
+        keep: int = 3,
+        keep_best: str | None = None,
+        best_mode: str = "min",
+        predict_fn: Callable[[Any, Any], Any] | None = None,
+    ):
         if not isinstance(model, nnx.Module):
             hint = ""
-            if type(model).__module__.startswith("flax.linen") or hasattr(model, "init") and hasattr(model, "apply"):
-                hint = (" This looks like a Linen module: wrap it with "
-                        "flax.nnx.bridge.ToNNX(linen_module, rngs=nnx.Rngs(0)) and call "
-                        "nnx.bridge.lazy_init(wrapped, example_input) first.")
-            raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__module__}."
-                            f"{type(model).__name__}.{hint}")
+            if (
+                type(model).__module__.startswith("flax.linen")
+                or hasattr(model, "init")
+                and hasattr(model, "apply")
+            ):
+                hint = (
+                    " This looks like a Linen module: wrap it with "
+                    "flax.nnx.bridge.ToNNX(linen_module, rngs=nnx.Rngs(0)) and call "
+                    "nnx.bridge.lazy_init(wrapped, example_input) first."
+                )
+            raise TypeError(
+                f"model must be a flax.nnx.Module, got {type(model).__module__}.{type(model).__name__}.{hint}"
+            )
         if not (hasattr(tx, "init") and hasattr(tx, "update")):
-            raise TypeError(f"tx must be an optax GradientTransformation (e.g. optax.adam(1e-3)), "
-                            f"got {type(tx).__name__}")
+            raise TypeError(
+                f"tx must be an optax GradientTransformation (e.g. optax.adam(1e-3)), got {type(tx).__name__}"
+            )
         if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
+            raise TypeError(
+                f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}"
+            )
         if metrics is not None and not isinstance(metrics, Mapping):
             raise TypeError("metrics must be a dict of name -> function or nnx.metrics object")
         if save_every is not None and (not is_int(save_every) or save_every < 1):
             raise ValueError(f"save_every must be a positive int, got {save_every!r}")
         if keep_best is not None and checkpoint_dir is None:
-            raise ValueError(f"keep_best={keep_best!r} keeps the best checkpoint, but there is no checkpoint_dir")
+            raise ValueError(
+                f"keep_best={keep_best!r} keeps the best checkpoint, but there is no checkpoint_dir"
+            )
         self._model, self.tx, self.loss_fn = model, tx, loss_fn
         self.metrics = dict(metrics or {})
         for name in self.metrics:
@@ -185,7 +221,9 @@ class Trainer:
         opt = jax.jit(tx.init, out_shardings=opt_shardings)(params)
         rep = dist.replicated(self.mesh)
         self._state: dict[str, Any] = {
-            "params": params, "rest": rest, "opt": opt,
+            "params": params,
+            "rest": rest,
+            "opt": opt,
             "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
             "bad": jax.device_put(jnp.full((), -1, jnp.int32), rep),
         }
@@ -248,17 +286,31 @@ class Trainer:
         """Take parameters from the user's model (it may have been edited between fits)."""
         graphdef, params, rest = nnx.split(self._model, nnx.Param, ...)
         if graphdef != self.graphdef:
-            raise ValueError("the model's structure changed since this Trainer was created; "
-                             "create a new Trainer for the new model")
+            raise ValueError(
+                "the model's structure changed since this Trainer was created; "
+                "create a new Trainer for the new model"
+            )
         self._state["params"] = jax.device_put(params, self._param_shardings)
         self._state["rest"] = jax.device_put(rest, self._rest_shardings)
 
     # -- fit ----------------------------------------------------------------------------------
-    def fit(self, data: Any, *, steps: int | None = None, epochs: int | None = None,
-            batch_size: int | None = None, eval_data: Any = None, eval_every: int | None = None,
-            eval_batch_size: int | None = None, steps_per_call: int | str = "auto",
-            callbacks: Sequence[Callback] = (), progress: Any = "auto", shuffle: bool = True,
-            data_on_device: bool | None = None, prefetch: int = 2) -> History:
+    def fit(
+        self,
+        data: Any,
+        *,
+        steps: int | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        eval_data: Any = None,
+        eval_every: int | None = None,
+        eval_batch_size: int | None = None,
+        steps_per_call: int | str = "auto",
+        callbacks: Sequence[Callback] = (),
+        progress: Any = "auto",
+        shuffle: bool = True,
+        data_on_device: bool | None = None,
+        prefetch: int = 2,
+    ) -> History:
         """Train until ``steps`` / ``epochs`` (counted from step 0, so a resumed run continues to
         the same target) or until an iterable of batches is exhausted.
 
@@ -298,17 +350,41 @@ class Trainer:
         """
         if self._running:
             raise RuntimeError("fit() is already running")
-        plan = self._plan(data, steps=steps, epochs=epochs, batch_size=batch_size, eval_data=eval_data,
-                          eval_every=eval_every, eval_batch_size=eval_batch_size, steps_per_call=steps_per_call,
-                          callbacks=callbacks, progress=progress, shuffle=shuffle, data_on_device=data_on_device,
-                          prefetch=prefetch)
+        plan = self._plan(
+            data,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            eval_data=eval_data,
+            eval_every=eval_every,
+            eval_batch_size=eval_batch_size,
+            steps_per_call=steps_per_call,
+            callbacks=callbacks,
+            progress=progress,
+            shuffle=shuffle,
+            data_on_device=data_on_device,
+            prefetch=prefetch,
+        )
         return self._run_plan(plan)
 
     # -- planning: validates and decides; changes nothing but the state taken from the model -------
-    def _plan(self, data: Any, *, steps: int | None, epochs: int | None, batch_size: int | None, eval_data: Any,
-              eval_every: int | None, eval_batch_size: int | None, steps_per_call: int | str,
-              callbacks: Sequence[Callback], progress: Any, shuffle: bool, data_on_device: bool | None,
-              prefetch: int) -> FitPlan:
+    def _plan(
+        self,
+        data: Any,
+        *,
+        steps: int | None,
+        epochs: int | None,
+        batch_size: int | None,
+        eval_data: Any,
+        eval_every: int | None,
+        eval_batch_size: int | None,
+        steps_per_call: int | str,
+        callbacks: Sequence[Callback],
+        progress: Any,
+        shuffle: bool,
+        data_on_device: bool | None,
+        prefetch: int,
+    ) -> FitPlan:
         if steps is not None and epochs is not None:
             raise ValueError("pass steps= or epochs=, not both")
         for name, v in (("steps", steps), ("epochs", epochs)):
@@ -317,23 +393,44 @@ class Trainer:
         if eval_every is not None and (not is_int(eval_every) or eval_every < 1):
             raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
         # before the feed: building it takes the first batch of a generator
-        check_eval_users(callbacks, has_eval=eval_data is not None,
-                         keep_best=self._ckpt.keep_best if self._ckpt else None,
-                         eval_names=["eval_loss", *(f"eval_{m}" for m in self.metrics)])
-        feed = make_feed(data, steps=steps, epochs=epochs, batch_size=batch_size, seed=self.seed, mesh=self.mesh,
-                         shuffle=shuffle, data_on_device=data_on_device, is_array=is_array_data(data))
+        check_eval_users(
+            callbacks,
+            has_eval=eval_data is not None,
+            keep_best=self._ckpt.keep_best if self._ckpt else None,
+            eval_names=["eval_loss", *(f"eval_{m}" for m in self.metrics)],
+        )
+        feed = make_feed(
+            data,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=self.seed,
+            mesh=self.mesh,
+            shuffle=shuffle,
+            data_on_device=data_on_device,
+            is_array=is_array_data(data),
+        )
         dp = dist.data_parallel_size(self.mesh)
         if feed.batch_size % dp:
-            raise ValueError(f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
-                             f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer")
+            raise ValueError(
+                f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
+                f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer"
+            )
         target = steps if steps is not None else (epochs * feed.steps_per_epoch if epochs else None)
         self._sync_from_model()
         spec = feed.spec
-        abstract_batch = spec.treedef.unflatten([
-            jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)])
+        abstract_batch = spec.treedef.unflatten(
+            [jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)]
+        )
         fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=feed.on_device)
-        abstract_outputs(fns, self._state["params"], self._state["rest"], abstract_batch,
-                         loss_fn=self.loss_fn, metrics=self.metrics)
+        abstract_outputs(
+            fns,
+            self._state["params"],
+            self._state["rest"],
+            abstract_batch,
+            loss_fn=self.loss_fn,
+            metrics=self.metrics,
+        )
         evaluation = None
         if eval_data is not None:
             batches, local = self._host_batches(eval_data, eval_batch_size or feed.batch_size, "eval_data")
@@ -341,14 +438,30 @@ class Trainer:
             evaluation = EvalPlan(batches, local, eval_every)
         # calls end at epoch ends only when something happens there (eval, checkpoint)
         epoch_bound = bool(feed.steps_per_epoch) and (
-            (evaluation is not None and eval_every is None) or (self._ckpt is not None and self.save_every_epoch))
-        k = choose_steps_per_call(steps_per_call, params=self._state["params"], feed=feed, epoch_bound=epoch_bound,
-                                  n_steps=None if target is None else target - self._step)
+            (evaluation is not None and eval_every is None)
+            or (self._ckpt is not None and self.save_every_epoch)
+        )
+        k = choose_steps_per_call(
+            steps_per_call,
+            params=self._state["params"],
+            feed=feed,
+            epoch_bound=epoch_bound,
+            n_steps=None if target is None else target - self._step,
+        )
         view = resolve_progress(progress) if jax.process_index() == 0 else None
-        return FitPlan(feed=feed, fns=fns, target=target, steps_per_call=k, epoch_bound=epoch_bound,
-                       evaluation=evaluation, checkpointing=self._ckpt is not None, save_every=self.save_every,
-                       save_at_epoch_end=self.save_every_epoch,
-                       callbacks=CallbackList([*callbacks, *([view] if view else [])]), prefetch=prefetch)
+        return FitPlan(
+            feed=feed,
+            fns=fns,
+            target=target,
+            steps_per_call=k,
+            epoch_bound=epoch_bound,
+            evaluation=evaluation,
+            checkpointing=self._ckpt is not None,
+            save_every=self.save_every,
+            save_at_epoch_end=self.save_every_epoch,
+            callbacks=CallbackList([*callbacks, *([view] if view else [])]),
+            prefetch=prefetch,
+        )
 
     # -- running the plan ------------------------------------------------------------------------
     def _run_plan(self, plan: FitPlan) -> History:
@@ -363,8 +476,9 @@ class Trainer:
         prefetcher: Prefetcher | None = None
         try:
             with self._sigint_guard():
-                plan.callbacks.on_train_begin(self, plan.describe(run.start_step, self.checkpoint_dir,
-                                                                  ["loss", *self.metrics]))
+                plan.callbacks.on_train_begin(
+                    self, plan.describe(run.start_step, self.checkpoint_dir, ["loss", *self.metrics])
+                )
                 if plan.target is not None and run.start_step >= plan.target:
                     run.message = f"already at step {run.start_step} (target {plan.target}): nothing to do"
                 else:
@@ -384,15 +498,26 @@ class Trainer:
         """Fresh progress, the run's configuration and its record."""
         feed, start = plan.feed, self._step
         self._stop_reason = None
-        self.progress = Progress(step=start, start_step=start, target=plan.target, batch_size=feed.batch_size,
-                                 steps_per_epoch=feed.steps_per_epoch,
-                                 epoch=feed.position(start)[0] if isinstance(feed, ArrayFeed) else None)
+        self.progress = Progress(
+            step=start,
+            start_step=start,
+            target=plan.target,
+            batch_size=feed.batch_size,
+            steps_per_epoch=feed.steps_per_epoch,
+            epoch=feed.position(start)[0] if isinstance(feed, ArrayFeed) else None,
+        )
         self.history.config = {
-            "batch_size": feed.batch_size, "steps_per_call": plan.steps_per_call, "data": feed.kind,
-            "data_on_device": feed.on_device, "steps_per_epoch": feed.steps_per_epoch,
-            "dropped_per_epoch": feed.dropped, "devices": int(self.mesh.size),
+            "batch_size": feed.batch_size,
+            "steps_per_call": plan.steps_per_call,
+            "data": feed.kind,
+            "data_on_device": feed.on_device,
+            "steps_per_epoch": feed.steps_per_epoch,
+            "dropped_per_epoch": feed.dropped,
+            "devices": int(self.mesh.size),
             "mesh": {str(a): int(s) for a, s in dict(self.mesh.shape).items()},
-            "processes": jax.process_count(), "target": plan.target, "seed": self.seed,
+            "processes": jax.process_count(),
+            "target": plan.target,
+            "seed": self.seed,
         }
         self._run = RunRecord(start_step=start, end_step=start, started=time.time())
         self.history.runs.append(self._run)
@@ -414,8 +539,16 @@ class Trainer:
                 key = ("train", chunk.length, feed.on_device)
                 if key not in self._compiled:
                     self.progress.status = "compiling"
-                    self._compile(key, f"train call ({chunk.length} steps)", call, self._state, chunk.feed, data,
-                                  donate=True, out_shardings=(self._state_shardings, None, None))
+                    self._compile(
+                        key,
+                        f"train call ({chunk.length} steps)",
+                        call,
+                        self._state,
+                        chunk.feed,
+                        data,
+                        donate=True,
+                        out_shardings=(self._state_shardings, None, None),
+                    )
                     t_mark = None
                 fn = self._compiled[key]
                 self.progress.status = "training"
@@ -486,8 +619,11 @@ class Trainer:
         if at.epoch_end and at.eval_due:
             self._epoch_end(plan, at.end // plan.steps_per_epoch, ev)
         if at.save_due:
-            self._save(plan, "epoch" if at.epoch_end and plan.save_at_epoch_end else "interval",
-                       score=self._score(ev))
+            self._save(
+                plan,
+                "epoch" if at.epoch_end and plan.save_at_epoch_end else "interval",
+                score=self._score(ev),
+            )
 
     def _score(self, ev: dict[str, float]) -> float | None:
         key = self._ckpt.keep_best if self._ckpt else None
@@ -496,8 +632,11 @@ class Trainer:
     def _run_eval(self, plan: FitPlan) -> dict[str, float]:
         assert plan.evaluation is not None
         self.progress.status = "evaluating"
-        ev = self._evaluate_batches(StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
-                                    plan.evaluation.batches, plan.evaluation.local)
+        ev = self._evaluate_batches(
+            StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
+            plan.evaluation.batches,
+            plan.evaluation.local,
+        )
         self.history.evals.append({"step": self._step, "epoch": self.progress.epoch, **ev})
         self.progress.last.update(ev)
         plan.callbacks.on_eval(self, self._step, ev)
@@ -507,12 +646,12 @@ class Trainer:
         spe = plan.steps_per_epoch
         lo, hi = (epoch - 1) * spe, epoch * spe
         back = min(len(self.history._steps), 2 * spe + 2 * MAX_STEPS_PER_CALL)
-        tail = np.asarray(self.history._steps[len(self.history._steps) - back:])
+        tail = np.asarray(self.history._steps[len(self.history._steps) - back :])
         mask = (tail > lo) & (tail <= hi)
         logs: dict[str, float] = {}
         if mask.any():
             for k, v in self.history._metrics.items():
-                vals = np.asarray(v[len(v) - back:], np.float64)[mask]
+                vals = np.asarray(v[len(v) - back :], np.float64)[mask]
                 if np.isfinite(vals).any():
                     logs[k] = float(np.nanmean(vals))
         logs.update(ev)
@@ -526,7 +665,12 @@ class Trainer:
             return
         ev: dict[str, float] = {}
         last_eval = self.history.evals[-1]["step"] if self.history.evals else None
-        if plan.evaluation is not None and reason != "interrupted" and last_eval != self._step and self._step > 0:
+        if (
+            plan.evaluation is not None
+            and reason != "interrupted"
+            and last_eval != self._step
+            and self._step > 0
+        ):
             ev = self._run_eval(plan)
         if self._ckpt is not None and self._step > 0:
             last_ckpt = self.history.checkpoints[-1]["step"] if self.history.checkpoints else None
@@ -546,8 +690,10 @@ class Trainer:
             bad, value = self._diverged.step, self._diverged.loss
             self._diverged = None
             status = "diverged"
-            msg = (f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
-                   f"model holds the last finite state, after step {bad - 1}")
+            msg = (
+                f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
+                f"model holds the last finite state, after step {bad - 1}"
+            )
         elif isinstance(error, KeyboardInterrupt) or reason == "interrupted":
             status, msg = "interrupted", f"interrupted at step {self._step}"
             if self._ckpt is not None and not isinstance(error, KeyboardInterrupt):
@@ -557,7 +703,10 @@ class Trainer:
         elif error is not None:
             status, msg = "failed", f"failed at step {self._step}: {type(error).__name__}: {error}"
         elif reason:
-            status, msg = "stopped", f"stopped at step {self._step}" + ("" if reason == "stopped" else f": {reason}")
+            status, msg = (
+                "stopped",
+                f"stopped at step {self._step}" + ("" if reason == "stopped" else f": {reason}"),
+            )
         else:
             status = "completed"
             msg = run.message or f"completed {run.steps} steps (step {self._step})"
@@ -591,15 +740,22 @@ class Trainer:
         if ckpt is None or ckpt.has_step(self._step):
             return
         feed = plan.feed
-        epoch, index = (feed.position(self._step) if isinstance(feed, ArrayFeed) else (None, None))
+        epoch, index = feed.position(self._step) if isinstance(feed, ArrayFeed) else (None, None)
         # fixed-size metadata: the history goes to the log beside the checkpoints
         meta = {
-            "step": self._step, "epoch": epoch, "index_in_epoch": index, "seed": self.seed,
-            "batch_size": feed.batch_size, "steps_per_epoch": feed.steps_per_epoch, "data": feed.kind,
-            "batches_consumed": self._batches_consumed if feed.kind == "iterable" else None, "reason": reason,
+            "step": self._step,
+            "epoch": epoch,
+            "index_in_epoch": index,
+            "seed": self.seed,
+            "batch_size": feed.batch_size,
+            "steps_per_epoch": feed.steps_per_epoch,
+            "data": feed.kind,
+            "batches_consumed": self._batches_consumed if feed.kind == "iterable" else None,
+            "reason": reason,
         }
-        self.history.checkpoints.append({"step": self._step, "path": ckpt.step_path(self._step),
-                                         "reason": reason, "time": time.time()})
+        self.history.checkpoints.append(
+            {"step": self._step, "path": ckpt.step_path(self._step), "reason": reason, "time": time.time()}
+        )
         self.progress.status = "saving"
         self._saving = True
         try:
@@ -622,19 +778,25 @@ class Trainer:
         if history is not None:
             history.truncate(self._step)  # the log may run ahead of the last committed checkpoint
             self.history = history
-        self.history.runs.append(RunRecord(start_step=self._step, end_step=self._step, status="resumed",
-                                           message=f"resumed from checkpoint at step {self._step}"))
+        self.history.runs.append(
+            RunRecord(
+                start_step=self._step,
+                end_step=self._step,
+                status="resumed",
+                message=f"resumed from checkpoint at step {self._step}",
+            )
+        )
         self._log.rewrite(self.history)
         self._sync_model()
 
     # -- compilation --------------------------------------------------------------------------
-    def _compile(self, key: Any, what: str, fn: Callable, *args: Any, donate: bool = False,
-                 out_shardings: Any = None) -> Any:
+    def _compile(
+        self, key: Any, what: str, fn: Callable, *args: Any, donate: bool = False, out_shardings: Any = None
+    ) -> Any:
         compiled = self._compiled.get(key)
         if compiled is None:
             t0 = time.perf_counter()
-            jitted = jax.jit(fn, donate_argnums=(0,) if donate else (),
-                             out_shardings=out_shardings)
+            jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
             compiled = jitted.lower(*args).compile()
             seconds = time.perf_counter() - t0
             entry: dict[str, Any] = {"what": what, "seconds": seconds}
@@ -653,6 +815,7 @@ class Trainer:
         def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any]:
             new, logs = fns.train_call(state, feed, data)
             return new, logs, new["bad"] + 0
+
         return readable(call, "Trainer.train_steps")
 
     # -- eval / predict plumbing --------------------------------------------------------------
@@ -667,13 +830,15 @@ class Trainer:
             if n_ == 0:
                 raise ValueError(f"{what} is empty (0 examples)")
             bs = int(batch_size or n_)
-            return [jax.tree.map(lambda x: x[i:i + bs], data) for i in range(0, n_, bs)], False
+            return [jax.tree.map(lambda x, i=i: x[i : i + bs], data) for i in range(0, n_, bs)], False
         if data is None:
             raise ValueError(f"{what} is None")
         try:
             batches = list(data)
         except TypeError:
-            raise TypeError(f"{what} must be arrays or an iterable of batches, got {type(data).__name__}") from None
+            raise TypeError(
+                f"{what} must be arrays or an iterable of batches, got {type(data).__name__}"
+            ) from None
         if not batches:
             raise ValueError(f"{what} is empty: no batches")
         return batches, True
@@ -681,15 +846,19 @@ class Trainer:
     def _device_batch(self, batch: Any, local: bool) -> Any:
         rows = spec_of(batch).batch_size * (jax.process_count() if local else 1)
         dp = dist.data_parallel_size(self.mesh)
-        sharding = dist.batch_sharding(self.mesh, stacked=False) if rows % dp == 0 else dist.replicated(self.mesh)
+        sharding = (
+            dist.batch_sharding(self.mesh, stacked=False) if rows % dp == 0 else dist.replicated(self.mesh)
+        )
         if local and jax.process_count() > 1:
             if rows % dp:
                 raise ValueError(f"a batch of {rows} rows cannot be split over {dp} data-parallel devices")
-            return jax.tree.map(lambda x: dist.global_from_local(x, sharding, (rows, *np.shape(x)[1:])), batch)
+            return jax.tree.map(
+                lambda x: dist.global_from_local(x, sharding, (rows, *np.shape(x)[1:])), batch
+            )
         return jax.tree.map(lambda x: dist.global_from_full(np.asarray(x), sharding), batch)
 
     def _check_against_train(self, batches: list[Any], what: str, spec: Any) -> None:
-        for i, b in enumerate(batches[:1]):
+        for b in batches[:1]:
             check_same(spec, spec_of(b, what=what), what=what, batch_too=False)
 
     def _evaluate_batches(self, fns: StepFns, batches: list[Any], local: bool) -> dict[str, float]:
@@ -698,14 +867,23 @@ class Trainer:
         for b in batches:
             db = self._device_batch(b, local)
             sig = ("eval", tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
-            fn = self._compile(sig, f"eval ({spec_of(b).batch_size} rows)", fns.eval_batch, params, rest, db,
-                               out_shardings=dist.replicated(self.mesh))
+            fn = self._compile(
+                sig,
+                f"eval ({spec_of(b).batch_size} rows)",
+                fns.eval_batch,
+                params,
+                rest,
+                db,
+                out_shardings=dist.replicated(self.mesh),
+            )
             outs.append(fn(params, rest, db))
             weights.append(spec_of(b).batch_size)
         host = jax.device_get(outs)
         w = np.asarray(weights, np.float64)
-        return {f"eval_{k}": float(np.sum(w * np.asarray([o[k] for o in host], np.float64)) / w.sum())
-                for k in host[0]}
+        return {
+            f"eval_{k}": float(np.sum(w * np.asarray([o[k] for o in host], np.float64)) / w.sum())
+            for k in host[0]
+        }
 
     def evaluate(self, data: Any, *, batch_size: int | None = None) -> dict[str, float]:
         """Mean loss and metrics over ``data`` (weighted by batch size; model in eval mode).
@@ -726,8 +904,14 @@ class Trainer:
         self._sync_from_model()
         batches, local = self._host_batches(data, batch_size, "evaluation data")
         fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False)
-        abstract_outputs(fns, self._state["params"], self._state["rest"], batches[0], loss_fn=self.loss_fn,
-                         metrics=self.metrics)
+        abstract_outputs(
+            fns,
+            self._state["params"],
+            self._state["rest"],
+            batches[0],
+            loss_fn=self.loss_fn,
+            metrics=self.metrics,
+        )
         return self._evaluate_batches(fns, batches, local)
 
     def predict(self, data: Any, *, batch_size: int | None = None) -> Any:
@@ -753,9 +937,15 @@ class Trainer:
         for b in batches:
             db = self._device_batch(b, local)
             sig = ("predict", tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
-            fn = self._compile(sig, f"predict ({spec_of(b).batch_size} rows)",
-                               lambda p, r, bb: StepFns.predict_batch(self.graphdef, self.predict_fn, p, r, bb),
-                               params, rest, db, out_shardings=dist.replicated(self.mesh))
+            fn = self._compile(
+                sig,
+                f"predict ({spec_of(b).batch_size} rows)",
+                lambda p, r, bb: StepFns.predict_batch(self.graphdef, self.predict_fn, p, r, bb),
+                params,
+                rest,
+                db,
+                out_shardings=dist.replicated(self.mesh),
+            )
             outs.append(fn(params, rest, db))
         host = jax.device_get(outs)
         return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *host)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import inspect
 import linecache
 import traceback
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 from flax import nnx
@@ -25,8 +26,9 @@ _NOT_TRACEABLE: dict[type, str] = {
 }
 
 
-def abstract_outputs(fns: StepFns, params: Any, rest: Any, batch: Any, *, loss_fn: Callable,
-                     metrics: Mapping[str, Any]) -> Any:
+def abstract_outputs(
+    fns: StepFns, params: Any, rest: Any, batch: Any, *, loss_fn: Callable, metrics: Mapping[str, Any]
+) -> Any:
     """``loss_fn``'s abstract output for ``batch``, checked: traceable, a float scalar loss, and
     every metric's inputs available. Raises ``TypeError``/``ValueError`` naming the user's line."""
     out = _traceable(lambda: fns.abstract_loss(params, rest, batch), loss_fn, metrics)
@@ -34,8 +36,11 @@ def abstract_outputs(fns: StepFns, params: Any, rest: Any, batch: Any, *, loss_f
     loss, aux = split_loss(out)
     check_metric_inputs(metrics, loss, aux, batch)
     if metrics:  # trace the metrics too: their errors also surface before the first step
-        _traceable(lambda: jax.eval_shape(readable(fns._metrics, "Trainer.check_metrics"), loss, aux, batch),
-                   loss_fn, metrics)
+        _traceable(
+            lambda: jax.eval_shape(readable(fns._metrics, "Trainer.check_metrics"), loss, aux, batch),
+            loss_fn,
+            metrics,
+        )
     return out
 
 
@@ -51,8 +56,11 @@ def not_traceable_message(error: BaseException, loss_fn: Callable, metrics: Mapp
     roles = {getattr(loss_fn, "__code__", None): "loss_fn"}
     roles.update({getattr(fn, "__code__", None): f"metric {name!r}" for name, fn in metrics.items()})
     roles.pop(None, None)
-    user = [(f, line) for f, line in traceback.walk_tb(error.__traceback__)
-            if not is_library_file(f.f_code.co_filename)]
+    user = [
+        (f, line)
+        for f, line in traceback.walk_tb(error.__traceback__)
+        if not is_library_file(f.f_code.co_filename)
+    ]
     role = next((roles[f.f_code] for f, _ in user if f.f_code in roles), "loss_fn")
     what = next((text for cls, text in _NOT_TRACEABLE.items() if isinstance(error, cls)), "a traced value")
     if user:
@@ -61,10 +69,12 @@ def not_traceable_message(error: BaseException, loss_fn: Callable, metrics: Mapp
         site = f"`{code}` at {frame.f_code.co_filename}:{line}"
     else:
         site = "a conversion to a Python value"
-    return (f"{role} must stay traceable: {site} needs a concrete number, but {role} runs inside "
-            f"jax.jit, on abstract arrays, where {what} cannot work. Keep values as jax arrays: return the "
-            "loss (or (loss, aux) to report more, with metrics=) and read numbers from the History after "
-            "training.")
+    return (
+        f"{role} must stay traceable: {site} needs a concrete number, but {role} runs inside "
+        f"jax.jit, on abstract arrays, where {what} cannot work. Keep values as jax arrays: return the "
+        "loss (or (loss, aux) to report more, with metrics=) and read numbers from the History after "
+        "training."
+    )
 
 
 def _inputs_described(aux: Any, batch: Any) -> str:
@@ -87,8 +97,11 @@ def check_metric_inputs(metrics: Mapping[str, Any], loss: Any, aux: Any, batch: 
         if not isinstance(metric, nnx.metrics.Metric) or isinstance(metric, nnx.metrics.MultiMetric):
             continue
         params = inspect.signature(metric.update).parameters.values()
-        needed = [p.name for p in params if p.default is p.empty
-                  and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        needed = [
+            p.name
+            for p in params
+            if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         missing = [n for n in needed if n not in given]
         if missing:
             raise ValueError(
@@ -97,20 +110,28 @@ def check_metric_inputs(metrics: Mapping[str, Any], loss: Any, aux: Any, batch: 
                 f"{' or '.join(map(repr, missing))}: it gets {_inputs_described(aux, batch)}. Map them: name the "
                 f"batch key {missing[0]!r}, or return (loss, {{'logits': logits, {missing[-1]!r}: ...}}) from "
                 f"loss_fn (aux dict entries are passed by name), or pass a function: "
-                f"metrics={{{name!r}: lambda aux, batch: ...}}.")
+                f"metrics={{{name!r}: lambda aux, batch: ...}}."
+            )
 
 
-def check_eval_users(callbacks: Sequence[Callback], *, has_eval: bool, keep_best: str | None,
-                     eval_names: Sequence[str]) -> None:
+def check_eval_users(
+    callbacks: Sequence[Callback], *, has_eval: bool, keep_best: str | None, eval_names: Sequence[str]
+) -> None:
     """Raise ``ValueError`` for features that act on evaluations when none will run or when the
     metric they watch does not exist."""
-    users = [(f"EarlyStopping({cb.monitor!r})", cb.monitor) for cb in callbacks if isinstance(cb, EarlyStopping)]
+    users = [
+        (f"EarlyStopping({cb.monitor!r})", cb.monitor) for cb in callbacks if isinstance(cb, EarlyStopping)
+    ]
     if keep_best:
         users.append((f"keep_best={keep_best!r}", keep_best))
     for who, name in users:
         if not has_eval:
-            raise ValueError(f"{who} acts on evaluations, but fit() has no eval_data: pass eval_data= "
-                             "(with eval_every= for an iterable of batches), or drop it")
+            raise ValueError(
+                f"{who} acts on evaluations, but fit() has no eval_data: pass eval_data= "
+                "(with eval_every= for an iterable of batches), or drop it"
+            )
         if name not in eval_names:
-            raise ValueError(f"{who} watches {name!r}, which evaluation does not produce; "
-                             f"evaluations give {', '.join(eval_names)}")
+            raise ValueError(
+                f"{who} watches {name!r}, which evaluation does not produce; "
+                f"evaluations give {', '.join(eval_names)}"
+            )

@@ -42,7 +42,9 @@ def _read_item(item: pathlib.Path) -> Any:
     try:
         json.loads((item / "_METADATA").read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"corrupted checkpoint item {item}: _METADATA is not valid JSON ({e})") from None
+        raise CheckpointError(
+            f"corrupted checkpoint item {item}: _METADATA is not valid JSON ({e})"
+        ) from None
     import orbax.checkpoint as ocp
 
     absl = logging.getLogger("absl")
@@ -71,7 +73,9 @@ def read_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[A
     notes: list[str] = []
     leftovers = [c.name for c in root.iterdir() if TMP_MARK in c.name]
     if leftovers:
-        notes.append(f"unfinished save(s) left behind (crash or interrupted async save): {', '.join(leftovers[:5])}")
+        notes.append(
+            f"unfinished save(s) left behind (crash or interrupted async save): {', '.join(leftovers[:5])}"
+        )
     steps = _steps(root)
     if step is not None and not steps:
         raise CheckpointError(f"{root}: step={step} given but this folder has no numbered step folders")
@@ -79,16 +83,25 @@ def read_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[A
         chosen = steps[-1] if step is None else step
         if chosen not in steps:
             raise CheckpointError(f"{root}: no step {chosen}; steps on disk: {', '.join(map(str, steps))}")
-        notes.insert(0, f"steps on disk: {', '.join(map(str, steps[-12:]))}" + (" …" if len(steps) > 12 else ""))
+        notes.insert(
+            0, f"steps on disk: {', '.join(map(str, steps[-12:]))}" + (" …" if len(steps) > 12 else "")
+        )
         tree, what, more = read_checkpoint(root / str(chosen))
-        return tree, f"Orbax checkpoint {root} step {chosen}" + what.split(str(root / str(chosen)), 1)[-1], notes + more
+        return (
+            tree,
+            f"Orbax checkpoint {root} step {chosen}" + what.split(str(root / str(chosen)), 1)[-1],
+            notes + more,
+        )
     if _is_item(root):
         return _read_item(root), f"Orbax checkpoint item {root}", notes
     items = sorted(c for c in root.iterdir() if c.is_dir() and (_is_item(c) or _is_json_item(c)))
     if items:
         return {c.name: _read_item(c) for c in items}, f"Orbax checkpoint {root}", notes
     if (root / "_CHECKPOINT_METADATA").is_file() or (root / "manifest.ocdbt").is_file():
-        raise CheckpointError(f"{root}: looks like an Orbax checkpoint but has no readable item "
-                              "(missing _METADATA: the checkpoint is incomplete or corrupted)")
-    raise CheckpointError(f"{root}: not an Orbax checkpoint (no _METADATA, no item folders, "
-                          "no numbered step folders)")
+        raise CheckpointError(
+            f"{root}: looks like an Orbax checkpoint but has no readable item "
+            "(missing _METADATA: the checkpoint is incomplete or corrupted)"
+        )
+    raise CheckpointError(
+        f"{root}: not an Orbax checkpoint (no _METADATA, no item folders, no numbered step folders)"
+    )

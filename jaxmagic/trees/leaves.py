@@ -16,7 +16,14 @@ import numpy as np
 from jaxmagic._format import dtype_short
 
 # Leaf status values (empty string: a concrete array on device or host).
-DELETED, ABSTRACT, TRACED, OPAQUE, METADATA, NONE = "deleted", "abstract", "traced", "opaque", "metadata", "none"
+DELETED, ABSTRACT, TRACED, OPAQUE, METADATA, NONE = (
+    "deleted",
+    "abstract",
+    "traced",
+    "opaque",
+    "metadata",
+    "none",
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +114,9 @@ def sharding_label(sharding: Any) -> tuple[str | None, int | None]:
         return name, None
 
 
-def describe_leaf(value: Any, path: tuple[str, ...], kind: str, type_name: str | None = None,
-                  annotation: str | None = None) -> Leaf:
+def describe_leaf(
+    value: Any, path: tuple[str, ...], kind: str, type_name: str | None = None, annotation: str | None = None
+) -> Leaf:
     """Describe one leaf value; never touches array data and never raises for odd objects."""
     import jax
 
@@ -117,30 +125,79 @@ def describe_leaf(value: Any, path: tuple[str, ...], kind: str, type_name: str |
         return Leaf(path, kind, type_name or "None", status=NONE)
     if isinstance(value, jax.core.Tracer):
         aval = value.aval
-        return Leaf(path, kind, tname, tuple(aval.shape), _dtype_name(aval.dtype), TRACED,
-                    itemsize=_itemsize(aval.dtype))
+        return Leaf(
+            path,
+            kind,
+            tname,
+            tuple(aval.shape),
+            _dtype_name(aval.dtype),
+            TRACED,
+            itemsize=_itemsize(aval.dtype),
+        )
     if isinstance(value, jax.Array):
         status = DELETED if value.is_deleted() else ""
         sharding = getattr(value, "sharding", None)
         spec, ndev = sharding_label(sharding)
-        return Leaf(path, kind, tname, tuple(value.shape), _dtype_name(value.dtype), status,
-                    spec or annotation, ndev, _itemsize(value.dtype), sharding)
+        return Leaf(
+            path,
+            kind,
+            tname,
+            tuple(value.shape),
+            _dtype_name(value.dtype),
+            status,
+            spec or annotation,
+            ndev,
+            _itemsize(value.dtype),
+            sharding,
+        )
     if isinstance(value, jax.ShapeDtypeStruct):
         sharding = getattr(value, "sharding", None)
         spec, ndev = sharding_label(sharding)
-        return Leaf(path, kind, tname, tuple(value.shape), _dtype_name(value.dtype), ABSTRACT,
-                    spec or annotation, ndev, _itemsize(value.dtype), sharding)
+        return Leaf(
+            path,
+            kind,
+            tname,
+            tuple(value.shape),
+            _dtype_name(value.dtype),
+            ABSTRACT,
+            spec or annotation,
+            ndev,
+            _itemsize(value.dtype),
+            sharding,
+        )
     if isinstance(value, (np.ndarray, np.generic)):
-        return Leaf(path, kind, tname, tuple(value.shape), _dtype_name(value.dtype), "",
-                    annotation, None, _itemsize(value.dtype))
+        return Leaf(
+            path,
+            kind,
+            tname,
+            tuple(value.shape),
+            _dtype_name(value.dtype),
+            "",
+            annotation,
+            None,
+            _itemsize(value.dtype),
+        )
     if type(value).__module__.startswith("orbax") and hasattr(value, "shape") and hasattr(value, "dtype"):
         sharding = getattr(value, "sharding", None)
         spec, ndev = sharding_label(sharding)
-        return Leaf(path, kind, tname, tuple(int(d) for d in value.shape), _dtype_name(value.dtype),
-                    METADATA, spec, ndev, _itemsize(value.dtype))
+        return Leaf(
+            path,
+            kind,
+            tname,
+            tuple(int(d) for d in value.shape),
+            _dtype_name(value.dtype),
+            METADATA,
+            spec,
+            ndev,
+            _itemsize(value.dtype),
+        )
     if isinstance(value, bool):
         return Leaf(path, kind, tname, (), "bool", "", None, None, 1)
     if isinstance(value, (int, float, complex)):
-        dt = {int: "int64", float: "float64", complex: "complex128"}[type(value)] if type(value) in (int, float, complex) else _dtype_name(np.asarray(value).dtype)
+        dt = (
+            {int: "int64", float: "float64", complex: "complex128"}[type(value)]
+            if type(value) in (int, float, complex)
+            else _dtype_name(np.asarray(value).dtype)
+        )
         return Leaf(path, kind, tname, (), dt, "", None, None, _itemsize(dt))
     return Leaf(path, kind, tname, status=OPAQUE)

@@ -23,7 +23,7 @@ class Totals:
     elements: int = 0
     bytes: int = 0
 
-    def add(self, leaf: Leaf) -> "Totals":
+    def add(self, leaf: Leaf) -> Totals:
         return Totals(self.leaves + 1, self.elements + (leaf.size or 0), self.bytes + (leaf.nbytes or 0))
 
     def to_dict(self) -> dict[str, int]:
@@ -68,26 +68,37 @@ class TreeSummary(Result):
             t = t.add(leaf)
         return t
 
-    def _group(self, key) -> "OrderedDict[str, Totals]":
+    def _group(self, key) -> OrderedDict[str, Totals]:
         out: OrderedDict[str, Totals] = OrderedDict()
         for leaf in self.leaves:
             k = key(leaf)
             out[k] = out.get(k, Totals()).add(leaf)
         return out
 
-    def by_kind(self) -> "OrderedDict[str, Totals]":
+    def by_kind(self) -> OrderedDict[str, Totals]:
         """Totals per variable kind (Param, BatchStat, RngState, OptState, ...; ``-`` for plain leaves)."""
         return self._group(lambda l: l.kind or "-")
 
-    def by_top(self) -> "OrderedDict[str, Totals]":
+    def by_top(self) -> OrderedDict[str, Totals]:
         """Totals per top-level entry (submodule, collection or key)."""
         return self._group(lambda l: l.path[0] if l.path else "(root)")
 
     def rows(self) -> list[Row]:
         """Leaves, or subtrees folded at ``depth`` path components."""
         if self.depth is None:
-            return [Row(l.path_str, (l.kind,) if l.kind else (), l.type_str, Totals().add(l),
-                        l.spec, l.num_devices, l.status, l.shape is not None) for l in self.leaves]
+            return [
+                Row(
+                    l.path_str,
+                    (l.kind,) if l.kind else (),
+                    l.type_str,
+                    Totals().add(l),
+                    l.spec,
+                    l.num_devices,
+                    l.status,
+                    l.shape is not None,
+                )
+                for l in self.leaves
+            ]
         groups: OrderedDict[tuple[str, ...], list[Leaf]] = OrderedDict()
         for l in self.leaves:
             groups.setdefault(l.path[: self.depth], []).append(l)
@@ -99,19 +110,34 @@ class TreeSummary(Result):
             kinds = tuple(OrderedDict.fromkeys(l.kind for l in ls if l.kind))
             if len(ls) == 1 and ls[0].path == key:
                 l = ls[0]
-                rows.append(Row(l.path_str, kinds, l.type_str, t, l.spec, l.num_devices, l.status,
-                                l.shape is not None))
+                rows.append(
+                    Row(
+                        l.path_str, kinds, l.type_str, t, l.spec, l.num_devices, l.status, l.shape is not None
+                    )
+                )
             else:
                 specs = {l.spec for l in ls}
                 ndev = {l.num_devices for l in ls}
-                rows.append(Row(".".join(key) or "(root)", kinds, f"{len(ls)} leaves", t,
-                                specs.pop() if len(specs) == 1 else "(mixed)", ndev.pop() if len(ndev) == 1 else None))
+                rows.append(
+                    Row(
+                        ".".join(key) or "(root)",
+                        kinds,
+                        f"{len(ls)} leaves",
+                        t,
+                        specs.pop() if len(specs) == 1 else "(mixed)",
+                        ndev.pop() if len(ndev) == 1 else None,
+                    )
+                )
         return rows
 
     # -- Result protocol --------------------------------------------------------------
     def summary(self) -> str:
         t = self.totals
-        shown = f"{t.leaves} of {self.total_leaves} leaves" if t.leaves != self.total_leaves else f"{t.leaves} leaves"
+        shown = (
+            f"{t.leaves} of {self.total_leaves} leaves"
+            if t.leaves != self.total_leaves
+            else f"{t.leaves} leaves"
+        )
         return f"{self.name}: {shown}, {fmt_count(t.elements)} elements, {fmt_bytes(t.bytes)}"
 
     def to_text(self, width: int = 100) -> str:
@@ -221,8 +247,17 @@ def tree(
         leaves = [l for l in leaves if pattern.search(l.path_str)]
     deep_on = (total <= DEEP_AUTO_MAX_LEAVES) if deep == "auto" else bool(deep)
     return TreeSummary(
-        name=name or getattr(type(obj), "__name__", "tree") if not isinstance(obj, (str, os.PathLike)) else (name or str(obj)),
-        source=w.source, leaves=tuple(leaves), total_leaves=total, depth=depth, kind=kind, grep=grep,
-        notes=tuple(notes), deep=deep_on, max_rows=max_rows,
+        name=name or getattr(type(obj), "__name__", "tree")
+        if not isinstance(obj, (str, os.PathLike))
+        else (name or str(obj)),
+        source=w.source,
+        leaves=tuple(leaves),
+        total_leaves=total,
+        depth=depth,
+        kind=kind,
+        grep=grep,
+        notes=tuple(notes),
+        deep=deep_on,
+        max_rows=max_rows,
         deep_obj=_deep_target(target, notes),
     )

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from jaxmagic.trees.leaves import Leaf, describe_leaf
 
-LINEN_COLLECTIONS = {"params": "Param", "batch_stats": "BatchStat", "cache": "Cache",
-                     "intermediates": "Intermediate", "losses": "Loss", "perturbations": "Perturbation"}
+LINEN_COLLECTIONS = {
+    "params": "Param",
+    "batch_stats": "BatchStat",
+    "cache": "Cache",
+    "intermediates": "Intermediate",
+    "losses": "Loss",
+    "perturbations": "Perturbation",
+}
 
 
 @dataclass
@@ -141,8 +148,7 @@ class _Walker:
                 value = x.get_value() if hasattr(x, "get_value") else x.value
                 # inside an optimizer state a Param-typed variable is a moment, not a parameter
                 own = "OptState" if kind == "OptState" else variable_kind(x, nnx)
-                self.out.leaves.append(describe_leaf(value, path, own,
-                                                     type(x).__name__, _annotation(meta)))
+                self.out.leaves.append(describe_leaf(value, path, own, type(x).__name__, _annotation(meta)))
                 return
             if isinstance(x, nnx.GraphDef):
                 self.graphdef(x, path)
@@ -151,11 +157,17 @@ class _Walker:
                 shared, cycles = _graph_references(x, nnx)
                 where = ".".join(path) or type(x).__name__
                 if shared:
-                    self.out.notes.append(f"{where}: {len(shared)} shared reference(s) counted once: "
-                                          + "; ".join(shared[:5]) + (" …" if len(shared) > 5 else ""))
+                    self.out.notes.append(
+                        f"{where}: {len(shared)} shared reference(s) counted once: "
+                        + "; ".join(shared[:5])
+                        + (" …" if len(shared) > 5 else "")
+                    )
                 if cycles:
-                    self.out.notes.append(f"{where}: {len(cycles)} cyclic reference(s) not followed: "
-                                          + "; ".join(cycles[:5]) + (" …" if len(cycles) > 5 else ""))
+                    self.out.notes.append(
+                        f"{where}: {len(cycles)} cyclic reference(s) not followed: "
+                        + "; ".join(cycles[:5])
+                        + (" …" if len(cycles) > 5 else "")
+                    )
                 self.flat_state(nnx.state(x), path, kind)
                 return
             if isinstance(x, nnx.State):
@@ -187,15 +199,19 @@ class _Walker:
             elif name not in ("GenericPytree",):
                 node_types[name] += 1
         kinds = ", ".join(f"{k} ×{v}" for k, v in node_types.most_common())
-        self.out.notes.append(f"{'.'.join(path) or 'GraphDef'}: graph definition only ({kinds}); "
-                              "it holds no arrays, so shapes and bytes come with its State")
+        self.out.notes.append(
+            f"{'.'.join(path) or 'GraphDef'}: graph definition only ({kinds}); "
+            "it holds no arrays, so shapes and bytes come with its State"
+        )
 
     def pytree(self, x: Any, prefix: tuple[str, ...], kind: str, root: bool) -> None:
         import jax
 
         cycle = _container_cycle(x)
         if cycle is not None:
-            raise ValueError(f"the tree is cyclic: {cycle or '(root)'} contains itself; JAX cannot flatten it")
+            raise ValueError(
+                f"the tree is cyclic: {cycle or '(root)'} contains itself; JAX cannot flatten it"
+            )
         linen = root and _is_linen_vars(x)
         if linen:
             self.out.source = "Linen variables"
@@ -269,12 +285,17 @@ def walk(obj: Any) -> Walk:
     opaque = [l.path_str for l in w.out.leaves if l.status == "opaque"]
     if opaque:
         types = Counter(l.type_name for l in w.out.leaves if l.status == "opaque")
-        w.out.notes.append(f"{len(opaque)} opaque leaf/leaves ({', '.join(f'{t} ×{n}' for t, n in types.most_common(5))}): "
-                           "not arrays and not registered pytree nodes, shown without shape or bytes")
+        w.out.notes.append(
+            f"{len(opaque)} opaque leaf/leaves ({', '.join(f'{t} ×{n}' for t, n in types.most_common(5))}): "
+            "not arrays and not registered pytree nodes, shown without shape or bytes"
+        )
     deleted = [l.path_str for l in w.out.leaves if l.status == "deleted"]
     if deleted:
-        w.out.notes.append(f"{len(deleted)} deleted array(s) (donated or freed; shape and dtype only): "
-                           + ", ".join(deleted[:5]) + (" …" if len(deleted) > 5 else ""))
+        w.out.notes.append(
+            f"{len(deleted)} deleted array(s) (donated or freed; shape and dtype only): "
+            + ", ".join(deleted[:5])
+            + (" …" if len(deleted) > 5 else "")
+        )
     traced = [l for l in w.out.leaves if l.status == "traced"]
     if traced:
         w.out.notes.append(f"{len(traced)} traced value(s): abstract shapes inside a transformation, no data")

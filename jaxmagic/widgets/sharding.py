@@ -99,8 +99,9 @@ class ShardingExplorer(anywidget.AnyWidget):
     def _refresh_view(self) -> None:
         a = self._report.arrays[self.selected]
         pinned = self.pinned if self.pinned >= 0 else None
-        self.view_json = json.dumps(array_view(self._report, self.selected, self.dims, self.facet,
-                                               pinned, self._drafts.get(a.name)))
+        self.view_json = json.dumps(
+            array_view(self._report, self.selected, self.dims, self.facet, pinned, self._drafts.get(a.name))
+        )
 
     def _set_quietly(self, **traits: Any) -> None:
         self._quiet = True
@@ -114,7 +115,9 @@ class ShardingExplorer(anywidget.AnyWidget):
     def _valid_selected(self, proposal: dict[str, Any]) -> int:
         value = int(proposal["value"])
         if not 0 <= value < len(self._original.arrays):
-            raise traitlets.TraitError(f"selected must be in 0..{len(self._original.arrays) - 1}, got {value}")
+            raise traitlets.TraitError(
+                f"selected must be in 0..{len(self._original.arrays) - 1}, got {value}"
+            )
         return value
 
     @traitlets.observe("selected")

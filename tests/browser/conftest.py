@@ -17,16 +17,23 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import ROOT
 
 CHROMIUM = os.environ.get("JAXMAGIC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 TOKEN = "jaxmagic-test-token"
 _workspace_ids = itertools.count()
 
@@ -60,22 +67,36 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     settings = base / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = dict(os.environ,
-               JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-               JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     port = _free_port()
     log = base / "lab.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
-           f"--port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True",
-           "--LabServerApp.open_browser=False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabServerApp.open_browser=False",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI often run as root; Jupyter refuses without it
-    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.time() + 120
     while True:
         try:
@@ -155,7 +176,8 @@ def wait_kernel_idle(page, *, timeout: float = 120_000) -> None:
         """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
                  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
                  return k && k.status === 'idle'; }""",
-        timeout=timeout)
+        timeout=timeout,
+    )
 
 
 def run_all(page, *, timeout: float = 300_000) -> None:
@@ -167,7 +189,9 @@ def run_all(page, *, timeout: float = 300_000) -> None:
                  const k = w.sessionContext.session && w.sessionContext.session.kernel;
                  return k && k.status === 'idle' &&
                         cells.every(c => c.model.executionCount !== null && !c.node.querySelector('.jp-InputPrompt').textContent.includes('*')); }""",
-        timeout=timeout, polling=500)
+        timeout=timeout,
+        polling=500,
+    )
 
 
 def error_outputs(page) -> list[str]:
@@ -177,4 +201,5 @@ def error_outputs(page) -> list[str]:
                  .filter(c => c.model.type === 'code')
                  .flatMap(c => c.model.outputs.toJSON())
                  .filter(o => o.output_type === 'error')
-                 .map(o => o.ename + ': ' + o.evalue)""")
+                 .map(o => o.ename + ': ' + o.evalue)"""
+    )

@@ -43,7 +43,9 @@ def _expected_outputs(page) -> dict[str, int]:
                  if (d[mime]) widgets++;
                  else if ((d['text/html'] || '').includes('class="jm')) reports++;
                } }
-             return {widgets, reports}; }""", WIDGET_MIME)
+             return {widgets, reports}; }""",
+        WIDGET_MIME,
+    )
 
 
 def _assert_visible(locator, what: str) -> None:
@@ -51,8 +53,9 @@ def _assert_visible(locator, what: str) -> None:
         el = locator.nth(i)
         el.scroll_into_view_if_needed()
         box = el.bounding_box()
-        assert el.is_visible() and box and box["width"] > 50 and box["height"] > 10, \
+        assert el.is_visible() and box and box["width"] > 50 and box["height"] > 10, (
             f"{what} #{i} is not visible (box {box})"
+        )
 
 
 def _show(page, locator) -> None:
@@ -62,7 +65,9 @@ def _show(page, locator) -> None:
     page.wait_for_function(
         """(e) => { const r = e.getBoundingClientRect();
                   return r.height > 0 && r.top >= 0 && r.top < window.innerHeight; }""",
-        arg=locator.element_handle(), timeout=10_000)
+        arg=locator.element_handle(),
+        timeout=10_000,
+    )
     page.wait_for_timeout(700)
 
 
@@ -84,7 +89,9 @@ def test_course_notebook_in_jupyterlab(name, lab, page, artifacts_dir):
         page.wait_for_function(
             """(n) => Array.from(document.querySelectorAll('.jp-OutputArea-output.lm-Panel'))
                      .filter(e => e.getBoundingClientRect().height > 20).length >= n""",
-            arg=expected["widgets"], timeout=60_000)
+            arg=expected["widgets"],
+            timeout=60_000,
+        )
         _assert_visible(views, "widget view")
         assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
     assert views.count() == expected["widgets"]

@@ -46,7 +46,10 @@ def test_profile_notebook_in_jupyterlab(lab, page, artifacts_dir):
     multi = page.locator("table.jm-functions:has(tbody tr:nth-child(2))").first
     multi.scroll_into_view_if_needed()
     header = multi.locator("th", has_text="compiles")
-    counts = lambda: [int(t) for t in multi.locator("tbody tr td:nth-child(3)").all_inner_texts()]
+
+    def counts():
+        return [int(t) for t in multi.locator("tbody tr td:nth-child(3)").all_inner_texts()]
+
     header.click()
     assert counts() == sorted(counts())
     header.click()
@@ -60,5 +63,5 @@ def test_profile_notebook_in_jupyterlab(lab, page, artifacts_dir):
     color = storm_report.evaluate("e => getComputedStyle(e).color")
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.wait_for_function("document.body.dataset.jpThemeLight === 'true'")
-    r, g, b = (int(v) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+    r, g, b = (int(v) for v in color[color.index("(") + 1 : color.index(")")].split(",")[:3])
     assert r + g + b > 3 * 150, f"report text colour {color} is too dark for the dark theme"

@@ -46,7 +46,9 @@ def test_sharding_explorer_in_jupyterlab(lab, page, artifacts_dir):
     inputs.nth(1).fill("data")
     ex.locator("button.jm-apply").click()
     page.wait_for_function(
-        "() => document.querySelector('.jm-explorer .jm-spec-text').textContent === \"P('fsdp', 'data')\"", timeout=30_000)
+        "() => document.querySelector('.jm-explorer .jm-spec-text').textContent === \"P('fsdp', 'data')\"",
+        timeout=30_000,
+    )
     bytes_after = ex.locator(".jm-dev-bytes").all_inner_texts()
     assert len(bytes_after) == 8 and bytes_after != bytes_before
     cells = [c.get_attribute("data-devices") for c in ex.locator("table.jm-grid td").all()]
@@ -58,8 +60,11 @@ def test_sharding_explorer_in_jupyterlab(lab, page, artifacts_dir):
     ex.locator(".jm-dev[data-device='5'] span").first.click()
     assert ex.locator("table.jm-grid td.jm-hl").count() == 1
     # the pin goes to Python, which answers with the "device 5 holds" column
-    page.wait_for_function("() => document.querySelector('.jm-explorer table.jm-leaves thead')"
-                           ".textContent.includes('device 5 holds')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('.jm-explorer table.jm-leaves thead')"
+        ".textContent.includes('device 5 holds')",
+        timeout=30_000,
+    )
     assert "device 5 holds" in ex.locator("table.jm-leaves thead").inner_text()
 
     inputs = ex.locator("input.jm-spec-input")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,8 +36,11 @@ def _python_attrs(obj: Any) -> list:
     for path, node in nnx.iter_graph(obj):
         if hasattr(node, "__dict__") and not isinstance(node, nnx.Variable):
             attrs = getattr(node, "__dict__", {})
-            plain = {k: repr(v) for k, v in attrs.items()
-                     if isinstance(v, (bool, int, float, str, tuple, type(None)))}
+            plain = {
+                k: repr(v)
+                for k, v in attrs.items()
+                if isinstance(v, (bool, int, float, str, tuple, type(None)))
+            }
             out.append((tuple(map(str, path)), type(node).__name__, sorted(attrs), sorted(plain.items())))
     return out
 
@@ -48,8 +52,10 @@ def fingerprint(obj: Any) -> Any:
     """A comparable snapshot of ``obj`` (NNX module/optimizer/metric, pytree, array)."""
     if isinstance(obj, _NNX_GRAPH_TYPES):
         graphdef, state = nnx.split(obj)
-        leaves = [(jax.tree_util.keystr(p), _leaf_bytes(x))
-                  for p, x in jax.tree_util.tree_flatten_with_path(state)[0]]
+        leaves = [
+            (jax.tree_util.keystr(p), _leaf_bytes(x))
+            for p, x in jax.tree_util.tree_flatten_with_path(state)[0]
+        ]
         return ("nnx", repr(graphdef), leaves, _python_attrs(obj))
     flat, treedef = jax.tree_util.tree_flatten_with_path(obj)
     return ("tree", str(treedef), [(jax.tree_util.keystr(p), _leaf_bytes(x)) for p, x in flat])
@@ -97,7 +103,7 @@ class CompileCounter:
         return sum(self.by_name.values())
 
     @contextlib.contextmanager
-    def listening(self) -> Iterator["CompileCounter"]:
+    def listening(self) -> Iterator[CompileCounter]:
         jax.monitoring.register_event_duration_secs_listener(self._listener)
         try:
             yield self

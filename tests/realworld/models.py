@@ -51,8 +51,9 @@ def causal_mask(seq_len: int) -> jax.Array:
 
 class TransformerBlock(nnx.Module):
     def __init__(self, embed_dim: int, num_heads: int, ff_dim: int, *, rngs: nnx.Rngs, rate: float = 0.1):
-        self.mha = nnx.MultiHeadAttention(num_heads=num_heads, in_features=embed_dim, decode=False,
-                                          kernel_init=INIT, rngs=rngs)
+        self.mha = nnx.MultiHeadAttention(
+            num_heads=num_heads, in_features=embed_dim, decode=False, kernel_init=INIT, rngs=rngs
+        )
         self.dropout1 = nnx.Dropout(rate=rate, rngs=rngs)
         self.layer_norm1 = nnx.LayerNorm(embed_dim, rngs=rngs)
         self.linear1 = nnx.Linear(embed_dim, ff_dim, kernel_init=INIT, rngs=rngs)
@@ -72,7 +73,9 @@ class TransformerBlock(nnx.Module):
 
 class TokenAndPositionEmbedding(nnx.Module):
     def __init__(self, maxlen: int, vocab_size: int, embed_dim: int, *, rngs: nnx.Rngs):
-        self.token_emb = nnx.Embed(num_embeddings=vocab_size, features=embed_dim, embedding_init=INIT, rngs=rngs)
+        self.token_emb = nnx.Embed(
+            num_embeddings=vocab_size, features=embed_dim, embedding_init=INIT, rngs=rngs
+        )
         self.pos_emb = nnx.Embed(num_embeddings=maxlen, features=embed_dim, embedding_init=INIT, rngs=rngs)
 
     def __call__(self, x):
@@ -81,12 +84,22 @@ class TokenAndPositionEmbedding(nnx.Module):
 
 
 class MiniGPT(nnx.Module):
-    def __init__(self, maxlen: int = MAXLEN, vocab_size: int = VOCAB, embed_dim: int = EMBED,
-                 num_heads: int = HEADS, ff_dim: int = FF, num_blocks: int = 1, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        maxlen: int = MAXLEN,
+        vocab_size: int = VOCAB,
+        embed_dim: int = EMBED,
+        num_heads: int = HEADS,
+        ff_dim: int = FF,
+        num_blocks: int = 1,
+        *,
+        rngs: nnx.Rngs,
+    ):
         self.maxlen = maxlen
         self.embedding_layer = TokenAndPositionEmbedding(maxlen, vocab_size, embed_dim, rngs=rngs)
         self.transformer_blocks = nnx.List(
-            [TransformerBlock(embed_dim, num_heads, ff_dim, rngs=rngs) for _ in range(num_blocks)])
+            [TransformerBlock(embed_dim, num_heads, ff_dim, rngs=rngs) for _ in range(num_blocks)]
+        )
         self.output_layer = nnx.Linear(embed_dim, vocab_size, kernel_init=INIT, rngs=rngs)
 
     def __call__(self, inputs, training: bool = False):
@@ -139,14 +152,19 @@ def token_batches(n_batches: int, batch_size: int = 4, seed: int = 0):
     out = []
     for i in range(n_batches):
         start = i * batch_size * MAXLEN
-        chunk = stream[start:start + batch_size * MAXLEN + 1]
-        out.append((jnp.asarray(chunk[:-1].reshape(batch_size, MAXLEN)),
-                    jnp.asarray(chunk[1:].reshape(batch_size, MAXLEN))))
+        chunk = stream[start : start + batch_size * MAXLEN + 1]
+        out.append(
+            (
+                jnp.asarray(chunk[:-1].reshape(batch_size, MAXLEN)),
+                jnp.asarray(chunk[1:].reshape(batch_size, MAXLEN)),
+            )
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # VAE with nnx.Rngs sampling in the encoder
+
 
 class Encoder(nnx.Module):
     def __init__(self, input_size: int, intermediate_size: int, output_size: int, *, rngs: nnx.Rngs):
@@ -209,6 +227,7 @@ def images(n: int, seed: int = 0, shape=(8, 8)) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # CNN with BatchNorm + Dropout, train()/eval()
 
+
 class CNN(nnx.Module):
     def __init__(self, *, rngs: nnx.Rngs):
         self.conv1 = nnx.Conv(1, 4, kernel_size=(3, 3), kernel_init=INIT, rngs=rngs)
@@ -251,13 +270,18 @@ def cnn_eval_step(model, metrics, batch):
 
 def digit_batches(n_batches: int, batch_size: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
-    return [{"image": jnp.asarray(rng.normal(size=(batch_size, 8, 8, 1)).astype(np.float32)),
-             "label": jnp.asarray(rng.integers(0, 10, size=batch_size).astype(np.int32))}
-            for _ in range(n_batches)]
+    return [
+        {
+            "image": jnp.asarray(rng.normal(size=(batch_size, 8, 8, 1)).astype(np.float32)),
+            "label": jnp.asarray(rng.integers(0, 10, size=batch_size).astype(np.int32)),
+        }
+        for _ in range(n_batches)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Linen + TrainState
+
 
 class LinenMLP(nn.Module):
     features: int = 16
@@ -295,6 +319,7 @@ def classification_data(n: int, din: int = 8, classes: int = 3, seed: int = 0):
 # ---------------------------------------------------------------------------------------------
 # A diffusion-style UNet at tiny size
 
+
 def timestep_embedding(t, dim: int):
     half = dim // 2
     freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / half)
@@ -307,9 +332,13 @@ class TinyUNet(nnx.Module):
         self.time_dim = time_dim
         self.time_mlp = nnx.Linear(time_dim, channels, kernel_init=INIT, rngs=rngs)
         self.inc = nnx.Conv(1, channels, kernel_size=(3, 3), kernel_init=INIT, rngs=rngs)
-        self.down = nnx.Conv(channels, 2 * channels, kernel_size=(3, 3), strides=(2, 2), kernel_init=INIT, rngs=rngs)
+        self.down = nnx.Conv(
+            channels, 2 * channels, kernel_size=(3, 3), strides=(2, 2), kernel_init=INIT, rngs=rngs
+        )
         self.norm = nnx.GroupNorm(2 * channels, num_groups=2, rngs=rngs)
-        self.up = nnx.ConvTranspose(2 * channels, channels, kernel_size=(2, 2), strides=(2, 2), kernel_init=INIT, rngs=rngs)
+        self.up = nnx.ConvTranspose(
+            2 * channels, channels, kernel_size=(2, 2), strides=(2, 2), kernel_init=INIT, rngs=rngs
+        )
         self.out = nnx.Conv(2 * channels, 1, kernel_size=(1, 1), kernel_init=INIT, rngs=rngs)
 
     def __call__(self, x, t):
@@ -351,6 +380,7 @@ def unet_train_step(model, optimizer, x0, key):
 # ---------------------------------------------------------------------------------------------
 # A data loader without drop_last: the last batch is short
 
+
 class NumpyLoader:
     """Iterates ``(X[i:i+b], y[i:i+b])`` over the whole data set, like a DataLoader without drop_last."""
 
@@ -362,7 +392,7 @@ class NumpyLoader:
 
     def __iter__(self):
         for i in range(0, len(self.X), self.batch_size):
-            yield self.X[i:i + self.batch_size], self.y[i:i + self.batch_size]
+            yield self.X[i : i + self.batch_size], self.y[i : i + self.batch_size]
 
 
 class MLP(nnx.Module):
@@ -382,6 +412,7 @@ def mlp_loss_fn(model, batch):
 
 # ---------------------------------------------------------------------------------------------
 # Orbax checkpoints made by hand
+
 
 def save_standard(model: nnx.Module, path: pathlib.Path) -> pathlib.Path:
     """``ocp.StandardCheckpointer().save(path, nnx.state(model))`` as the Flax guide shows."""

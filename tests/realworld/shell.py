@@ -15,29 +15,38 @@ from tests.realworld.fingerprint import CompileCounter, differences, fingerprint
 # initialisers for these shapes have compiled).
 IMPORTS = "from tests.realworld.models import *"
 SETUPS = {
-    "gpt": ("gpt = MiniGPT(rngs=nnx.Rngs(0))\n"
-            "gpt_opt = nnx.Optimizer(gpt, tx, wrt=nnx.Param)\n"
-            "prompt = jnp.array([[1, 2, 3, 0, 0, 0, 0, 0]])\n"
-            "gpt_batch = token_batches(1)[0]\n",
-            ["gpt", "gpt_opt", "prompt", "gpt_batch"]),
-    "vae": ("vae = VAE(rngs=nnx.Rngs(0, noise=1))\n"
-            "vae_opt = nnx.Optimizer(vae, tx, wrt=nnx.Param)\n"
-            "x = jnp.asarray(images(4))\n",
-            ["vae", "vae_opt", "x"]),
-    "cnn": ("cnn = CNN(rngs=nnx.Rngs(0))\n"
-            "cnn_opt = nnx.Optimizer(cnn, tx, wrt=nnx.Param)\n"
-            "metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average('loss'))\n"
-            "batch = digit_batches(1)[0]\n",
-            ["cnn", "cnn_opt", "metrics", "batch"]),
-    "linen": ("state = create_train_state()\n"
-              "Xl, yl = map(jnp.asarray, classification_data(16))\n",
-              ["state", "Xl", "yl"]),
-    "unet": ("unet = TinyUNet(rngs=nnx.Rngs(0))\n"
-             "unet_opt = nnx.Optimizer(unet, tx, wrt=nnx.Param)\n"
-             "x0 = jnp.asarray(images(4))[..., None]\n"
-             "t = jnp.array([1, 10, 20, 40])\n"
-             "key = jax.random.key(0)\n",
-             ["unet", "unet_opt", "x0", "t", "key"]),
+    "gpt": (
+        "gpt = MiniGPT(rngs=nnx.Rngs(0))\n"
+        "gpt_opt = nnx.Optimizer(gpt, tx, wrt=nnx.Param)\n"
+        "prompt = jnp.array([[1, 2, 3, 0, 0, 0, 0, 0]])\n"
+        "gpt_batch = token_batches(1)[0]\n",
+        ["gpt", "gpt_opt", "prompt", "gpt_batch"],
+    ),
+    "vae": (
+        "vae = VAE(rngs=nnx.Rngs(0, noise=1))\n"
+        "vae_opt = nnx.Optimizer(vae, tx, wrt=nnx.Param)\n"
+        "x = jnp.asarray(images(4))\n",
+        ["vae", "vae_opt", "x"],
+    ),
+    "cnn": (
+        "cnn = CNN(rngs=nnx.Rngs(0))\n"
+        "cnn_opt = nnx.Optimizer(cnn, tx, wrt=nnx.Param)\n"
+        "metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average('loss'))\n"
+        "batch = digit_batches(1)[0]\n",
+        ["cnn", "cnn_opt", "metrics", "batch"],
+    ),
+    "linen": (
+        "state = create_train_state()\nXl, yl = map(jnp.asarray, classification_data(16))\n",
+        ["state", "Xl", "yl"],
+    ),
+    "unet": (
+        "unet = TinyUNet(rngs=nnx.Rngs(0))\n"
+        "unet_opt = nnx.Optimizer(unet, tx, wrt=nnx.Param)\n"
+        "x0 = jnp.asarray(images(4))[..., None]\n"
+        "t = jnp.array([1, 10, 20, 40])\n"
+        "key = jax.random.key(0)\n",
+        ["unet", "unet_opt", "x0", "t", "key"],
+    ),
 }
 
 

@@ -16,6 +16,7 @@ from tests.realworld.shell import run, setup
 
 pytestmark = pytest.mark.realworld
 
+
 def _case(model, line, expect):
     return pytest.param(model, line, expect, id=f"{model}:{line}")
 
@@ -66,17 +67,24 @@ def test_magic_succeeds_and_leaves_every_object_unchanged(ip, model, line, expec
         assert cell.compiles.total == 1, dict(cell.compiles.by_name)
 
 
-@pytest.mark.parametrize("model,line,message", [
-    ("gpt", "%jaxpr gpt.generate_step(prompt)", "sample_index"),
-    ("gpt", "%jaxhlo gpt(prompt[:, :3].astype(jnp.float32))", "could not trace"),
-    ("vae", "%jaxhlo vae(jnp.ones((2, 3)))", "dot_general"),
-    ("vae", "%jaxcheck vae_train_step(vae, vae_opt)", "missing"),
-    ("cnn", "%jaxcheck cnn_train_step(cnn, cnn_opt, metrics)", "missing 1 required positional argument: 'batch'"),
-    ("cnn", "%jaxpr cnn(batch['image'][:, :, :, 0])", "could not trace"),
-    ("linen", "%jaxpr linen_train_step(state, (Xl[:, :3], yl))", "could not trace"),
-    ("unet", "%jaxcheck unet(x0)", "missing 1 required positional argument: 't'"),
-    ("unet", "%jaxhlo unet_train_step(unet, unet_opt, x0)", "missing"),
-])
+@pytest.mark.parametrize(
+    "model,line,message",
+    [
+        ("gpt", "%jaxpr gpt.generate_step(prompt)", "sample_index"),
+        ("gpt", "%jaxhlo gpt(prompt[:, :3].astype(jnp.float32))", "could not trace"),
+        ("vae", "%jaxhlo vae(jnp.ones((2, 3)))", "dot_general"),
+        ("vae", "%jaxcheck vae_train_step(vae, vae_opt)", "missing"),
+        (
+            "cnn",
+            "%jaxcheck cnn_train_step(cnn, cnn_opt, metrics)",
+            "missing 1 required positional argument: 'batch'",
+        ),
+        ("cnn", "%jaxpr cnn(batch['image'][:, :, :, 0])", "could not trace"),
+        ("linen", "%jaxpr linen_train_step(state, (Xl[:, :3], yl))", "could not trace"),
+        ("unet", "%jaxcheck unet(x0)", "missing 1 required positional argument: 't'"),
+        ("unet", "%jaxhlo unet_train_step(unet, unet_opt, x0)", "missing"),
+    ],
+)
 def test_bad_call_fails_clearly_and_changes_nothing(ip, model, line, message):
     names = setup(ip, model)
     cell = run(ip, line, names)

@@ -33,7 +33,8 @@ def compiles_by_function(report) -> collections.Counter:
 
 def assert_counts_match(report, cell) -> None:
     assert compiles_by_function(report) == +cell.compiles.by_name, (
-        f"report {dict(compiles_by_function(report))} != listener {dict(cell.compiles.by_name)}")
+        f"report {dict(compiles_by_function(report))} != listener {dict(cell.compiles.by_name)}"
+    )
     assert report.n_compiles == cell.compiles.total
 
 
@@ -98,28 +99,36 @@ def test_failing_cell_raises_the_same_error_and_keeps_the_same_steps(ip):
 def test_new_optimizer_recompile_is_explained_with_the_users_names(ip):
     setup(ip)
     ip.run_cell(MLP_SETUP)
-    report, cell = profile(ip, """
+    report, cell = profile(
+        ip,
+        """
 for lr in (1e-2, 1e-3):
     optimizer = nnx.Optimizer(mlp, optax.adam(lr), wrt=nnx.Param)   # a new transformation: a new program
     for batch in data:
         loss = mlp_step(mlp, optimizer, batch)
-""")
+""",
+    )
     assert_counts_match(report, cell)
     recompiles = [i for i in report.insights if i.kind == "recompile"]
     assert len(recompiles) == 1 and recompiles[0].function == "mlp_step"
-    assert "optimizer" in recompiles[0].message and "[0][1]" not in recompiles[0].message, recompiles[0].message
+    assert "optimizer" in recompiles[0].message and "[0][1]" not in recompiles[0].message, recompiles[
+        0
+    ].message
     assert len(recompiles[0].message) < 400, len(recompiles[0].message)
 
 
 def test_one_float_per_epoch_is_not_a_host_sync(ip):
     setup(ip, "gpt")
     ip.run_cell("data = token_batches(2)")
-    report, cell = profile(ip, """
+    report, cell = profile(
+        ip,
+        """
 for epoch in range(25):
     for batch in data:
         loss = gpt_train_step(gpt, gpt_opt, batch)
     print(f"epoch {epoch}: loss {float(loss):.3f}")
-""")
+""",
+    )
     assert_counts_match(report, cell)
     assert "host-sync" not in warnings_of(report), [i.message for i in report.insights]
 
@@ -146,7 +155,9 @@ def mlp_step(model, optimizer, batch):
     optimizer.update(model, grads)
     return loss
 """)
-    report, cell = profile(ip, "for batch in NumpyLoader(X, y, batch_size=16):\n    loss = mlp_step(mlp, mlp_opt, batch)\n")
+    report, cell = profile(
+        ip, "for batch in NumpyLoader(X, y, batch_size=16):\n    loss = mlp_step(mlp, mlp_opt, batch)\n"
+    )
     assert_counts_match(report, cell)
     assert cell.compiles.by_name["mlp_step"] == 2
     recompiles = [i for i in report.insights if i.kind == "recompile"]
@@ -175,7 +186,9 @@ def test_slicing_counts_what_the_user_wrote(ip):
 def test_cnn_train_and_eval_epochs_switching_modes_do_not_recompile(ip):
     setup(ip, "cnn")
     ip.run_cell("train_ds, test_ds = digit_batches(3), digit_batches(2, seed=1)")
-    report, cell = profile(ip, """
+    report, cell = profile(
+        ip,
+        """
 for epoch in range(2):
     cnn.train()
     for batch in train_ds:
@@ -185,7 +198,8 @@ for epoch in range(2):
         cnn_eval_step(cnn, metrics, batch)
     history = metrics.compute()
     metrics.reset()
-""")
+""",
+    )
     assert_counts_match(report, cell)
     assert cell.compiles.by_name["cnn_train_step"] <= 1 and cell.compiles.by_name["cnn_eval_step"] <= 1
     assert not warnings_of(report) & FALSE_ALARMS, [i.message for i in report.insights]
@@ -194,10 +208,13 @@ for epoch in range(2):
 def test_linen_train_state_loop_is_clean(ip):
     setup(ip, "linen")
     ip.run_cell("X, y = classification_data(64)")
-    report, cell = profile(ip, """
+    report, cell = profile(
+        ip,
+        """
 for i in range(4):
     state, loss = linen_train_step(state, (X[i * 16:(i + 1) * 16], y[i * 16:(i + 1) * 16]))
-""")
+""",
+    )
     assert_counts_match(report, cell)
     assert int(ip.user_ns["state"].step) == 4
     assert not warnings_of(report) & FALSE_ALARMS, [i.message for i in report.insights]
@@ -205,11 +222,14 @@ for i in range(4):
 
 def test_unet_loop_splitting_keys_is_clean(ip):
     setup(ip, "unet")
-    report, cell = profile(ip, """
+    report, cell = profile(
+        ip,
+        """
 for step in range(3):
     key, step_key = jax.random.split(key)
     loss = unet_train_step(unet, unet_opt, x0, step_key)
-""")
+""",
+    )
     assert_counts_match(report, cell)
     assert cell.compiles.by_name["unet_train_step"] <= 1
     assert not warnings_of(report) & FALSE_ALARMS, [i.message for i in report.insights]
@@ -234,9 +254,13 @@ def test_grad_of_jitted_function_is_not_a_recompile(ip):
 
 def test_trace_counts_every_call_of_a_precompiled_step(ip, tmp_path):
     setup(ip, "vae")
-    ip.run_cell("xs = [jnp.asarray(images(16, seed=i)) for i in range(12)]\n"
-                "loss = vae_train_step(vae, vae_opt, xs[0])")  # compiled before the profiled cell
-    report, cell = profile(ip, "for x in xs:\n    loss = vae_train_step(vae, vae_opt, x)\n", f"--trace {tmp_path}")
+    ip.run_cell(
+        "xs = [jnp.asarray(images(16, seed=i)) for i in range(12)]\n"
+        "loss = vae_train_step(vae, vae_opt, xs[0])"
+    )  # compiled before the profiled cell
+    report, cell = profile(
+        ip, "for x in xs:\n    loss = vae_train_step(vae, vae_opt, x)\n", f"--trace {tmp_path}"
+    )
     assert_counts_match(report, cell)
     assert report.function("vae_train_step").calls == 12
 
@@ -265,8 +289,11 @@ time.sleep(0.05)
 
 def test_function_defined_in_the_profiled_cell_is_labelled_with_its_cell(ip):
     setup(ip)
-    cell = run(ip, "%%jaxprofile -o -q\n@jax.jit\ndef double(v):\n    return v * 2\nout = double(jnp.ones(3))",
-               store_history=True)  # numbered as in a notebook
+    cell = run(
+        ip,
+        "%%jaxprofile -o -q\n@jax.jit\ndef double(v):\n    return v * 2\nout = double(jnp.ones(3))",
+        store_history=True,
+    )  # numbered as in a notebook
     assert cell.error is None
     defined = cell.result.result.function("double").defined_at
     assert defined == f"In[{cell.result.execution_count}]:1", defined  # the decorator, line 1 of the body
@@ -283,7 +310,10 @@ def test_int64_truncated_to_int32_is_reported(ip):
 def test_abstract_model_for_an_orbax_restore_compiles_nothing(ip):
     """The Flax checkpoint guide's restore target: nnx.eval_shape builds the model abstractly."""
     setup(ip)
-    report, cell = profile(ip, "abstract_model = nnx.eval_shape(lambda: MLP(rngs=nnx.Rngs(0)))\n"
-                               "graphdef, abstract_state = nnx.split(abstract_model)")
+    report, cell = profile(
+        ip,
+        "abstract_model = nnx.eval_shape(lambda: MLP(rngs=nnx.Rngs(0)))\n"
+        "graphdef, abstract_state = nnx.split(abstract_model)",
+    )
     assert cell.compiles.total == 0
     assert_counts_match(report, cell)

@@ -34,22 +34,27 @@ def param_elements(model) -> int:
 
 def stored_elements(model) -> int:
     """Elements Orbax stores for ``nnx.state(model)``: typed PRNG keys as their key data."""
+
     def size(x):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x = jax.random.key_data(x)
         return math.prod(x.shape)
+
     return sum(size(x) for x in jax.tree.leaves(nnx.state(model)))
 
 
-@pytest.mark.parametrize("model,expr,kind", [
-    ("gpt", "gpt", "Param"),
-    ("gpt", "gpt_opt", "OptState"),
-    ("vae", "vae", "RngState"),
-    ("cnn", "cnn", "BatchStat"),
-    ("cnn", "metrics", None),
-    ("linen", "state", None),
-    ("unet", "nnx.state(unet, nnx.Param)", "Param"),
-])
+@pytest.mark.parametrize(
+    "model,expr,kind",
+    [
+        ("gpt", "gpt", "Param"),
+        ("gpt", "gpt_opt", "OptState"),
+        ("vae", "vae", "RngState"),
+        ("cnn", "cnn", "BatchStat"),
+        ("cnn", "metrics", None),
+        ("linen", "state", None),
+        ("unet", "nnx.state(unet, nnx.Param)", "Param"),
+    ],
+)
 def test_jaxtree_of_user_objects(ip, model, expr, kind):
     names = setup(ip, model)
     cell = run(ip, f"r = %jaxtree -o -q {expr}", names)
@@ -65,12 +70,15 @@ def test_jaxtree_of_user_objects(ip, model, expr, kind):
     assert shown.error is None and shown.changed == [] and "TreeSummary" in shown.text
 
 
-@pytest.mark.parametrize("line,message", [
-    ("gpt --kind Nope", "no leaves of kind 'Nope'"),
-    ("gpt --depth deep", "--depth"),
-    ("gpt.no_such_layer", "AttributeError"),
-    ("gpt_opt --grep '('", "grep"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("gpt --kind Nope", "no leaves of kind 'Nope'"),
+        ("gpt --depth deep", "--depth"),
+        ("gpt.no_such_layer", "AttributeError"),
+        ("gpt_opt --grep '('", "grep"),
+    ],
+)
 def test_jaxtree_bad_requests_fail_clearly_and_change_nothing(ip, line, message):
     names = setup(ip, "gpt")
     cell = run(ip, f"%jaxtree {line}", names)
@@ -82,8 +90,10 @@ def test_jaxtree_bad_requests_fail_clearly_and_change_nothing(ip, line, message)
 @pytest.mark.parametrize("expr", ["gpt", "gpt_chain_opt"])
 def test_jaxtree_has_no_false_shared_reference_notes(ip, expr):
     names = setup(ip, "gpt")
-    ip.run_cell("gpt_chain_opt = nnx.Optimizer(gpt, optax.chain(optax.clip_by_global_norm(1.0), "
-                "optax.adamw(1e-3)), wrt=nnx.Param)")
+    ip.run_cell(
+        "gpt_chain_opt = nnx.Optimizer(gpt, optax.chain(optax.clip_by_global_norm(1.0), "
+        "optax.adamw(1e-3)), wrt=nnx.Param)"
+    )
     cell = run(ip, f"r = %jaxtree -o -q {expr}", names + ["gpt_chain_opt"])
     assert cell.error is None and cell.changed == []
     assert not [n for n in ip.user_ns["r"].notes if "shared reference" in n], ip.user_ns["r"].notes
@@ -146,7 +156,11 @@ def test_jaxsharding_of_a_batch_sharded_over_data(ip):
     cell = run(ip, "r = %jaxsharding -o -q xs", names)
     assert cell.error is None and cell.changed == []
     assert list(ip.user_ns["r"].device_bytes().values()) == [16 * 8 * 8 * 4 // 8] * 8
-    for bad in ("%jaxsharding xs --spec 'nope'", "%jaxsharding undefined_state", "%jaxsharding xs --shape abc"):
+    for bad in (
+        "%jaxsharding xs --spec 'nope'",
+        "%jaxsharding undefined_state",
+        "%jaxsharding xs --shape abc",
+    ):
         cell = run(ip, bad, names)
         assert isinstance(cell.error, UsageError), (bad, cell.error)
         assert cell.changed == []

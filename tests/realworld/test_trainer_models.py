@@ -47,15 +47,32 @@ def _cases():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
     labels = rng.integers(0, 10, 32).astype(np.int32)
-    unet_batches = [(M.images(8, seed=i)[..., None], rng.integers(0, M.NOISE_STEPS, 8).astype(np.int32),
-                     rng.normal(size=(8, 8, 8, 1)).astype(np.float32)) for i in range(4)]
+    unet_batches = [
+        (
+            M.images(8, seed=i)[..., None],
+            rng.integers(0, M.NOISE_STEPS, 8).astype(np.int32),
+            rng.normal(size=(8, 8, 8, 1)).astype(np.float32),
+        )
+        for i in range(4)
+    ]
     X, y = M.classification_data(64)
     return {
         # model factory, loss_fn, data, fit kwargs, steps expected
         "gpt": (lambda: M.MiniGPT(rngs=nnx.Rngs(0)), M.gpt_loss_fn, M.token_batches(4), {}, 4),
-        "vae": (lambda: M.VAE(rngs=nnx.Rngs(0, noise=1)), M.vae_loss, M.images(64), {"steps": 4, "batch_size": 16}, 4),
-        "cnn": (lambda: M.CNN(rngs=nnx.Rngs(0)), M.cnn_loss_fn, {"image": images, "label": labels},
-                {"steps": 4, "batch_size": 8}, 4),
+        "vae": (
+            lambda: M.VAE(rngs=nnx.Rngs(0, noise=1)),
+            M.vae_loss,
+            M.images(64),
+            {"steps": 4, "batch_size": 16},
+            4,
+        ),
+        "cnn": (
+            lambda: M.CNN(rngs=nnx.Rngs(0)),
+            M.cnn_loss_fn,
+            {"image": images, "label": labels},
+            {"steps": 4, "batch_size": 8},
+            4,
+        ),
         "unet": (lambda: M.TinyUNet(rngs=nnx.Rngs(0)), _unet_loss, unet_batches, {}, 4),
         "linen": (_linen_bridge, _linen_loss, (X, y), {"steps": 4, "batch_size": 16}, 4),
     }
@@ -109,8 +126,16 @@ def test_users_own_orbax_directory_is_refused_clearly_and_untouched(tmp_path):
 def test_trainer_checkpoints_do_not_grow_with_steps(ip, tmp_path):
     X, y = M.classification_data(64)
     model = M.MLP(rngs=nnx.Rngs(0))
-    trainer = Trainer(model, optax.adam(1e-2), M.mlp_loss_fn, devices=one_device(),
-                      checkpoint_dir=str(tmp_path / "run"), save_every_epoch=False, save_every=100, keep=10)
+    trainer = Trainer(
+        model,
+        optax.adam(1e-2),
+        M.mlp_loss_fn,
+        devices=one_device(),
+        checkpoint_dir=str(tmp_path / "run"),
+        save_every_epoch=False,
+        save_every=100,
+        keep=10,
+    )
     trainer.fit((X, y), steps=4, batch_size=16, progress=None, steps_per_call=4)
     trainer.fit((X, y), steps=200, batch_size=16, progress=None, steps_per_call=4)
     ip.user_ns["run_dir"] = str(tmp_path / "run")
@@ -132,12 +157,19 @@ trainer = Trainer(mlp, optax.adam(1e-2), mlp_loss_fn, devices=jax.devices()[:1])
 def test_profiled_fit_is_clean_and_readable(ip):
     setup(ip)
     ip.run_cell("from jaxmagic.train import Trainer\n" + PROFILED_FIT)
-    cell = run(ip, "%%jaxprofile -o -q\n"
-                   "history = trainer.fit((X, y), epochs=3, batch_size=16, eval_data=(Xv, yv), progress=None)")
+    cell = run(
+        ip,
+        "%%jaxprofile -o -q\n"
+        "history = trainer.fit((X, y), epochs=3, batch_size=16, eval_data=(Xv, yv), progress=None)",
+    )
     assert cell.error is None
     report = cell.result.result
-    assert [i.kind for i in report.insights if i.severity == "warn"] == [], [i.message for i in report.insights]
-    assert not {f.name for f in report.functions} & {"call", "f", "eval_batch"}, [f.name for f in report.functions]
+    assert [i.kind for i in report.insights if i.severity == "warn"] == [], [
+        i.message for i in report.insights
+    ]
+    assert not {f.name for f in report.functions} & {"call", "f", "eval_batch"}, [
+        f.name for f in report.functions
+    ]
 
 
 def test_profiled_fit_compile_count_matches_xla(ip):
@@ -147,4 +179,6 @@ def test_profiled_fit_compile_count_matches_xla(ip):
     assert cell.error is None
     report = cell.result.result
     assert report.n_compiles == cell.compiles.total, (
-        {f.name: len(f.compiles) for f in report.functions}, dict(cell.compiles.by_name))
+        {f.name: len(f.compiles) for f in report.functions},
+        dict(cell.compiles.by_name),
+    )
