@@ -8,12 +8,16 @@
 - whether an array was deleted (donated).
 
 ``namespace_fingerprint(ns)`` does that for every model, optimizer, array and pytree of
-arrays in a namespace (an IPython ``user_ns``). Two equal fingerprints mean nothing the user
-holds changed. (A candidate for ``tests/helpers.py`` when that module lands.)
+arrays in a namespace (an IPython ``user_ns``); ``fingerprint_all(ns, names)`` for chosen
+names. Two equal fingerprints mean nothing the user holds changed; ``differences`` says what
+did. ``CompileCounter`` is a test's own, independent count of XLA compiles.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -66,7 +70,7 @@ def graph_fingerprint(obj: Any) -> tuple:
             entry += (_leaf(node),)
         nodes.append(entry)
     values = tuple((tuple(map(str, p)), _leaf(v)) for p, v in jax.tree_util.tree_flatten_with_path(state)[0])
-    return ("graph", graphdef, tuple(nodes), values)
+    return ("graph", graphdef, values, tuple(nodes))
 
 
 def fingerprint(obj: Any) -> Any:
@@ -79,8 +83,8 @@ def fingerprint(obj: Any) -> Any:
     return (
         "tree",
         str(treedef),
-        id(obj),
         tuple(fingerprint(v) if nnx.graph.is_graph_node(v) else _leaf(v) for v in leaves),
+        id(obj),
     )
 
 
@@ -106,3 +110,63 @@ def namespace_fingerprint(ns: dict) -> dict:
         for name, value in ns.items()
         if not name.startswith("_") and _holds_arrays(value)
     }
+
+
+def values(obj: Any) -> tuple:
+    """Only the values (no identities): compares two distinct objects, e.g. a profiled run's
+    model with an unprofiled twin's."""
+    return fingerprint(obj)[2]
+
+
+def fingerprint_all(ns: dict, names: list[str]) -> dict:
+    """Fingerprints of ``ns[name]`` for each name (missing names recorded as missing)."""
+    return {name: fingerprint(ns[name]) if name in ns else "<missing>" for name in names}
+
+
+_PARTS = {
+    "graph": ("kind", "graph structure", "values", "nodes"),
+    "tree": ("kind", "structure", "leaves", "identity"),
+}
+
+
+def differences(before: dict, after: dict) -> list[str]:
+    """Names whose fingerprint changed, with the first part that differs, for messages."""
+    changed = []
+    for name, b in before.items():
+        a = after.get(name)
+        if b == a:
+            continue
+        what = "value"
+        if isinstance(b, tuple) and isinstance(a, tuple) and len(a) == len(b) and b[0] in _PARTS:
+            what = next((_PARTS[b[0]][i] for i in range(len(b)) if b[i] != a[i]), "value")
+        changed.append(f"{name}: {what} changed")
+    return changed
+
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileCounter:
+    """Counts XLA backend compiles per function name with the test's own jax.monitoring listener."""
+
+    def __init__(self) -> None:
+        self.by_name: collections.Counter = collections.Counter()
+
+    def _listener(self, event: str, seconds: float, **kwargs: Any) -> None:
+        if event == COMPILE_EVENT:
+            name = str(kwargs.get("fun_name", "?"))
+            if name.startswith("jit(") and name.endswith(")"):
+                name = name[4:-1]
+            self.by_name[name] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_name.values())
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[CompileCounter]:
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        try:
+            yield self
+        finally:
+            jax.monitoring.unregister_event_duration_listener(self._listener)

@@ -8,7 +8,7 @@ from typing import Any
 
 from IPython.utils.capture import capture_output
 
-from tests.realworld.fingerprint import CompileCounter, differences, fingerprint_all
+from tests.fingerprint import CompileCounter, differences, fingerprint_all
 
 # Setup cells: user code run in the shell before a magic, so objects live in ``ip.user_ns``
 # exactly as in a notebook. Each builds fresh objects (model creation is cheap once the

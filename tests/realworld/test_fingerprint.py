@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from tests.realworld.fingerprint import CompileCounter, differences, fingerprint, fingerprint_all
+from tests.fingerprint import CompileCounter, differences, fingerprint, fingerprint_all
 from tests.realworld.models import VAE, create_train_state
 
 pytestmark = pytest.mark.realworld

@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 
 from tests.realworld.shell import run, setup
 
-pytestmark = pytest.mark.realworld
+pytestmark = [pytest.mark.realworld, pytest.mark.slow]  # whole models under every magic: ~1 min
 
 
 def _case(model, line, expect):

@@ -12,10 +12,10 @@ import collections
 
 import pytest
 
-from tests.realworld.fingerprint import values
+from tests.fingerprint import values
 from tests.realworld.shell import run, setup
 
-pytestmark = pytest.mark.realworld
+pytestmark = [pytest.mark.realworld, pytest.mark.slow]  # whole models under every magic: ~1 min
 
 FALSE_ALARMS = {"recompile", "jit-recreated", "host-sync", "eager-ops", "captured-constant"}
 

@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from tests.realworld.models import MLP, save_standard, save_with_manager
 from tests.realworld.shell import run, setup
 
-pytestmark = pytest.mark.realworld
+pytestmark = [pytest.mark.realworld, pytest.mark.slow]  # whole models under every magic: ~1 min
 
 BARE_PATH = "issue 8: %jaxtree with a bare checkpoint path (the README's form) is a SyntaxError"
 SHARED_NOTES = "issue 8: %jaxtree prints false 'shared reference(s) counted once' notes"

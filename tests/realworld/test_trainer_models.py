@@ -13,11 +13,11 @@ import pytest
 from flax import nnx
 
 from jaxmagic.train import Trainer
+from tests.fingerprint import CompileCounter, fingerprint, values
 from tests.realworld import models as M
-from tests.realworld.fingerprint import CompileCounter, fingerprint, values
 from tests.realworld.shell import run, setup
 
-pytestmark = pytest.mark.realworld
+pytestmark = [pytest.mark.realworld, pytest.mark.slow]  # whole models under every magic: ~1 min
 
 
 def one_device():
