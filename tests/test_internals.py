@@ -8,17 +8,17 @@ import jax.numpy as jnp
 import pytest
 from jax.experimental import checkify
 
-from jaxmagic import _internals as internals
+from jaxmagic import _internals
 from jaxmagic._internals import InternalsChanged
 
 
 def test_lowering_call_binds_by_name_on_a_real_compile():
-    owner, name = internals.lowering_target()
+    owner, name = _internals.lowering_target()
     original = getattr(owner, name)
     seen = []
 
     def spy(*args, **kwargs):
-        seen.append(internals.lowering_call(args, kwargs))
+        seen.append(_internals.lowering_call(args, kwargs))
         return original(*args, **kwargs)
 
     a, b = jnp.ones(3), jnp.ones(3)
@@ -33,63 +33,51 @@ def test_lowering_call_binds_by_name_on_a_real_compile():
 
 
 def test_lowering_signature_change_names_the_versions(monkeypatch):
-    owner, name = internals.lowering_target()
+    owner, name = _internals.lowering_target()
     monkeypatch.setattr(owner, name, lambda jaxpr, *rest: None)
-    internals._lowering_signature.cache_clear()
+    _internals._lowering_signature.cache_clear()
     try:
         with pytest.raises(InternalsChanged, match=r"jax \S+ \(tested with jax 0\.10\.2\)"):
-            internals.lowering_target()
+            _internals.lowering_target()
     finally:
         monkeypatch.undo()
-        internals._lowering_signature.cache_clear()
-    internals.lowering_target()  # restored
+        _internals._lowering_signature.cache_clear()
+    _internals.lowering_target()  # restored
 
 
 def test_executable_of_a_compiled_lowering():
     lowered = jax.jit(jnp.sin).lower(jnp.ones(2))
     computation = lowered._lowering  # what the lowering hook sees
-    assert internals.executable_of(computation) is None  # not compiled yet
+    assert _internals.executable_of(computation) is None  # not compiled yet
     lowered.compile()
-    assert "sine" in internals.executable_of(computation).as_text()
+    assert "sine" in _internals.executable_of(computation).as_text()
 
 
 def test_eval_trace_and_array_impl_have_the_expected_shape():
-    assert callable(internals.eval_trace().process_primitive)
-    cls = internals.array_impl()
+    assert callable(_internals.eval_trace().process_primitive)
+    cls = _internals.array_impl()
     x = jnp.arange(3)
     assert isinstance(x, cls)
     # an array over several devices is assembled on the host once, then cached
     mesh = jax.make_mesh((8,), ("x",))
     fresh = jax.device_put(jnp.arange(8), jax.sharding.NamedSharding(mesh, jax.P("x")))
-    assert not internals.host_copy_cached(fresh)
+    assert not _internals.host_copy_cached(fresh)
     fresh.tolist()
-    assert internals.host_copy_cached(fresh)
+    assert _internals.host_copy_cached(fresh)
 
 
 def test_array_impl_change_names_the_versions(monkeypatch):
-    cls = internals.array_impl()
+    cls = _internals.array_impl()
     monkeypatch.setattr(cls, "_value", None)  # no longer a property
     with pytest.raises(InternalsChanged, match="ArrayImpl._value"):
-        internals.array_impl()
+        _internals.array_impl()
 
 
 def test_cache_miss_loggers_exist_and_missing_modules_are_reported(monkeypatch):
-    assert internals.cache_miss_loggers()
+    assert _internals.cache_miss_loggers()
     monkeypatch.setattr(internals, "_MISS_LOGGER_MODULES", ("jax._src.no_such_module",))
     with pytest.raises(InternalsChanged, match="no_such_module"):
-        internals.cache_miss_loggers()
-
-
-def test_checkify_errors_lists_every_error_in_order():
-    def f(x, i):
-        y = jnp.log(x - 1.0) * 0.0  # nan at x == 1 (0 * -inf)
-        return y + x[i]
-
-    checked = jax.jit(checkify.checkify(f, errors=checkify.all_checks))
-    err, _ = checked(jnp.ones(3), 7)
-    found = internals.checkify_errors(err)
-    kinds = [type(e).__name__ for _, e in found]
-    assert "OOBError" in kinds and "NaNError" in kinds
+        _internals.cache_miss_loggers()
 
 
 def test_checkify_change_names_the_versions():
@@ -97,11 +85,11 @@ def test_checkify_change_names_the_versions():
         pass
 
     with pytest.raises(InternalsChanged, match="checkify.Error"):
-        internals.checkify_errors(NotAnError())
+        _internals.checkify_errors(NotAnError())
 
 
 def test_subshell_route_is_none_outside_a_kernel():
-    assert internals.route_comm_to_subshell(object()) is None
+    assert _internals.route_comm_to_subshell(object()) is None
 
 
 def test_transparent_slots_hold_the_wrapped_values():
@@ -120,3 +108,60 @@ def test_transparent_slots_hold_the_wrapped_values():
     state = nnx.state(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
     slot = next(s for cls, s in found.items() if isinstance(state, cls))
     assert set(vars(state)[slot]) == {"kernel", "bias"}
+
+
+# -- %jaxcheck's hooks: checkify's error tables, equation tracebacks, nested jaxprs, op-by-op --
+
+
+def _floor_div(a, b):
+    return a // b
+
+
+def test_checkify_errors_lists_every_error_in_order():
+    def f(x, i):
+        return x[i] + jnp.log(x - 2.0).sum() / (i - 10)
+
+    error, _ = jax.jit(checkify.checkify(f, errors=checkify.all_checks))(jnp.arange(3.0), 10)
+    found = _internals.checkify_errors(error)
+    assert [type(e).__name__ for _, e in found] == ["OOBError", "NaNError", "DivisionByZeroError"]
+    assert [c for c, _ in found] == sorted(c for c, _ in found)
+
+
+def test_checkify_errors_names_the_version_when_the_tables_are_gone():
+    with pytest.raises(InternalsChanged, match=r"jax \S+ \(tested with jax 0\.10\.2\)"):
+        _internals.checkify_errors(object())
+
+
+def test_report_degrades_to_the_first_error_with_a_note():
+    from jaxmagic.check import _exceptions
+
+    class OnlyPublic:  # an Error whose private tables changed: only the public API is left
+        def get_exception(self):
+            return ValueError("first")
+
+    found, note = _exceptions(OnlyPublic())
+    assert [str(e) for e in found] == ["first"]
+    assert note.startswith("only the first error is listed: checkify.Error._pred")
+
+
+def test_equation_tracebacks_and_nested_jaxprs():
+    closed = jax.jit(_floor_div).trace(jnp.array([4, 5]), jnp.array([2, 1])).jaxpr
+    call = closed.jaxpr.eqns[0]  # jnp's floor_divide is itself jitted
+    body = _internals.call_body(call)
+    assert body is not None and _internals.sub_jaxprs(call)[0] is body.jaxpr
+    frames = _internals.traceback_frames(_internals.equation_traceback(call))
+    assert any(f == __file__ and fn.endswith("_floor_div") for f, _, fn in frames)
+    inner = body.jaxpr.eqns[0]
+    inner_frames = _internals.traceback_frames(_internals.equation_traceback(inner))
+    assert inner_frames and all(f != __file__ for f, _, _ in inner_frames)  # stops at the jit
+    assert _internals.traceback_frames(None) == []
+
+
+def test_eval_equation_runs_one_equation_eagerly():
+    closed = jax.jit(lambda x: jnp.sin(x) * 2).trace(jnp.ones(2)).jaxpr
+    sin = closed.jaxpr.eqns[0]
+    assert sin.primitive.name == "sin"
+    (out,) = _internals.eval_equation(sin, [jnp.zeros(2)])
+    assert jnp.array_equal(out, jnp.zeros(2))
+    call = jax.jit(_floor_div).trace(jnp.array([7]), jnp.array([2])).jaxpr.jaxpr.eqns[0]
+    assert _internals.eval_equation(call, [jnp.array([7]), jnp.array([2])])[0].tolist() == [3]
