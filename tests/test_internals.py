@@ -75,7 +75,7 @@ def test_array_impl_change_names_the_versions(monkeypatch):
 
 def test_cache_miss_loggers_exist_and_missing_modules_are_reported(monkeypatch):
     assert _internals.cache_miss_loggers()
-    monkeypatch.setattr(internals, "_MISS_LOGGER_MODULES", ("jax._src.no_such_module",))
+    monkeypatch.setattr(_internals, "_MISS_LOGGER_MODULES", ("jax._src.no_such_module",))
     with pytest.raises(InternalsChanged, match="no_such_module"):
         _internals.cache_miss_loggers()
 
