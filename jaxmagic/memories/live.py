@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -55,12 +56,9 @@ def namespace_roots(
 
 
 def _user_namespace() -> tuple[dict, set[str], dict | None]:
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        shell = None
+    # the running shell if IPython is loaded already; capture code never imports IPython itself
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
     if shell is not None:
         hidden_ns = getattr(shell, "user_ns_hidden", None)
         return shell.user_ns, set(hidden_ns or ()), hidden_ns
