@@ -67,7 +67,8 @@ def test_autodiff_values_and_programs():
     assert "cos a" in grad and "add_any" in grad  # backward pass in the jaxpr
     assert "'w': Array([-0.84, -1.01, -1.18]" in text_of(AD, "vgrad")
     assert "f''(1.0) = 3.00" in text_of(AD, "grad2")
-    assert "jaxpr of g(v: f32[3]) -> f32[3,3]" in text_of(AD, "jac")
+    # the title names the callee as written in the cell: jax.jacfwd(g), not the inner g
+    assert "jaxpr of jax.jacfwd(g)(v: f32[3]) -> f32[3,3]" in text_of(AD, "jac")
     jvp = text_of(AD, "jvp")
     assert "J @ e0 = [ 2. -0.  2.] == first column: [ 2. -0.  2.]" in jvp
 
