@@ -34,6 +34,7 @@ MAGICS = {
     "jaxdevices": ("", "DevicesReport"),
     "jaxmemory": ("", "MemoryReport"),
     "jaxplan": ("f(x)", "PlanReport"),
+    "jaxcompiles": ("", "CompileLedgerReport"),
 }
 
 

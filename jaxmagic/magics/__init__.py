@@ -15,6 +15,7 @@ MAGIC_CLASSES = (
     "jaxmagic.magics.check:CheckMagics",
     "jaxmagic.magics.structure:StructureMagics",
     "jaxmagic.magics.memory:MemoryMagics",
+    "jaxmagic.magics.ledger:LedgerMagics",
 )
 
 
