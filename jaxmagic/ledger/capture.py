@@ -51,17 +51,35 @@ def _is_not_users(filename: str) -> bool:
     return any(p in _SHELL_PARTS for p in parts[-4:])
 
 
-def _site() -> tuple[tuple[str, int] | None, bool]:
-    """The user's line that caused the compile, and whether it is one op run outside ``jit``
-    (JAX compiles each eager op through ``dispatch.apply_primitive``)."""
+def _site() -> tuple[tuple[str, int] | None, list[str], bool]:
+    """The user's line that caused the compile (innermost user frame), the files of all user
+    frames, outermost first (the outermost cell among them is the cell that runs), and whether
+    this is one op run outside ``jit`` (JAX compiles each eager primitive through
+    ``dispatch.apply_primitive``)."""
     frame, eager = sys._getframe(2), False
+    inner, files = None, []
     while frame is not None:
         code = frame.f_code
         if not _is_not_users(code.co_filename):
-            return (code.co_filename, frame.f_lineno), eager
-        eager = eager or (code.co_name == "apply_primitive" and code.co_filename.endswith("dispatch.py"))
+            if inner is None:
+                inner = (code.co_filename, frame.f_lineno)
+            if not files or files[-1] != code.co_filename:
+                files.append(code.co_filename)
+        elif inner is None:
+            eager = eager or (code.co_name == "apply_primitive" and code.co_filename.endswith("dispatch.py"))
         frame = frame.f_back
-    return None, eager
+    files.reverse()
+    return inner, files, eager
+
+
+def _cell_number(label: str | None) -> int | None:
+    """``In[12]`` -> 12."""
+    if label and label.startswith("In[") and label.endswith("]"):
+        try:
+            return int(label[3:-1])
+        except ValueError:
+            return None
+    return None
 
 
 @dataclass(slots=True)
@@ -104,6 +122,20 @@ class Group:
     outcome_s: dict = field(default_factory=dict)  # outcome -> backend seconds
 
 
+_OP_NAMES: frozenset[str] | None = None
+
+
+def _is_op(name: str) -> bool:
+    """A jax.numpy / jax.lax function (jnp's ufuncs are jitted functions of their own) or a
+    primitive: compiled alone, it is one op run outside a user's jit."""
+    global _OP_NAMES
+    if _OP_NAMES is None:
+        import jax
+
+        _OP_NAMES = frozenset(n for m in (jax.numpy, jax.lax) for n in dir(m) if not n.startswith("_"))
+    return name in _OP_NAMES
+
+
 class _Pending(threading.local):
     """The compile in progress on this thread (JAX compiles on the calling thread)."""
 
@@ -134,7 +166,8 @@ class CompileLedger:
 
     Args:
       label_file: names a code file as the user sees it (``In[5]`` for a cell), or None.
-      current_cell: the number of the cell running now, or None outside a shell.
+      current_cell: the number of the cell running now; by default the outermost cell frame on
+        the stack (named by ``label_file``) tells it, else None.
     """
 
     OVERFLOW = "(more call sites)"
@@ -148,7 +181,7 @@ class CompileLedger:
         max_groups: int = 5000,
     ) -> None:
         self.label_file = label_file or (lambda f: None)
-        self.current_cell = current_cell or (lambda: None)
+        self.current_cell = current_cell
         self.max_groups = max_groups
         self._lock = threading.Lock()
         self._pending = _Pending()
@@ -224,9 +257,13 @@ class CompileLedger:
         p = self._pending
         name = _bare(fun_name)
         outcome, cache_dir = self._outcome(backend_s)
-        site, eager = _site()
+        site, files, eager = _site()
         site = site or ("?", 0)
-        cell = self.current_cell()
+        eager = eager or _is_op(name)
+        if self.current_cell is not None:
+            cell = self.current_cell()
+        else:
+            cell = next((n for n in map(_cell_number, map(self.label_file, files)) if n is not None), None)
         with self._lock:
             self.seq += 1
             if cache_dir and (not self.cache_dirs or self.cache_dirs[-1] != cache_dir):

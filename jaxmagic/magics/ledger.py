@@ -63,10 +63,7 @@ def install_ledger(shell: Any) -> None:
     """Start the session's compile ledger (replacing any earlier one: one listener after reloads)."""
     from jaxmagic.ledger import start
 
-    start(
-        label_file=lambda f: cell_label(shell, f),
-        current_cell=lambda: getattr(shell, "execution_count", None),
-    )
+    start(label_file=lambda f: cell_label(shell, f))
 
 
 def uninstall_ledger(shell: Any) -> None:
