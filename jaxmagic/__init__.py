@@ -34,6 +34,8 @@ _LAZY = {
     "plan": "jaxmagic.memories",
     "PlanReport": "jaxmagic.memories",
     "CompileLedgerReport": "jaxmagic.ledger",
+    "compare": "jaxmagic.diff",
+    "ComparisonReport": "jaxmagic.diff",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

@@ -21,6 +21,10 @@ def f(x):
     return jnp.sin(x) * 2
 x = jnp.ones(3)
 model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+from jaxmagic.profile import Profiler
+with Profiler() as _prof:
+    f(x)
+rep_a = rep_b = _prof.report()
 """
 
 # magic -> (expression, result type); the expression is what each magic inspects.
@@ -35,6 +39,7 @@ MAGICS = {
     "jaxmemory": ("", "MemoryReport"),
     "jaxplan": ("f(x)", "PlanReport"),
     "jaxcompiles": ("", "CompileLedgerReport"),
+    "jaxdiff": ("rep_a rep_b", "ComparisonReport"),
 }
 
 

@@ -215,6 +215,10 @@ def _ledger_empty() -> Result:
     return CompileLedger().report()
 
 
+def _comparison() -> Result:
+    return jaxmagic.compare(_profile(), _profile_incomplete())
+
+
 BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete},
     "IRReport": {"jaxpr": _ir("jaxpr"), "stablehlo": _ir("stablehlo"), "optimized": _ir("stablehlo", True)},
@@ -227,6 +231,7 @@ BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "OOMReport": {"oom": _oom},
     "PlanReport": {"data-parallel": _plan},
     "CompileLedgerReport": {"session": _ledger, "empty": _ledger_empty},
+    "ComparisonReport": {"two-profiles": _comparison},
 }
 CASES = [(kind, variant) for kind, variants in BUILDERS.items() for variant in variants]
 

@@ -16,6 +16,7 @@ MAGIC_CLASSES = (
     "jaxmagic.magics.structure:StructureMagics",
     "jaxmagic.magics.memory:MemoryMagics",
     "jaxmagic.magics.ledger:LedgerMagics",
+    "jaxmagic.magics.diff:DiffMagics",
 )
 
 
