@@ -36,6 +36,8 @@ _LAZY = {
     "CompileLedgerReport": "jaxmagic.ledger",
     "compare": "jaxmagic.diff",
     "ComparisonReport": "jaxmagic.diff",
+    "tabulate": "jaxmagic.layercost",
+    "LayerCostReport": "jaxmagic.layercost",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]

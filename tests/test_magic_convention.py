@@ -40,6 +40,7 @@ MAGICS = {
     "jaxplan": ("f(x)", "PlanReport"),
     "jaxcompiles": ("", "CompileLedgerReport"),
     "jaxdiff": ("rep_a rep_b", "ComparisonReport"),
+    "jaxtabulate": ("model(jnp.ones((4, 2)))", "LayerCostReport"),
 }
 
 

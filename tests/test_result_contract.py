@@ -219,6 +219,10 @@ def _comparison() -> Result:
     return jaxmagic.compare(_profile(), _profile_incomplete())
 
 
+def _tabulate() -> Result:
+    return jaxmagic.tabulate(TinyMLP(rngs=nnx.Rngs(0)), jnp.ones((4, 8)))
+
+
 BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete},
     "IRReport": {"jaxpr": _ir("jaxpr"), "stablehlo": _ir("stablehlo"), "optimized": _ir("stablehlo", True)},
@@ -232,6 +236,7 @@ BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "PlanReport": {"data-parallel": _plan},
     "CompileLedgerReport": {"session": _ledger, "empty": _ledger_empty},
     "ComparisonReport": {"two-profiles": _comparison},
+    "LayerCostReport": {"mlp": _tabulate},
 }
 CASES = [(kind, variant) for kind, variants in BUILDERS.items() for variant in variants]
 

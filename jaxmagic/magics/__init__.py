@@ -17,6 +17,7 @@ MAGIC_CLASSES = (
     "jaxmagic.magics.memory:MemoryMagics",
     "jaxmagic.magics.ledger:LedgerMagics",
     "jaxmagic.magics.diff:DiffMagics",
+    "jaxmagic.magics.tabulate:TabulateMagics",
 )
 
 
