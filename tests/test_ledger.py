@@ -350,3 +350,20 @@ def test_cache_directory_changed_mid_session(tmp_path):
     )
     note = next(n for n in data["notes"] if "changed during the session" in n)
     assert f"{a} → {b}" in note and f"keeps using {str(a)!r}" in note
+
+
+def test_jaxmagic_inspections_are_left_out(ip):
+    ip.run_line_magic("jaxcompiles", "--reset -q")
+    cell(
+        ip,
+        "import jax.numpy as jnp\nfrom flax import nnx\nfrom tests.helpers import TinyMLP\n"
+        "tm = TinyMLP(rngs=nnx.Rngs(1))\nxs = jnp.ones((3, 8))",
+    )
+    before = ip.run_line_magic("jaxcompiles", "-o").count
+    with Independent() as mine:
+        ip.run_line_magic("jaxtabulate", "-q tm(xs)")
+        ip.run_line_magic("jaxhlo", "-q tm(xs)")
+    report = ip.run_line_magic("jaxcompiles", "-o")
+    inspected = sum(mine.names.values())
+    assert inspected > 0 and report.count == before
+    assert any(f"{inspected} compiles (" in n and "made by jaxmagic to inspect" in n for n in report.notes)

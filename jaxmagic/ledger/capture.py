@@ -51,12 +51,23 @@ def _is_not_users(filename: str) -> bool:
     return any(p in _SHELL_PARTS for p in parts[-4:])
 
 
-def _site() -> tuple[tuple[str, int] | None, list[str], bool]:
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# jaxmagic code that compiles a call only to look at it (%jaxpr/%jaxhlo, %jaxcheck, %jaxplan,
+# %jaxtabulate). Other jaxmagic code compiles the user's own programs (the trainer's step,
+# the profiler's wrappers around the user's ops) and those compiles count.
+_INSPECTIONS = tuple(_PACKAGE + p for p in ("ir.py", "check.py", "memories" + os.sep, "layercost" + os.sep))
+
+
+def _is_inspection(filename: str) -> bool:
+    return filename.startswith(_INSPECTIONS)
+
+
+def _site() -> tuple[tuple[str, int] | None, list[str], bool, bool]:
     """The user's line that caused the compile (innermost user frame), the files of all user
     frames, outermost first (the outermost cell among them is the cell that runs), and whether
     this is one op run outside ``jit`` (JAX compiles each eager primitive through
-    ``dispatch.apply_primitive``)."""
-    frame, eager = sys._getframe(2), False
+    ``dispatch.apply_primitive``), and whether jaxmagic compiled it to inspect a call."""
+    frame, eager, inspection = sys._getframe(2), False, False
     inner, files = None, []
     while frame is not None:
         code = frame.f_code
@@ -67,9 +78,10 @@ def _site() -> tuple[tuple[str, int] | None, list[str], bool]:
                 files.append(code.co_filename)
         elif inner is None:
             eager = eager or (code.co_name == "apply_primitive" and code.co_filename.endswith("dispatch.py"))
+            inspection = inspection or _is_inspection(code.co_filename)
         frame = frame.f_back
     files.reverse()
-    return inner, files, eager
+    return inner, files, eager, inspection
 
 
 def _cell_number(label: str | None) -> int | None:
@@ -190,6 +202,8 @@ class CompileLedger:
         self.entries: collections.deque[Entry] = collections.deque(maxlen=max_entries)
         self.seq = 0
         self.cache_dirs: list[str] = []  # persistent cache directories seen at compiles, in order
+        self.inspections = 0  # compiles jaxmagic made to inspect a call, left out of the ledger
+        self.inspection_s = 0.0
 
     # --- listeners ---------------------------------------------------------------------------
     def install(self) -> None:
@@ -228,6 +242,7 @@ class CompileLedger:
             self.groups.clear()
             self.entries.clear()
             self.cache_dirs.clear()
+            self.inspections, self.inspection_s = 0, 0.0
 
     def _on_event(self, event: str, **kw: Any) -> None:
         if event == CACHE_REQUEST:
@@ -257,7 +272,12 @@ class CompileLedger:
         p = self._pending
         name = _bare(fun_name)
         outcome, cache_dir = self._outcome(backend_s)
-        site, files, eager = _site()
+        site, files, eager, inspection = _site()
+        if inspection:  # jaxmagic's own compile (%jaxpr, %jaxplan, %jaxtabulate): counted apart
+            with self._lock:
+                self.inspections += 1
+                self.inspection_s += backend_s + p.traces.get(name, 0.0) + p.lowers.get(name, 0.0)
+            return
         site = site or ("?", 0)
         eager = eager or _is_op(name)
         if self.current_cell is not None:
@@ -332,6 +352,7 @@ class CompileLedger:
                 g.outcomes, g.outcome_s = dict(g.outcomes), dict(g.outcome_s)
             entries = [e for e in self.entries if since is None or (e.cell is not None and e.cell >= since)]
             cache_dirs = list(self.cache_dirs)
+            inspections = (self.inspections, self.inspection_s) if since is None else (0, 0.0)
         return build_report(
             groups,
             entries,
@@ -341,6 +362,7 @@ class CompileLedger:
             cache_enabled=bool(_config("jax_enable_compilation_cache", True)),
             min_compile_s=float(_config("jax_persistent_cache_min_compile_time_secs", 0.0) or 0.0),
             kept_entries=self.entries.maxlen or 0,
+            inspections=inspections,
         )
 
 

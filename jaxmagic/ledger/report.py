@@ -199,6 +199,7 @@ def build_report(
     cache_enabled: bool,
     min_compile_s: float,
     kept_entries: int,
+    inspections: tuple[int, float] = (0, 0.0),
 ) -> CompileLedgerReport:
     """Fold per-(site, function, cell) groups into sites, totals and fixes."""
     by_site: dict[tuple[str, int, str], dict[str, list[Group]]] = {}
@@ -230,6 +231,11 @@ def build_report(
     notes = _cache_notes(cache_dirs, cache_dir, outcomes)
     if count > len(entries) and len(entries) == kept_entries:
         notes.append(f"the last {kept_entries} compiles are kept one by one; totals count all {count}")
+    if inspections[0]:
+        notes.append(
+            f"{plural(inspections[0], 'compile')} ({fmt_seconds(inspections[1])}) made by jaxmagic to inspect "
+            "calls (%jaxpr, %jaxhlo, %jaxcheck, %jaxplan, %jaxtabulate) are left out"
+        )
     return CompileLedgerReport(
         sites=tuple(sites),
         fixes=tuple(sorted(fixes, key=lambda f: -f.saves_s)),
