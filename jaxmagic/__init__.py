@@ -33,6 +33,11 @@ _LAZY = {
     "OOMReport": "jaxmagic.memories",
     "plan": "jaxmagic.memories",
     "PlanReport": "jaxmagic.memories",
+    "CompileLedgerReport": "jaxmagic.ledger",
+    "compare": "jaxmagic.diff",
+    "ComparisonReport": "jaxmagic.diff",
+    "tabulate": "jaxmagic.layercost",
+    "LayerCostReport": "jaxmagic.layercost",
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
@@ -56,6 +61,10 @@ def load_ipython_extension(ipython: Any) -> None:
     from jaxmagic.magics.memory import install_oom_listener
 
     install_oom_listener(ipython)
+    # The session compile ledger (issue 10): jax.monitoring listeners, removed on %unload_ext.
+    from jaxmagic.magics.ledger import install_ledger
+
+    install_ledger(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -66,3 +75,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     from jaxmagic.magics.memory import uninstall_oom_listener
 
     uninstall_oom_listener(ipython)
+    from jaxmagic.magics.ledger import uninstall_ledger
+
+    uninstall_ledger(ipython)

@@ -21,6 +21,10 @@ def f(x):
     return jnp.sin(x) * 2
 x = jnp.ones(3)
 model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+from jaxmagic.profile import Profiler
+with Profiler() as _prof:
+    f(x)
+rep_a = rep_b = _prof.report()
 """
 
 # magic -> (expression, result type); the expression is what each magic inspects.
@@ -34,6 +38,9 @@ MAGICS = {
     "jaxdevices": ("", "DevicesReport"),
     "jaxmemory": ("", "MemoryReport"),
     "jaxplan": ("f(x)", "PlanReport"),
+    "jaxcompiles": ("", "CompileLedgerReport"),
+    "jaxdiff": ("rep_a rep_b", "ComparisonReport"),
+    "jaxtabulate": ("model(jnp.ones((4, 2)))", "LayerCostReport"),
 }
 
 

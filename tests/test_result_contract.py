@@ -194,6 +194,35 @@ def _plan() -> Result:
     return plan(grad, w, x, mesh=mesh, specs=(None, P("data")), device="h100")
 
 
+def _ledger() -> Result:
+    from jaxmagic.ledger import CompileLedger
+
+    ledger = CompileLedger()
+    ledger.install()
+    try:
+        f = jax.jit(lambda x: x * 3)
+        for n in range(1, 4):
+            f(jnp.ones(n))  # recompiles
+        jnp.arange(5) + 1  # eager ops
+    finally:
+        ledger.uninstall()
+    return ledger.report()
+
+
+def _ledger_empty() -> Result:
+    from jaxmagic.ledger import CompileLedger
+
+    return CompileLedger().report()
+
+
+def _comparison() -> Result:
+    return jaxmagic.compare(_profile(), _profile_incomplete())
+
+
+def _tabulate() -> Result:
+    return jaxmagic.tabulate(TinyMLP(rngs=nnx.Rngs(0)), jnp.ones((4, 8)))
+
+
 BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete},
     "IRReport": {"jaxpr": _ir("jaxpr"), "stablehlo": _ir("stablehlo"), "optimized": _ir("stablehlo", True)},
@@ -205,6 +234,9 @@ BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "MemoryReport": {"live": _memory},
     "OOMReport": {"oom": _oom},
     "PlanReport": {"data-parallel": _plan},
+    "CompileLedgerReport": {"session": _ledger, "empty": _ledger_empty},
+    "ComparisonReport": {"two-profiles": _comparison},
+    "LayerCostReport": {"mlp": _tabulate},
 }
 CASES = [(kind, variant) for kind, variants in BUILDERS.items() for variant in variants]
 

@@ -15,6 +15,9 @@ MAGIC_CLASSES = (
     "jaxmagic.magics.check:CheckMagics",
     "jaxmagic.magics.structure:StructureMagics",
     "jaxmagic.magics.memory:MemoryMagics",
+    "jaxmagic.magics.ledger:LedgerMagics",
+    "jaxmagic.magics.diff:DiffMagics",
+    "jaxmagic.magics.tabulate:TabulateMagics",
 )
 
 

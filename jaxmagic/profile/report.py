@@ -16,6 +16,19 @@ from jaxmagic.profile import misses as _misses
 from jaxmagic.profile.capture import Capture, Lowering, StageEvent
 from jaxmagic.profile.insights import Insight
 
+#: Version of ``ProfileReport.to_dict``'s layout; ``jaxmagic.compare`` reads it. Raise it when
+#: a key is renamed, removed or changes meaning.
+REPORT_VERSION = 1
+
+
+def environment() -> dict[str, str]:
+    """Where a report was made: jax version, backend and device kind (for comparing runs)."""
+    import jax
+
+    device = jax.devices()[0]
+    return {"jax": jax.__version__, "backend": device.platform, "device_kind": device.device_kind}
+
+
 __all__ = ["CompileRecord", "FunctionProfile", "Insight", "ProfileReport", "build_report"]
 
 _JAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("jax").__file__)))
@@ -242,7 +255,8 @@ class ProfileReport(Result):
         return profile_html(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data. Keys: ``wall_s``, ``compile_total_s`` (trace + lower + backend
+        """JSON-ready data. Keys: ``version`` (``REPORT_VERSION``), ``environment`` (jax
+        version, backend, device kind), ``wall_s``, ``compile_total_s`` (trace + lower + backend
         compile), ``trace_s``, ``lower_s``, ``backend_compile_s`` (XLA only), ``run_s``,
         ``sync_s``, ``complete``, ``error``, ``label``, ``functions`` (see
         ``FunctionProfile.to_dict``), ``insights`` (see ``Insight.to_dict``), ``eager_ops``
@@ -250,6 +264,8 @@ class ProfileReport(Result):
         ``timeline``, ``notes``, ``unavailable`` (parts not measured; their counts are not 0
         but unknown), ``other_threads``."""
         return {
+            "version": REPORT_VERSION,
+            "environment": environment(),
             "wall_s": self.wall_s,
             "compile_total_s": self.compile_total_s,
             "trace_s": self.trace_s,
