@@ -27,6 +27,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -205,6 +206,8 @@ class Trainer:
         self._compiled: dict[Any, Any] = {}
         self._data_position = 0  # batches of an iterable consumed before this trainer resumed
         self._batches_consumed = 0  # of the running fit's iterable, through the last finished step
+        self._resume_position: dict[str, Any] | None = None  # a restored iterator position, for the next fit
+        self._position: dict[str, Any] | None = None  # stateful iterator's, after the last finished step
         self._model_dirty = False
         self._running = False
         self._saving = False  # a checkpoint save is being started (a third Ctrl-C aborts it)
@@ -409,6 +412,7 @@ class Trainer:
             shuffle=shuffle,
             data_on_device=data_on_device,
             is_array=is_array_data(data),
+            resume_state=self._resume_position,
         )
         dp = dist.data_parallel_size(self.mesh)
         if feed.batch_size % dp:
@@ -416,6 +420,8 @@ class Trainer:
                 f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
                 f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer"
             )
+        if steps is None and epochs is None and isinstance(feed, IterFeed) and feed.steps_per_epoch:
+            epochs = 1  # a finite grain.MapDataset: one pass
         target = steps if steps is not None else (epochs * feed.steps_per_epoch if epochs else None)
         self._sync_from_model()
         spec = feed.spec
@@ -466,10 +472,21 @@ class Trainer:
     # -- running the plan ------------------------------------------------------------------------
     def _run_plan(self, plan: FitPlan) -> History:
         feed = plan.feed
-        if isinstance(feed, IterFeed) and self._data_position:
+        if isinstance(feed, IterFeed) and feed.restored:
+            feed.count_from(self._data_position)  # put back by set_state: nothing read again
+        elif isinstance(feed, IterFeed) and self._data_position:
+            if feed.stateful:
+                warnings.warn(
+                    f"the checkpoint at step {self._step} holds no position for this data iterator "
+                    f"({'it was saved from a plain iterable' if self._ckpt and self._ckpt.saves_data_state else 'Grain is not installed'}"
+                    f"): replaying {self._data_position} batches to reach it",
+                    stacklevel=3,
+                )
             feed.skip(self._data_position)  # resume an iterable where the checkpoint left it
         self._batches_consumed = feed.consumed if isinstance(feed, IterFeed) else 0
+        self._position = feed.state if isinstance(feed, IterFeed) and feed.restored else None
         self._data_position = 0
+        self._resume_position = None
         run = self._begin(plan)
         self._running = True
         error: BaseException | None = None
@@ -593,14 +610,15 @@ class Trainer:
             self._step = chunk.start + n
             if n == chunk.length and chunk.consumed is not None:
                 self._batches_consumed = chunk.consumed
+            self._position = chunk.state if n == chunk.length else None
             run = self._run
             run.steps += n
             run.examples += n * feed.batch_size
             run.end_step = self._step
             self.history.add_steps(steps, host_ok)
             self.progress.step = self._step
-            if isinstance(feed, ArrayFeed):
-                self.progress.epoch = feed.position(self._step - 1)[0] if self._step else 0
+            if feed.steps_per_epoch:
+                self.progress.epoch = (self._step - 1) // feed.steps_per_epoch if self._step else 0
             self.progress.last.update({k: float(v[-1]) for k, v in host_ok.items()})
             plan.callbacks.on_steps(self, steps, host_ok)
             spe = feed.steps_per_epoch
@@ -761,7 +779,7 @@ class Trainer:
         try:
             assert self._log is not None
             self._log.append(self.history)  # before the save starts: the log covers every checkpoint
-            ckpt.save(self._step, self._state, meta, score=score)
+            ckpt.save(self._step, self._state, meta, score=score, data_position=self._position)
         finally:
             self._saving = False
         plan.callbacks.on_checkpoint(self, self._step, ckpt.step_path(self._step))
@@ -772,6 +790,7 @@ class Trainer:
         self._state = jax.device_put(state, self._state_shardings)
         self._step = int(meta.get("step", step))
         self._data_position = int(meta.get("batches_consumed") or 0)
+        self._resume_position = meta.get("data_state")
         history = self._log.load()
         if history is None and meta.get("history"):  # written before the log existed: in the metadata
             history = History.from_dict(meta["history"])
