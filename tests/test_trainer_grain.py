@@ -4,6 +4,12 @@ saved in the model's Orbax checkpoint and restored in one step (no replay), bit-
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -12,8 +18,10 @@ import pytest
 from flax import nnx
 
 from jaxmagic.train import Callback, Trainer
+from tests.conftest import ROOT
 from tests.grain_pipelines import BATCH, CountingSource, data_loader, iter_dataset, map_dataset
 from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device, params_of
+from tests.test_trainer_checkpoint import _committed_steps, _drain
 
 grain = pytest.importorskip("grain")
 
@@ -227,3 +235,66 @@ def test_get_state_that_raises_fails_clearly_and_keeps_the_checkpoint(tmp_path):
         t.fit(Broken(data), progress=None, steps_per_call=4)
     assert t.step == 8 and t.checkpoint_steps == [8]
     assert json.loads((tmp_path / "8" / "data" / "process_0-of-1.json").read_text())["state"] == {"i": 8}
+
+
+# -- SIGKILL mid-run, resume in a new process ------------------------------------------------
+
+
+def _grain_worker(ckpt, out, **env):
+    e = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        PYTHONFAULTHANDLER="1",
+        **env,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.grain_worker", str(ckpt), str(out)],
+        cwd=ROOT,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def grain_reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grain_ref")
+    ref = _grain_worker(d / "ck", d / "ref.npz", WORKER_SLEEP="0")
+    out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, f"exit status {ref.returncode}: {out}"
+    return np.load(d / "ref.npz")
+
+
+@pytest.mark.slow  # two training processes per kill point (and one reference run)
+@pytest.mark.parametrize("kill", range(3))
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, grain_reference, kill):
+    # Kill once a checkpoint is committed, after a random delay (a step, an async save or a
+    # retention delete may be under way). KILL_SEED=<seed> replays the same delay.
+    seed = int(os.environ.get("KILL_SEED", random.SystemRandom().randrange(2**32)))
+    delay = 0.8 * kill + random.Random(seed).uniform(0.0, 0.8)  # three kill points, early to late
+    print(f"KILL_SEED={seed}: kill {delay:.3f} s after the first committed checkpoint")
+    victim = _grain_worker(tmp_path / "ck", tmp_path / "unused.npz", WORKER_SLEEP="0.2")
+    log = _drain(victim)
+    deadline = time.monotonic() + 240
+    while not _committed_steps(tmp_path / "ck") and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    committed = _committed_steps(tmp_path / "ck")
+    assert committed and victim.poll() is None, f"no committed checkpoint while the victim ran: {log}"
+    time.sleep(delay)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, f"exit status {victim.returncode}: {log}"
+
+    resumed = _grain_worker(tmp_path / "ck", tmp_path / "resumed.npz", WORKER_SLEEP="0")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, f"exit status {resumed.returncode}: {out}"
+    start = int(out.split("start ")[1].split()[0])
+    print(f"committed {committed} before the kill; resumed at step {start}")
+    assert 8 <= start < 96, (committed, out)  # it really resumed mid-run
+    assert "replaying" not in out  # restored from the saved position, not replayed
+    a, b = grain_reference, np.load(tmp_path / "resumed.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        assert np.array_equal(a[k], b[k]), f"{k} differs after resume (KILL_SEED={seed})"
