@@ -38,6 +38,7 @@ from flax import nnx
 
 from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
+from jaxmagic.train import flight
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
@@ -550,7 +551,10 @@ class Trainer:
             while True:
                 if self._stop_reason:
                     break
+                waited = time.perf_counter()
                 chunk = prefetcher.get()
+                if t_mark is not None:  # inside the timed training: the call's input was not ready
+                    self.progress.data_wait_seconds += time.perf_counter() - waited
                 if chunk is None:
                     break
                 key = ("train", chunk.length, feed.on_device)
@@ -565,6 +569,7 @@ class Trainer:
                         data,
                         donate=True,
                         out_shardings=(self._state_shardings, None, None),
+                        steps=chunk.length,
                     )
                     t_mark = None
                 fn = self._compiled[key]
@@ -732,6 +737,8 @@ class Trainer:
             msg += "; " + "; ".join(run.notes)
         run.status, run.message, run.end_step = status, msg, self._step
         run.train_seconds, run.compile_seconds = self.progress.train_seconds, self.progress.compile_seconds
+        run.data_wait_seconds = self.progress.data_wait_seconds
+        run.flops_per_step, run.peak_flops = self.progress.flops_per_step, self.progress.peak_flops
         run.wall_seconds = time.time() - run.started
         self.progress.status, self.progress.message = status, msg
         if self._log is not None:
@@ -810,14 +817,28 @@ class Trainer:
 
     # -- compilation --------------------------------------------------------------------------
     def _compile(
-        self, key: Any, what: str, fn: Callable, *args: Any, donate: bool = False, out_shardings: Any = None
+        self,
+        key: Any,
+        what: str,
+        fn: Callable,
+        *args: Any,
+        donate: bool = False,
+        out_shardings: Any = None,
+        steps: int | None = None,
     ) -> Any:
+        """Compile once per ``key`` (timed); ``steps``: a train call's length (its FLOPs per step
+        and the device peak are recorded for MFU)."""
         compiled = self._compiled.get(key)
         if compiled is None:
             t0 = time.perf_counter()
             jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
-            compiled = jitted.lower(*args).compile()
+            lowered = jitted.lower(*args)
+            compiled = lowered.compile()
             seconds = time.perf_counter() - t0
+            if steps is not None:
+                self.progress.flops_per_step = flight.flops_per_step(lowered, compiled, steps)
+                if self.progress.flops_per_step and self.progress.peak_flops is None:
+                    self.progress.peak_flops = flight.peak_flops(self.mesh.devices.flat[0])
             entry: dict[str, Any] = {"what": what, "seconds": seconds}
             try:
                 mem = compiled.memory_analysis()
