@@ -50,8 +50,11 @@ def iter_dataset(source: CountingSource) -> grain.IterDataset:
     return map_dataset(source).repeat(None).to_iter_dataset(grain.ReadOptions(num_threads=0))
 
 
-def data_loader(source: CountingSource, *, seed: int = 5) -> grain.DataLoader:
-    """A ``grain.DataLoader`` over the source: shuffled index sampler, random map, batches."""
+def data_loader(
+    source: CountingSource, *, seed: int = 5, shard_options=None, batch: int = BATCH
+) -> grain.DataLoader:
+    """A ``grain.DataLoader`` over the source: shuffled index sampler, random map, batches
+    (``shard_options``: e.g. ``ShardByJaxProcess`` for one shard per process)."""
 
     class Noise(grain.transforms.RandomMap):
         def random_map(self, element, rng):
@@ -59,7 +62,7 @@ def data_loader(source: CountingSource, *, seed: int = 5) -> grain.DataLoader:
 
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),
-        shard_options=grain.sharding.NoSharding(),
+        shard_options=shard_options or grain.sharding.NoSharding(),
         shuffle=True,
         num_epochs=None,
         seed=seed,
@@ -67,7 +70,7 @@ def data_loader(source: CountingSource, *, seed: int = 5) -> grain.DataLoader:
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[Noise(), grain.transforms.Batch(BATCH, drop_remainder=True)],
+        operations=[Noise(), grain.transforms.Batch(batch, drop_remainder=True)],
         worker_count=0,
         read_options=grain.ReadOptions(num_threads=0),  # no read-ahead: reads are what was asked for
     )

@@ -220,6 +220,16 @@ def test_position_from_another_pipeline_is_refused(tmp_path):
     assert resumed.checkpoint_steps == [8]
 
 
+def test_position_that_the_pipeline_rejects_is_refused_clearly(tmp_path):
+    part = _trainer(tmp_path)
+    part.fit(data_loader(CountingSource(200)), steps=8, progress=None, steps_per_call=4)
+    resumed = _trainer(tmp_path, seed=9)
+    before = params_of(resumed.model)
+    with pytest.raises(ValueError, match=r"does not fit this data pipeline .*set_state raised ValueError"):
+        resumed.fit(data_loader(CountingSource(320)), progress=None, steps_per_call=4)
+    assert resumed.step == 8 and all(np.array_equal(a, b) for a, b in zip(before, params_of(resumed.model)))
+
+
 def test_get_state_that_raises_fails_clearly_and_keeps_the_checkpoint(tmp_path):
     X, y = dataset(320)
     data = batches(X, y, 16, 20)
@@ -298,3 +308,66 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, grain_reference,
     assert sorted(a.files) == sorted(b.files)
     for k in a.files:
         assert np.array_equal(a[k], b[k]), f"{k} differs after resume (KILL_SEED={seed})"
+
+
+# -- two processes, one shard each ------------------------------------------------------------
+
+
+def _grain_pair(ckpt, out, steps):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.grain_dist_worker",
+                str(i),
+                str(port),
+                str(ckpt),
+                str(out),
+                str(steps),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=240)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert all(p.returncode == 0 for p in procs), "\n----\n".join(outs)
+    return outs
+
+
+def _reads(out: str) -> int:
+    return int(out.rsplit("reads ", 1)[1].split()[0])
+
+
+@pytest.mark.slow  # two jax.distributed processes, three times
+def test_two_processes_save_and_restore_their_own_positions(tmp_path):
+    ref = _grain_pair(tmp_path / "ref", tmp_path / "ref.npz", 16)
+    assert all(_reads(o) == 16 * 8 for o in ref)  # each process read only its shard's batches
+    _grain_pair(tmp_path / "ck", tmp_path / "first.npz", 8)
+    data_dir = tmp_path / "ck" / "8" / "data"
+    files = sorted(p.name for p in data_dir.glob("process_*"))
+    assert files == ["process_0-of-2.json", "process_1-of-2.json"]  # one position per process
+    assert files and len({(data_dir / f).read_text() for f in files}) == 2  # different shards, positions
+    outs = _grain_pair(tmp_path / "ck", tmp_path / "final.npz", 16)
+    assert all("start 8" in o and "done at 16" in o for o in outs), outs
+    assert all(_reads(o) == 8 * 8 for o in outs)  # no replay of the first 8 batches
+    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "final.npz")
+    for k in a.files:
+        assert np.array_equal(a[k], b[k]), k

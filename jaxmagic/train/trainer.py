@@ -324,9 +324,13 @@ class Trainer:
             iterable of batches (a list, a generator, a data loader), one step per batch, in order.
             Either way every step has one batch shape: a batch with fewer rows than the first (a
             loader's short last batch) is dropped like ``drop_last=True``, and the run's message
-            and ``History.runs[-1].notes`` say so.
+            and ``History.runs[-1].notes`` say so. Grain: a ``grain.MapDataset`` (its length is
+            an epoch; one pass unless ``steps=``/``epochs=``), ``grain.IterDataset`` or
+            ``grain.DataLoader``; an iterator with ``get_state``/``set_state`` has its position
+            saved with each checkpoint and restored without replay (other iterables are
+            replayed: their first batches are read again and discarded).
           steps: total optimizer steps to reach.
-          epochs: total epochs to reach (array data).
+          epochs: total epochs to reach (array data or a finite ``grain.MapDataset``).
           batch_size: rows per step for array data (a multiple of the data-parallel devices).
           eval_data: arrays or iterable of batches evaluated at every epoch end (array data), every
             ``eval_every`` steps, and at the end.
