@@ -209,6 +209,19 @@ def test_checkpoint_without_position_replays_with_a_warning(tmp_path):
     assert resumed.step == 12 and _same(full.model, resumed.model)
 
 
+def test_position_saved_by_another_process_count_replays_with_a_warning(tmp_path):
+    part = _trainer(tmp_path)
+    part.fit(map_dataset(CountingSource()), steps=8, progress=None, steps_per_call=4)
+    data = tmp_path / "8" / "data"
+    (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")  # as if two processes saved it
+    resumed = _trainer(tmp_path, seed=9)
+    with pytest.warns(UserWarning, match=r"holds no position for this data iterator.*replaying 8 batches"):
+        resumed.fit(map_dataset(CountingSource()), progress=None, steps_per_call=4)
+    full = _trainer()
+    full.fit(map_dataset(CountingSource()), progress=None, steps_per_call=4)
+    assert resumed.step == 12 and _same(full.model, resumed.model)
+
+
 def test_position_from_another_pipeline_is_refused(tmp_path):
     part = _trainer(tmp_path)
     part.fit(data_loader(CountingSource()), steps=8, progress=None, steps_per_call=4)

@@ -205,7 +205,10 @@ class Checkpointer:
         return self._grain_checkpoint is not None
 
     def has_data_state(self, step: int) -> bool:
-        return (self.directory / str(step) / data_state.HANDLER_ITEM).is_dir()
+        """Does ``step`` hold *this* process's iterator position? (Not when it was saved by a
+        different number of processes: Grain names the file by index and count.)"""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return (self.directory / str(step) / data_state.HANDLER_ITEM / name).is_file()
 
     def restore(self, step: int, state: Any) -> tuple[Any, dict[str, Any]]:
         """Restore ``step`` into the structure, shapes and shardings of ``state``.

@@ -481,10 +481,14 @@ class Trainer:
             feed.count_from(self._data_position)  # put back by set_state: nothing read again
         elif isinstance(feed, IterFeed) and self._data_position:
             if feed.stateful:
+                why = (
+                    "it was saved from a plain iterable, or by a different number of processes"
+                    if self._ckpt and self._ckpt.saves_data_state
+                    else "Grain, which saves positions, is not installed"
+                )
                 warnings.warn(
                     f"the checkpoint at step {self._step} holds no position for this data iterator "
-                    f"({'it was saved from a plain iterable' if self._ckpt and self._ckpt.saves_data_state else 'Grain is not installed'}"
-                    f"): replaying {self._data_position} batches to reach it",
+                    f"({why}): replaying {self._data_position} batches to reach it",
                     stacklevel=3,
                 )
             feed.skip(self._data_position)  # resume an iterable where the checkpoint left it
