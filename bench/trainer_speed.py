@@ -10,9 +10,17 @@ Loops: trainer (progress line on, written to a buffer) · hand jax.jit step over
 (donated) · hand lax.scan over 50 stacked batches · naive @nnx.jit with float(loss) every step
 · Keras 3 JAX fit (only where keras is installed). Also compares the compiled call's memory
 (memory_analysis) of the trainer and the hand scan loop and checks the state is donated.
+
+Then, end to end (a fresh model each run, compile included, same batches in the same order):
+the trainer on arrays and on a list of batches, the hand scan loop, and Keras 3 ``fit`` with
+``steps_per_execution=1`` and ``50`` (``KERAS_BACKEND=jax``; skipped if keras is missing).
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported (below, if installed)
 
 import argparse
 import io
@@ -152,13 +160,6 @@ def main() -> None:
         f"hand lax.scan x{K}": run_hand_scan,
         "naive @nnx.jit + float(loss)": run_naive,
     }
-    try:
-        import keras  # noqa: F401
-
-        loops["keras 3 fit"] = None  # not installed here; left as a slot
-    except ImportError:
-        pass
-    loops = {k: v for k, v in loops.items() if v is not None}
     times: dict[str, list[float]] = {k: [] for k in loops}
     names = list(loops)
     for r in range(args.repeats):
@@ -174,10 +175,7 @@ def main() -> None:
     for k, v in rate.items():
         runs = ", ".join(f"{N / t:.0f}" for t in times[k])
         print(f"{k:34s} {v:16.0f} {v / ref:11.2f}x   {runs}")
-    try:
-        import keras  # noqa: F401
-    except ImportError:
-        print("keras 3: not installed here (skipped)")
+    end_to_end(args, X, y, idx, step)
 
     # ---- memory: compiled call of the trainer vs the hand scan loop ---------------------------
     _, p, o = fresh()
@@ -204,6 +202,115 @@ def main() -> None:
         f"donation: trainer aliases {tm.alias_size_in_bytes / 2**20:.2f} MiB of a {state_bytes / 2**20:.2f} MiB "
         f"train state ({tr_entry['alias_bytes'] >= state_bytes and 'state aliased' or 'NOT fully aliased'})"
     )
+
+
+def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.ndarray, step) -> None:
+    """Fresh model, compile included, the same N batches (``idx``) for every loop; medians."""
+    N, B, K = args.steps, args.batch, args.scan
+    N -= N % K
+    tx = optax.adam(1e-3)
+    dev = jax.devices()[:1]
+    x_host, y_host = X[idx], y[idx]  # [N, B, ...] on the host, in the trainer's order
+    batch_list = [(x_host[i], y_host[i]) for i in range(N)]
+
+    def trainer_on(data, **kw):
+        def run():
+            t = time.perf_counter()
+            tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev)
+            tr.fit(data, progress=TerminalProgress(io.StringIO(), summary=True), **kw)
+            jax.block_until_ready(tr._state)
+            return time.perf_counter() - t
+
+        return run
+
+    def hand_scan():
+        t = time.perf_counter()
+        model = MLP(args.width, nnx.Rngs(0))
+        g, params = nnx.split(model, nnx.Param)
+        opt = tx.init(params)
+
+        def call(p, o, xc, yc):  # a new function each run: compiled afresh
+            def body(c, b):
+                def lf(pp):
+                    return loss_fn(nnx.merge(g, pp, copy=True), b)
+
+                loss, grads = jax.value_and_grad(lf)(c[0])
+                upd, o2 = tx.update(grads, c[1], c[0])
+                return (optax.apply_updates(c[0], upd), o2), loss
+
+            (p, o), losses = jax.lax.scan(body, (p, o), (xc, yc))
+            return p, o, losses
+
+        f = jax.jit(call, donate_argnums=(0, 1))
+        for i in range(N // K):  # fed from the host list of batches, stacked per call
+            xc = np.stack([b[0] for b in batch_list[i * K : (i + 1) * K]])
+            yc = np.stack([b[1] for b in batch_list[i * K : (i + 1) * K]])
+            params, opt, losses = f(params, opt, xc, yc)
+        jax.block_until_ready((params, losses))
+        return time.perf_counter() - t
+
+    loops = {
+        "trainer, arrays": trainer_on((X, y), steps=N, batch_size=B),
+        "trainer, list of batches": trainer_on(batch_list, steps=N),
+        f"hand lax.scan x{K}, list of batches": hand_scan,
+    }
+    try:
+        import keras
+    except ImportError:
+        keras = None
+        print("keras 3: not installed here (skipped)")
+    if keras is not None and keras.backend.backend() != "jax":
+        print(f"keras 3: backend is {keras.backend.backend()!r}, not jax (skipped; set KERAS_BACKEND=jax)")
+        keras = None
+    if keras is not None:
+        xk, yk = x_host.reshape(N * B, 64), y_host.reshape(N * B)
+
+        def keras_fit(spe: int):
+            def run():
+                t = time.perf_counter()
+                model = keras.Sequential(
+                    [
+                        keras.Input((64,)),
+                        keras.layers.Dense(args.width, activation="relu"),
+                        keras.layers.Dense(args.width, activation="relu"),
+                        keras.layers.Dense(10),
+                    ]
+                )
+                model.compile(
+                    optimizer=keras.optimizers.Adam(1e-3),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    steps_per_execution=spe,
+                )
+                # the same batches in the same order: one epoch over them, unshuffled
+                model.fit(xk, yk, batch_size=B, epochs=1, shuffle=False, verbose=0)
+                jax.block_until_ready([v.value for v in model.trainable_variables])
+                return time.perf_counter() - t
+
+            return run
+
+        loops["keras 3 fit, steps_per_execution=1"] = keras_fit(1)
+        loops[f"keras 3 fit, steps_per_execution={K}"] = keras_fit(K)
+    times: dict[str, list[float]] = {k: [] for k in loops}
+    names = list(loops)
+    repeats = max(3, args.repeats // 2)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(loops[name]())
+    rate = {k: N / statistics.median(v) for k, v in times.items()}
+    cols = [f"hand lax.scan x{K}, list of batches"]
+    if keras is not None:
+        cols = [f"keras 3 fit, steps_per_execution={K}", "keras 3 fit, steps_per_execution=1", *cols]
+    print(
+        f"\nend to end (fresh model, compile included), {N} steps, {repeats} interleaved repeats"
+        + (f", keras {keras.__version__}" if keras is not None else "")
+    )
+    short = {c: c.replace("keras 3 fit, steps_per_execution=", "vs keras spe=").split(",")[0] for c in cols}
+    short[cols[-1]] = "vs hand scan"
+    print(f"{'loop':40s} {'steps/s':>8s} " + " ".join(f"{short[c]:>15s}" for c in cols) + "   all runs")
+    for k, v in rate.items():
+        ratios = " ".join(f"{v / rate[c]:14.2f}x" for c in cols)
+        runs = ", ".join(f"{N / t:.0f}" for t in times[k])
+        print(f"{k:40s} {v:8.0f} {ratios}   {runs}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,14 @@ def fmt_count(n: float | int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def fmt_percent(x: float | None) -> str:
+    """A share as a percentage: ``0.0123`` -> ``1.2%``, ``0.456`` -> ``46%``; ``—`` when unknown."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    pct = 100 * x
+    return f"{pct:.2g}%" if abs(pct) < 10 else f"{pct:.0f}%"
+
+
 def plural(n: int, word: str, plural_word: str | None = None) -> str:
     """``plural(1, "compile") -> "1 compile"``, ``plural(3, "compile") -> "3 compiles"``."""
     return f"{n} {word if n == 1 else (plural_word or word + 's')}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxmagic._format import fmt_count, fmt_seconds
+from jaxmagic._format import fmt_count, fmt_percent, fmt_seconds
 from jaxmagic.render import html as H
 from jaxmagic.render import text as T
 
@@ -323,6 +323,10 @@ def progress_view(progress: Any, history: Any) -> dict[str, Any]:
         ["ETA", fmt_seconds(progress.eta_seconds) if running else "—"],
         ["compile", fmt_seconds(progress.compile_seconds)],
     ]
+    if math.isfinite(progress.mfu):
+        stats.append(["MFU", fmt_percent(progress.mfu)])
+    if math.isfinite(progress.data_wait_fraction):
+        stats.append(["data wait", fmt_percent(progress.data_wait_fraction)])
     stats += [
         [k, fmt_metric(v)] for k, v in progress.last.items() if isinstance(v, float) and math.isfinite(v)
     ]

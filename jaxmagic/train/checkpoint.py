@@ -25,8 +25,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxmagic._format import shape_str
+from jaxmagic.train import data_state
 
-ITEMS = ("state", "meta")  # the Orbax items of a trainer checkpoint (the CheckpointManager below)
+ITEMS = ("state", "meta")  # the Orbax items of every trainer checkpoint (plus "data": an iterator position)
 
 
 class CheckpointMismatchError(ValueError):
@@ -140,9 +141,20 @@ class Checkpointer:
             raise ValueError(f"keep must be a positive int, got {keep!r}")
         self.directory = validate_directory(directory)
         self.keep, self.keep_best, self.best_mode = keep, keep_best, best_mode
+        handlers: dict[str, Any] = {
+            "state": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        }
+        grain = data_state.grain_module()
+        self._grain_checkpoint = None
+        if grain is not None:  # the data position, one JSON file per process (Grain's own handler)
+            import grain.checkpoint as grain_checkpoint
+
+            self._grain_checkpoint = grain_checkpoint
+            handlers[data_state.HANDLER_ITEM] = grain_checkpoint.CheckpointHandler()
         self.manager = ocp.CheckpointManager(
             self.directory,
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+            item_handlers=handlers,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=None, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=True
             ),
@@ -187,32 +199,60 @@ class Checkpointer:
                 + "\nNothing was restored or overwritten. Use a new checkpoint_dir for this model."
             )
 
+    @property
+    def saves_data_state(self) -> bool:
+        """Can iterator positions be saved (Grain, whose handler writes them, is installed)?"""
+        return self._grain_checkpoint is not None
+
+    def has_data_state(self, step: int) -> bool:
+        """Does ``step`` hold *this* process's iterator position? (Not when it was saved by a
+        different number of processes: Grain names the file by index and count.)"""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return (self.directory / str(step) / data_state.HANDLER_ITEM / name).is_file()
+
     def restore(self, step: int, state: Any) -> tuple[Any, dict[str, Any]]:
-        """Restore ``step`` into the structure, shapes and shardings of ``state``."""
+        """Restore ``step`` into the structure, shapes and shardings of ``state``.
+
+        The metadata's ``"data_state"`` holds this process's saved iterator position, if any."""
         self.manager.wait_until_finished()
         self.check_compatible(step, state)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
-        )
+        items: dict[str, Any] = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
+        box = None
+        if self.saves_data_state and self.has_data_state(step):
+            box = data_state.StateBox()
+            items[data_state.HANDLER_ITEM] = self._grain_checkpoint.CheckpointRestore(box)
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
         meta = dict(out["meta"] or {})
+        meta["data_state"] = box.record if box is not None else None
         for s, v in (meta.get("scores") or {}).items():
             self._scores[int(s)] = float(v)
         return out["state"], meta
 
-    def save(self, step: int, state: Any, meta: dict[str, Any], *, score: float | None = None) -> bool:
-        """Start an async save of ``step``; returns False if that step is already saved."""
+    def save(
+        self,
+        step: int,
+        state: Any,
+        meta: dict[str, Any],
+        *,
+        score: float | None = None,
+        data_position: dict[str, Any] | None = None,
+    ) -> bool:
+        """Start an async save of ``step``; returns False if that step is already saved.
+
+        ``data_position``: this process's iterator position (:mod:`jaxmagic.train.data_state`),
+        saved as the ``data`` item when Grain is installed."""
         if step in self.manager.all_steps():
             return False
         if score is not None and np.isfinite(score):
             self._scores[step] = float(score)
         meta = dict(meta, scores={str(k): v for k, v in self._scores.items()})
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True,
-        )
+        items: dict[str, Any] = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if data_position is not None and self.saves_data_state:
+            items[data_state.HANDLER_ITEM] = self._grain_checkpoint.CheckpointSave(
+                data_state.StateBox(data_position)
+            )
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         self._retain(step)
         return True
 

@@ -8,7 +8,8 @@ reported), so every training step has the same shape and compiles once.
 
 Small array datasets live on the device once and each call gathers its rows there (only
 integer indices cross the host-device boundary); large ones are gathered on the host.
-Iterables are consumed in order, one optimizer step per batch. A batch with fewer rows than
+Iterables are consumed in order, one optimizer step per batch (Grain datasets and loaders
+included; a finite ``grain.MapDataset``'s length is an epoch). A batch with fewer rows than
 the first one but otherwise the same structure (the short last batch of a loader without
 ``drop_last``) is **dropped** and counted, like ``drop_last=True``: every step keeps one
 shape, so nothing recompiles and no step already taken is lost. A background thread
@@ -27,6 +28,7 @@ import jax
 import numpy as np
 
 from jaxmagic._format import shape_str
+from jaxmagic.train import data_state
 from jaxmagic.train import distributed as dist
 
 ON_DEVICE_LIMIT = 512 * 2**20  # bytes of array data kept on device for on-device gathering
@@ -224,16 +226,23 @@ class IterFeed:
 
     kind = "iterable"
 
-    def __init__(self, data: Iterable[Any], *, mesh: Any):
+    def __init__(self, data: Iterable[Any], *, mesh: Any, resume_state: dict[str, Any] | None = None):
         try:
-            self._it: Iterator[Any] = iter(data)
+            self._it: Iterator[Any] = data_state.iterator_for(data)
         except TypeError:
             raise TypeError(
                 f"data must be arrays (an array, a tuple or dict of arrays) or an iterable of "
                 f"batches, got {type(data).__name__}"
             ) from None
         self.mesh = mesh
-        self.steps_per_epoch = None
+        # a finite grain.MapDataset: one pass is an epoch (read repeatedly, reshuffled each pass)
+        self.steps_per_epoch = data_state.map_dataset_length(data)
+        self.stateful = data_state.is_stateful(self._it)
+        self.restored = False  # put back at a checkpoint's position by set_state (no replay)
+        self.state: dict[str, Any] | None = None  # position after the last batch taken
+        if resume_state is not None and self.stateful:
+            data_state.apply(self._it, resume_state)  # before the first batch is read
+            self.restored, self.state = True, resume_state
         self.dropped = 0
         self.on_device = False
         self.device_data = None
@@ -269,6 +278,10 @@ class IterFeed:
                 )
             self._consumed += 1
 
+    def count_from(self, n: int) -> None:
+        """Count ``n`` batches as taken (the iterator was put after them by ``set_state``)."""
+        self._consumed = n
+
     @property
     def consumed(self) -> int:
         """Batches taken from the iterable so far (trained, skipped on resume, or dropped as short)."""
@@ -297,6 +310,8 @@ class IterFeed:
                 continue
             check_same(self.spec, got, what=f"batch {self._consumed} (shapes must not change mid-run)")
             out.append(b)
+        if self.stateful:  # in the feeding thread, right after the call's last batch
+            self.state = data_state.take_state(self._it)
         return out
 
     def make_from(self, batches: list[Any]) -> Any:
@@ -315,13 +330,15 @@ class Chunk:
     """Input for one compiled call: steps ``start+1 .. start+length``.
 
     ``consumed``: for an iterable, the batches taken from it once this call's steps are done
-    (its data position for a checkpoint; it counts dropped short batches too).
+    (its data position for a checkpoint; it counts dropped short batches too). ``state``: a
+    stateful iterator's position at that same point (:mod:`jaxmagic.train.data_state`).
     """
 
     start: int
     length: int
     feed: Any
     consumed: int | None = None
+    state: dict[str, Any] | None = None
 
 
 def plan(start: int, target: int | None, per_call: int, epoch_len: int | None) -> Iterator[tuple[int, int]]:
@@ -366,7 +383,9 @@ class Prefetcher:
                     batches = self.feed.take(length)
                     if not batches:
                         break
-                    item = Chunk(start, len(batches), self.feed.make_from(batches), self.feed.consumed)
+                    item = Chunk(
+                        start, len(batches), self.feed.make_from(batches), self.feed.consumed, self.feed.state
+                    )
                     if not self._put(item) or len(batches) < length:
                         break
                 else:

@@ -44,6 +44,9 @@ class RunRecord:
     examples: int = 0
     train_seconds: float = 0.0
     compile_seconds: float = 0.0
+    data_wait_seconds: float = 0.0  # of train_seconds, waiting for input
+    flops_per_step: float | None = None  # per device, from the compiled call's cost analysis
+    peak_flops: float | None = None  # of one device
     wall_seconds: float = 0.0
     started: float = 0.0
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -141,12 +144,24 @@ class History(Result):
         train_s = sum(r.train_seconds for r in self.runs)
         examples = sum(r.examples for r in self.runs)
         compile_s = sum(c["seconds"] for c in self.compiles)
+        wait_s = sum(r.data_wait_seconds for r in self.runs)
+        counted = [r for r in self.runs if r.flops_per_step and r.train_seconds > 0]
+        flops_s = (
+            sum(r.steps * r.flops_per_step for r in counted) / sum(r.train_seconds for r in counted)
+            if counted
+            else math.nan
+        )
+        peak = next((r.peak_flops for r in reversed(counted) if r.peak_flops), None)
         return {
             "steps": steps,
             "train_seconds": train_s,
             "compile_seconds": compile_s,
             "steps_per_second": steps / train_s if train_s > 0 else math.nan,
             "examples_per_second": examples / train_s if train_s > 0 else math.nan,
+            "data_wait_seconds": wait_s,
+            "data_wait_fraction": wait_s / train_s if train_s > 0 else math.nan,
+            "flops_per_second": flops_s,
+            "mfu": flops_s / peak if peak else math.nan,
         }
 
     # -- result protocol ------------------------------------------------------------------

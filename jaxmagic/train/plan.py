@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxmagic.train import data_state
 from jaxmagic.train.callbacks import CallbackList
 from jaxmagic.train.data import ArrayFeed, IterFeed
 from jaxmagic.train.data import plan as call_bounds
@@ -162,8 +163,12 @@ def make_feed(
     shuffle: bool,
     data_on_device: bool | None,
     is_array: bool,
+    resume_state: dict[str, Any] | None = None,
 ) -> ArrayFeed | IterFeed:
-    """The feed for ``data``, after checking that the arguments fit the kind of data."""
+    """The feed for ``data``, after checking that the arguments fit the kind of data.
+
+    ``resume_state``: a checkpoint's saved iterator position, applied to a stateful iterator
+    before its first batch is read."""
     if is_array:
         if steps is None and epochs is None:
             raise ValueError(
@@ -176,10 +181,16 @@ def make_feed(
         )
     if batch_size is not None:
         raise ValueError("batch_size= applies to array data; an iterable already yields batches")
-    if epochs is not None:
+    epoch_length = data_state.map_dataset_length(data)
+    if data_state.is_map_dataset(data) and epoch_length is None and steps is None:
         raise ValueError(
-            "epochs= needs array data (its length defines an epoch); for an iterable pass steps= or neither"
+            "this grain.MapDataset repeats without end (.repeat()): pass steps= to say when to stop"
+        )
+    if epochs is not None and epoch_length is None:
+        raise ValueError(
+            "epochs= needs array data or a finite grain.MapDataset (their length defines an epoch); "
+            "for an iterable pass steps= or neither"
         )
     if isinstance(data, (str, bytes)) or data is None:
         raise TypeError(f"data must be arrays or an iterable of batches, got {type(data).__name__}")
-    return IterFeed(data, mesh=mesh)
+    return IterFeed(data, mesh=mesh, resume_state=resume_state)

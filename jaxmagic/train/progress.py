@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jaxmagic._format import fmt_count, fmt_seconds
+from jaxmagic._format import fmt_count, fmt_percent, fmt_seconds
 from jaxmagic.train.callbacks import Callback
 
 
@@ -33,6 +33,9 @@ class Progress:
     batch_size: int = 0
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
+    data_wait_seconds: float = 0.0  # of train_seconds, the loop waited for the next call's input
+    flops_per_step: float | None = None  # compiled train call's cost analysis (per device)
+    peak_flops: float | None = None  # of one device
     wall_start: float = dataclasses.field(default_factory=time.perf_counter)
     status: str = "starting"  # starting | compiling | training | evaluating | saving | <final status>
     message: str = ""
@@ -51,6 +54,20 @@ class Progress:
     @property
     def examples_per_second(self) -> float:
         return self.steps_per_second * self.batch_size
+
+    @property
+    def data_wait_fraction(self) -> float:
+        """Share of the training time spent waiting for input (input-bound when high)."""
+        return self.data_wait_seconds / self.train_seconds if self.train_seconds > 0 else math.nan
+
+    @property
+    def flops_per_second(self) -> float:
+        return self.flops_per_step * self.steps_per_second if self.flops_per_step else math.nan
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation: achieved FLOP/s over the device's peak (0..1)."""
+        return self.flops_per_second / self.peak_flops if self.peak_flops else math.nan
 
     @property
     def eta_seconds(self) -> float:
@@ -72,13 +89,17 @@ class Progress:
             examples_per_second=self.examples_per_second,
             eta_seconds=self.eta_seconds,
             fraction=self.fraction,
+            data_wait_fraction=self.data_wait_fraction,
+            flops_per_second=self.flops_per_second,
+            mfu=self.mfu,
             wall_seconds=time.perf_counter() - self.wall_start,
         )
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def progress_line(p: Progress, width: int = 100) -> str:
-    """One line: ``step 120/500 [#####.....] 24% · 1.52k steps/s · ETA 0.25 s · loss 0.31``."""
+def progress_line(p: Progress, width: int = 120) -> str:
+    """One line: ``step 120/500 [#####.....] 24% · 1.52k steps/s · ETA 0.25 s · MFU 12% ·
+    data-wait 0.5% · loss 0.31``."""
     bar_w = 20
     if p.target:
         filled = int(round(p.fraction * bar_w))
@@ -92,6 +113,10 @@ def progress_line(p: Progress, width: int = 100) -> str:
         parts.append(f"{fmt_count(p.steps_per_second)} steps/s")
     if math.isfinite(p.eta_seconds) and p.status == "training":
         parts.append(f"ETA {fmt_seconds(p.eta_seconds)}")
+    if math.isfinite(p.mfu):
+        parts.append(f"MFU {fmt_percent(p.mfu)}")
+    if math.isfinite(p.data_wait_fraction):
+        parts.append(f"data-wait {fmt_percent(p.data_wait_fraction)}")
     if p.status in ("compiling", "evaluating", "saving"):
         parts.append(p.status + "…")
     for k in ("loss", "eval_loss"):
@@ -124,7 +149,7 @@ class TerminalProgress(Callback):
         max_rate: float = 10.0,
         log_every: float = 5.0,
         summary: bool = True,
-        width: int = 100,
+        width: int = 120,
     ):
         self.stream, self.max_rate, self.log_every = stream, float(max_rate), float(log_every)
         self.summary, self.width = summary, width

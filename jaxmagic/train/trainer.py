@@ -27,6 +27,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from flax import nnx
 
 from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
+from jaxmagic.train import flight
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
@@ -205,6 +207,8 @@ class Trainer:
         self._compiled: dict[Any, Any] = {}
         self._data_position = 0  # batches of an iterable consumed before this trainer resumed
         self._batches_consumed = 0  # of the running fit's iterable, through the last finished step
+        self._resume_position: dict[str, Any] | None = None  # a restored iterator position, for the next fit
+        self._position: dict[str, Any] | None = None  # stateful iterator's, after the last finished step
         self._model_dirty = False
         self._running = False
         self._saving = False  # a checkpoint save is being started (a third Ctrl-C aborts it)
@@ -320,9 +324,13 @@ class Trainer:
             iterable of batches (a list, a generator, a data loader), one step per batch, in order.
             Either way every step has one batch shape: a batch with fewer rows than the first (a
             loader's short last batch) is dropped like ``drop_last=True``, and the run's message
-            and ``History.runs[-1].notes`` say so.
+            and ``History.runs[-1].notes`` say so. Grain: a ``grain.MapDataset`` (its length is
+            an epoch; one pass unless ``steps=``/``epochs=``), ``grain.IterDataset`` or
+            ``grain.DataLoader``; an iterator with ``get_state``/``set_state`` has its position
+            saved with each checkpoint and restored without replay (other iterables are
+            replayed: their first batches are read again and discarded).
           steps: total optimizer steps to reach.
-          epochs: total epochs to reach (array data).
+          epochs: total epochs to reach (array data or a finite ``grain.MapDataset``).
           batch_size: rows per step for array data (a multiple of the data-parallel devices).
           eval_data: arrays or iterable of batches evaluated at every epoch end (array data), every
             ``eval_every`` steps, and at the end.
@@ -409,6 +417,7 @@ class Trainer:
             shuffle=shuffle,
             data_on_device=data_on_device,
             is_array=is_array_data(data),
+            resume_state=self._resume_position,
         )
         dp = dist.data_parallel_size(self.mesh)
         if feed.batch_size % dp:
@@ -416,6 +425,8 @@ class Trainer:
                 f"batch size {feed.batch_size} is not divisible by the {dp} data-parallel devices; "
                 f"use a multiple of {dp}, or pass devices=/mesh= to the Trainer"
             )
+        if steps is None and epochs is None and isinstance(feed, IterFeed) and feed.steps_per_epoch:
+            epochs = 1  # a finite grain.MapDataset: one pass
         target = steps if steps is not None else (epochs * feed.steps_per_epoch if epochs else None)
         self._sync_from_model()
         spec = feed.spec
@@ -466,10 +477,25 @@ class Trainer:
     # -- running the plan ------------------------------------------------------------------------
     def _run_plan(self, plan: FitPlan) -> History:
         feed = plan.feed
-        if isinstance(feed, IterFeed) and self._data_position:
+        if isinstance(feed, IterFeed) and feed.restored:
+            feed.count_from(self._data_position)  # put back by set_state: nothing read again
+        elif isinstance(feed, IterFeed) and self._data_position:
+            if feed.stateful:
+                why = (
+                    "it was saved from a plain iterable, or by a different number of processes"
+                    if self._ckpt and self._ckpt.saves_data_state
+                    else "Grain, which saves positions, is not installed"
+                )
+                warnings.warn(
+                    f"the checkpoint at step {self._step} holds no position for this data iterator "
+                    f"({why}): replaying {self._data_position} batches to reach it",
+                    stacklevel=3,
+                )
             feed.skip(self._data_position)  # resume an iterable where the checkpoint left it
         self._batches_consumed = feed.consumed if isinstance(feed, IterFeed) else 0
+        self._position = feed.state if isinstance(feed, IterFeed) and feed.restored else None
         self._data_position = 0
+        self._resume_position = None
         run = self._begin(plan)
         self._running = True
         error: BaseException | None = None
@@ -533,7 +559,10 @@ class Trainer:
             while True:
                 if self._stop_reason:
                     break
+                waited = time.perf_counter()
                 chunk = prefetcher.get()
+                if t_mark is not None:  # inside the timed training: the call's input was not ready
+                    self.progress.data_wait_seconds += time.perf_counter() - waited
                 if chunk is None:
                     break
                 key = ("train", chunk.length, feed.on_device)
@@ -548,6 +577,7 @@ class Trainer:
                         data,
                         donate=True,
                         out_shardings=(self._state_shardings, None, None),
+                        steps=chunk.length,
                     )
                     t_mark = None
                 fn = self._compiled[key]
@@ -593,14 +623,15 @@ class Trainer:
             self._step = chunk.start + n
             if n == chunk.length and chunk.consumed is not None:
                 self._batches_consumed = chunk.consumed
+            self._position = chunk.state if n == chunk.length else None
             run = self._run
             run.steps += n
             run.examples += n * feed.batch_size
             run.end_step = self._step
             self.history.add_steps(steps, host_ok)
             self.progress.step = self._step
-            if isinstance(feed, ArrayFeed):
-                self.progress.epoch = feed.position(self._step - 1)[0] if self._step else 0
+            if feed.steps_per_epoch:
+                self.progress.epoch = (self._step - 1) // feed.steps_per_epoch if self._step else 0
             self.progress.last.update({k: float(v[-1]) for k, v in host_ok.items()})
             plan.callbacks.on_steps(self, steps, host_ok)
             spe = feed.steps_per_epoch
@@ -714,6 +745,8 @@ class Trainer:
             msg += "; " + "; ".join(run.notes)
         run.status, run.message, run.end_step = status, msg, self._step
         run.train_seconds, run.compile_seconds = self.progress.train_seconds, self.progress.compile_seconds
+        run.data_wait_seconds = self.progress.data_wait_seconds
+        run.flops_per_step, run.peak_flops = self.progress.flops_per_step, self.progress.peak_flops
         run.wall_seconds = time.time() - run.started
         self.progress.status, self.progress.message = status, msg
         if self._log is not None:
@@ -761,7 +794,7 @@ class Trainer:
         try:
             assert self._log is not None
             self._log.append(self.history)  # before the save starts: the log covers every checkpoint
-            ckpt.save(self._step, self._state, meta, score=score)
+            ckpt.save(self._step, self._state, meta, score=score, data_position=self._position)
         finally:
             self._saving = False
         plan.callbacks.on_checkpoint(self, self._step, ckpt.step_path(self._step))
@@ -772,6 +805,7 @@ class Trainer:
         self._state = jax.device_put(state, self._state_shardings)
         self._step = int(meta.get("step", step))
         self._data_position = int(meta.get("batches_consumed") or 0)
+        self._resume_position = meta.get("data_state")
         history = self._log.load()
         if history is None and meta.get("history"):  # written before the log existed: in the metadata
             history = History.from_dict(meta["history"])
@@ -791,14 +825,28 @@ class Trainer:
 
     # -- compilation --------------------------------------------------------------------------
     def _compile(
-        self, key: Any, what: str, fn: Callable, *args: Any, donate: bool = False, out_shardings: Any = None
+        self,
+        key: Any,
+        what: str,
+        fn: Callable,
+        *args: Any,
+        donate: bool = False,
+        out_shardings: Any = None,
+        steps: int | None = None,
     ) -> Any:
+        """Compile once per ``key`` (timed); ``steps``: a train call's length (its FLOPs per step
+        and the device peak are recorded for MFU)."""
         compiled = self._compiled.get(key)
         if compiled is None:
             t0 = time.perf_counter()
             jitted = jax.jit(fn, donate_argnums=(0,) if donate else (), out_shardings=out_shardings)
-            compiled = jitted.lower(*args).compile()
+            lowered = jitted.lower(*args)
+            compiled = lowered.compile()
             seconds = time.perf_counter() - t0
+            if steps is not None:
+                self.progress.flops_per_step = flight.flops_per_step(lowered, compiled, steps)
+                if self.progress.flops_per_step and self.progress.peak_flops is None:
+                    self.progress.peak_flops = flight.peak_flops(self.mesh.devices.flat[0])
             entry: dict[str, Any] = {"what": what, "seconds": seconds}
             try:
                 mem = compiled.memory_analysis()
