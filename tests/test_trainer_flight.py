@@ -98,3 +98,21 @@ def test_history_logged_before_the_recorder_still_loads():
     old = {"start_step": 0, "end_step": 5, "status": "completed", "steps": 5, "train_seconds": 1.0}
     r = RunRecord.from_dict(old)
     assert r.flops_per_step is None and r.peak_flops is None and r.data_wait_seconds == 0.0
+
+
+def test_measuring_the_peak_is_a_listed_compile_under_a_readable_name(monkeypatch):
+    """The first fit of a process measures the CPU peak with a matmul: that compile is in
+    History.compiles (equal to an independent count) and profiles as Trainer.*, not <lambda>."""
+    from jaxmagic.profile import Profiler
+    from tests.fingerprint import CompileCounter
+
+    monkeypatch.setattr(flight, "_measured", {})  # as in a fresh process
+    X, y = dataset(640)
+    t = Trainer(TinyMLP(DIN, WIDTH, DOUT, rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device())
+    counter = CompileCounter()
+    with counter.listening(), Profiler() as prof:
+        t.fit((X, y), steps=20, batch_size=B, progress=None)
+    assert len(t.history.compiles) == counter.total, (t.history.compiles, dict(counter.by_name))
+    assert any("peak" in c["what"] for c in t.history.compiles)
+    names = {f.name for f in prof.report().functions if f.kind == "jit"}
+    assert "Trainer.measure_peak_flops" in names and not any("lambda" in n for n in names)
