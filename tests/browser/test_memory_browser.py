@@ -28,6 +28,8 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
     leak = page.locator(".jp-OutputArea-output .jm", has_text="Device memory").first
     _visible(leak)
     owners = leak.locator("table").first
+    # JupyterLab paints a scrolled-to output lazily: wait for the table's text, then read it
+    owners.filter(has_text="Out[").wait_for(timeout=30_000)
     assert "Out[" in owners.inner_text() and "history" in owners.inner_text()
     assert "%reset -f out" in leak.inner_text()
     leak.screenshot(path=str(artifacts_dir / "memory-leak.png"))
