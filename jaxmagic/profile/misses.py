@@ -14,6 +14,7 @@ which becomes the reason ``x changed from f32[3] to f32[4]`` of kind ``shape``.
 from __future__ import annotations
 
 import ast
+import functools
 import linecache
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -147,22 +148,29 @@ def param_names(defined_at: str | None) -> tuple[str, ...] | None:
     source = "".join(linecache.getlines(filename))
     if not source or not line.isdigit():
         return None
+    found = _functions_starting_at(source).get(int(line), ())
+    if len(found) != 1:
+        return None
+    return found[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _functions_starting_at(source: str) -> dict[int, tuple[tuple[str, ...], ...]]:
+    """``{line: (parameter names of each function starting there)}`` for one source text,
+    parsed once however many compiles of a report point into it (a code object's first line
+    is its first decorator's line, so decorator lines count too)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return None
-    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-    # a code object's first line is its first decorator's line
-    found = [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, kinds)
-        and int(line) in {n.lineno, *(d.lineno for d in getattr(n, "decorator_list", ()))}
-    ]
-    if len(found) != 1:
-        return None
-    a = found[0].args
-    return tuple(p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs])
+        return {}
+    out: dict[int, list[tuple[str, ...]]] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = n.args
+            names = tuple(p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs])
+            for ln in {n.lineno, *(d.lineno for d in getattr(n, "decorator_list", ()))}:
+                out.setdefault(ln, []).append(names)
+    return {ln: tuple(v) for ln, v in out.items()}
 
 
 _POSITIONAL = re.compile(r"^\[0\]\[(\d+)\](.*)$")
