@@ -18,6 +18,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from abtest import interleaved, standard_cells  # noqa: I001 - bench/ is on sys.path when run as a script
 
 from jaxmagic.ledger import CompileLedger
 from jaxmagic.ledger.capture import BACKEND, LOWER, TRACE
@@ -35,41 +36,20 @@ def timed(fn, ledger: CompileLedger | None) -> float:
             ledger.uninstall()
 
 
-def compare(name: str, fn, repeats: int, *, warm: bool = True) -> float:
-    if warm:
-        fn()  # compile outside the measurement
-    plain, led = [], []
-    for _ in range(repeats):  # interleaved so machine noise hits both sides alike
-        plain.append(timed(fn, None))
-        led.append(timed(fn, CompileLedger()))
-    p, q = statistics.median(plain), statistics.median(led)
-    print(f"{name:<32} plain {p * 1e3:8.2f} ms   ledger {q * 1e3:8.2f} ms   ratio {q / p:.3f}")
-    return q / p
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} devices")
 
-    tiny = jax.jit(lambda x: x + 1.0)
+    dispatch_bound, compute_bound = standard_cells()
     x = jnp.ones(8)
 
-    def dispatch_bound():
-        y = x
-        for _ in range(3000):
-            y = tiny(y)
-        return y
+    def plain(fn):
+        return timed(fn, None)
 
-    mm = jax.jit(lambda a: jnp.tanh(a @ a) @ a)
-    a = jnp.ones((768, 768)) / 768
-
-    def compute_bound():
-        y = a
-        for _ in range(6):
-            y = mm(y)
-        return y
+    def ledgered(fn):
+        return timed(fn, CompileLedger())
 
     def compile_bound():
         out = []
@@ -77,9 +57,17 @@ def main() -> None:
             out.append(jax.jit(lambda v, k=k: jnp.sin(v) * k + v.sum())(x))
         return out
 
-    compare("dispatch-bound (3000 calls)", dispatch_bound, args.repeats)
-    compare("compute-bound (6 matmul x3)", compute_bound, args.repeats)
-    compare("compile-bound (40 compiles)", compile_bound, max(3, args.repeats // 3), warm=False)
+    interleaved("dispatch-bound (3000 calls)", dispatch_bound, plain, ledgered, args.repeats, "ledger")
+    interleaved("compute-bound (6 matmul x3)", compute_bound, plain, ledgered, args.repeats, "ledger")
+    interleaved(
+        "compile-bound (40 compiles)",
+        compile_bound,
+        plain,
+        ledgered,
+        max(3, args.repeats // 3),
+        "ledger",
+        warm=False,
+    )
 
     # 5,000 compiles through jax.monitoring itself: 500 functions over 10 cells each.
     cells = iter(range(10**9))

@@ -19,31 +19,26 @@ import time
 
 import jax
 import jax.numpy as jnp
+from abtest import interleaved, standard_cells  # noqa: I001 - bench/ is on sys.path when run as a script
 
 from jaxmagic.profile import Profiler
 
 
 def timed(fn, profiled: bool) -> float:
+    # the cell's result stays referenced until timing ends, as a cell's variable would: an
+    # output dropped at once is freed unwaited, and both sides then time only the dispatch
     if profiled:
         t = time.perf_counter()
         with Profiler():
-            fn()
-        return time.perf_counter() - t
-    t = time.perf_counter()
-    fn()
-    jax.block_until_ready(jax.live_arrays())  # same end condition as the profiler's sync
-    return time.perf_counter() - t
-
-
-def compare(name: str, fn, repeats: int) -> float:
-    fn()  # compile outside the measurement
-    plain, prof = [], []
-    for _ in range(repeats):  # interleaved so machine noise hits both sides alike
-        plain.append(timed(fn, False))
-        prof.append(timed(fn, True))
-    p, q = statistics.median(plain), statistics.median(prof)
-    print(f"{name:<28} plain {p * 1e3:8.2f} ms   profiled {q * 1e3:8.2f} ms   ratio {q / p:.3f}")
-    return q / p
+            out = fn()
+        elapsed = time.perf_counter() - t
+    else:
+        t = time.perf_counter()
+        out = fn()
+        jax.block_until_ready(jax.live_arrays())  # same end condition as the profiler's sync
+        elapsed = time.perf_counter() - t
+    del out
+    return elapsed
 
 
 def main() -> None:
@@ -52,26 +47,16 @@ def main() -> None:
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} devices")
 
-    tiny = jax.jit(lambda x: x + 1.0)
-    x = jnp.ones(8)
+    dispatch_bound, compute_bound = standard_cells()
 
-    def dispatch_bound():
-        y = x
-        for _ in range(3000):
-            y = tiny(y)
-        return y
+    def plain(fn):
+        return timed(fn, False)
 
-    mm = jax.jit(lambda a: jnp.tanh(a @ a) @ a)
-    a = jnp.ones((768, 768)) / 768
+    def profiled(fn):
+        return timed(fn, True)
 
-    def compute_bound():
-        y = a
-        for _ in range(6):
-            y = mm(y)
-        return y
-
-    r1 = compare("dispatch-bound (3000 calls)", dispatch_bound, args.repeats)
-    r2 = compare("compute-bound (6 matmul x3)", compute_bound, args.repeats)
+    r1 = interleaved("dispatch-bound (3000 calls)", dispatch_bound, plain, profiled, args.repeats, "profiled")
+    r2 = interleaved("compute-bound (6 matmul x3)", compute_bound, plain, profiled, args.repeats, "profiled")
 
     def make(k):
         def fn(v):
