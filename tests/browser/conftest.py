@@ -203,3 +203,19 @@ def error_outputs(page) -> list[str]:
                  .filter(o => o.output_type === 'error')
                  .map(o => o.ename + ': ' + o.evalue)"""
     )
+
+
+def painted_text(locator, *needles: str, timeout: float = 30_000) -> str:
+    """The text a person sees in ``locator``, read once JupyterLab has painted it.
+
+    JupyterLab renders cells outside the viewport lazily, and until it paints them their
+    ``innerText`` is empty even though the DOM (``textContent``) is there: scroll to the element,
+    wait until its visible text holds every needle, then read it.
+    """
+    from playwright.sync_api import expect
+
+    locator.scroll_into_view_if_needed()
+    for needle in needles:
+        expect(locator).to_contain_text(needle, use_inner_text=True, timeout=timeout)
+    return locator.inner_text()
+

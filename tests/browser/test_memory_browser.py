@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, run_all
+from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, painted_text, run_all
 
 pytestmark = pytest.mark.browser
 
@@ -28,10 +28,8 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
     leak = page.locator(".jp-OutputArea-output .jm", has_text="Device memory").first
     _visible(leak)
     owners = leak.locator("table").first
-    # JupyterLab paints a scrolled-to output lazily: wait for the table's text, then read it
-    owners.filter(has_text="Out[").wait_for(timeout=30_000)
-    assert "Out[" in owners.inner_text() and "history" in owners.inner_text()
-    assert "%reset -f out" in leak.inner_text()
+    painted_text(owners, "Out[", "history")
+    painted_text(leak, "%reset -f out")
     leak.screenshot(path=str(artifacts_dir / "memory-leak.png"))
 
     # sortable: a click on "arrays" sorts ascending by that column
@@ -41,11 +39,12 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
 
     oom = page.locator(".jp-OutputArea-output .jm", has_text="out of memory").first
     _visible(oom)
-    assert "asked for 1.0 TiB" in oom.inner_text() and "del optimizer" in oom.inner_text()
+    painted_text(oom, "asked for 1.0 TiB", "del optimizer")
     oom.screenshot(path=str(artifacts_dir / "memory-oom.png"))
 
     plan = page.locator(".jp-OutputArea-output .jm", has_text="Collectives XLA inserted").first
     _visible(plan)
+    painted_text(plan, "Collectives XLA inserted", "fits")
     assert plan.locator(".jm-badge.jm-ok", has_text="fits").count() == 1
     assert plan.locator("table", has_text="all-gather").count() == 1
     plan.screenshot(path=str(artifacts_dir / "memory-plan.png"))
