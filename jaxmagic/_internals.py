@@ -106,6 +106,13 @@ def executable_of(computation: Any) -> Any | None:
     return computation._executable
 
 
+def lowering_of(lowered: Any) -> Any:
+    """The computation inside a public ``jax.stages.Lowered`` (what the lowering hook sees)."""
+    if not hasattr(lowered, "_lowering"):
+        raise changed("jax", "jax.stages.Lowered._lowering")
+    return lowered._lowering
+
+
 # --- jax: eager dispatch and device->host copies --------------------------------------------
 
 
@@ -122,16 +129,26 @@ def eval_trace() -> type:
     return cls
 
 
+# The ArrayImpl property every device->host copy goes through (wrapped by watch_host_copies).
+HOST_COPY_ATTR = "_value"
+
+
 def array_impl() -> type:
     """The concrete ``jax.Array`` class, checked for the ``_value`` property (the single
     place a device->host copy happens) and the ``_npy_value`` cache it fills."""
     cls = _attr("jax._src.array:ArrayImpl")
     _require(
-        isinstance(cls.__dict__.get("_value"), property) and "_npy_value" in _slots(cls),
+        isinstance(cls.__dict__.get(HOST_COPY_ATTR), property) and "_npy_value" in _slots(cls),
         "jax",
         "ArrayImpl._value property and _npy_value cache",
     )
     return cls
+
+
+def host_copy_descriptor() -> Any:
+    """What ``ArrayImpl._value`` is right now (a property, or jaxmagic's wrapper while
+    ``watch_host_copies`` runs): tests compare it before and after profiling."""
+    return _attr("jax._src.array:ArrayImpl").__dict__.get(HOST_COPY_ATTR)
 
 
 def host_copy_cached(arr: Any) -> bool:
@@ -186,26 +203,29 @@ def checkify_errors(error: Any) -> list[tuple[int, Any]]:
 
 def route_comm_to_subshell(comm: Any, timeout: float = 5.0) -> Callable[[], None] | None:
     """Deliver ``comm``'s frontend messages on a new kernel subshell thread, so they arrive while
-    the main thread is busy in a cell. Returns the undo, or ``None`` where unsupported (no
-    kernel, ipykernel < 7, or its private subshell API changed)."""
+    the main thread is busy in a cell. Returns the undo, or ``None`` where there are no
+    subshells to use (no kernel, no comm, ipykernel < 7). Raises :class:`InternalsChanged` when
+    the kernel has subshells but their private API is not the one jaxmagic was tested with."""
     import threading
 
     try:
         from ipykernel.kernelbase import Kernel
     except ImportError:
         return None
-    if not Kernel.initialized():
+    if comm is None or not Kernel.initialized():
         return None
     channel = getattr(Kernel.instance(), "shell_channel_thread", None)
+    if channel is None:  # ipykernel < 7: no subshells
+        return None
     manager = getattr(channel, "manager", None)
     needed = ("_create_subshell", "_delete_subshell", "_shell_channel_io_loop")
-    if (
-        comm is None
-        or not hasattr(comm, "_reply_subshell_for")
-        or manager is None
-        or not all(hasattr(manager, n) for n in needed)
-    ):
-        return None
+    _require(
+        hasattr(comm, "_reply_subshell_for")
+        and manager is not None
+        and all(hasattr(manager, n) for n in needed),
+        "ipykernel",
+        "the kernel's subshell API (shell_channel_thread.manager._create_subshell, Comm._reply_subshell_for)",
+    )
     done, box = threading.Event(), {}
 
     def create() -> None:
@@ -323,7 +343,7 @@ def watch_host_copies(on_copy: Callable[[Any], None]) -> Callable[[], None]:
     """Call ``on_copy(array)`` before every device->host copy of a ``jax.Array`` (the
     ``_value`` property when its host copy is not cached yet); returns the undo."""
     cls = array_impl()
-    prop = cls.__dict__["_value"]
+    prop = cls.__dict__[HOST_COPY_ATTR]
 
     def _value(arr: Any) -> Any:
         if arr._npy_value is None:

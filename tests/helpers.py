@@ -201,7 +201,7 @@ def global_state() -> tuple:
         tuple(logging.getLogger("jax").handlers),
         getattr(module, name),
         _internals.eval_trace().process_primitive,
-        array.__dict__["_value"],
+        _internals.host_copy_descriptor(),
         array.__dict__.get("block_until_ready"),
         array.__dict__.get("__add__"),
         array.__dict__.get("__getitem__"),

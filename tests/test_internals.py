@@ -47,7 +47,7 @@ def test_lowering_signature_change_names_the_versions(monkeypatch):
 
 def test_executable_of_a_compiled_lowering():
     lowered = jax.jit(jnp.sin).lower(jnp.ones(2))
-    computation = lowered._lowering  # what the lowering hook sees
+    computation = _internals.lowering_of(lowered)  # what the lowering hook sees
     assert _internals.executable_of(computation) is None  # not compiled yet
     lowered.compile()
     assert "sine" in _internals.executable_of(computation).as_text()
@@ -68,7 +68,7 @@ def test_eval_trace_and_array_impl_have_the_expected_shape():
 
 def test_array_impl_change_names_the_versions(monkeypatch):
     cls = _internals.array_impl()
-    monkeypatch.setattr(cls, "_value", None)  # no longer a property
+    monkeypatch.setattr(cls, _internals.HOST_COPY_ATTR, None)  # no longer a property
     with pytest.raises(InternalsChanged, match="ArrayImpl._value"):
         _internals.array_impl()
 
@@ -165,3 +165,95 @@ def test_eval_equation_runs_one_equation_eagerly():
     assert jnp.array_equal(out, jnp.zeros(2))
     call = jax.jit(_floor_div).trace(jnp.array([7]), jnp.array([2])).jaxpr.jaxpr.eqns[0]
     assert _internals.eval_equation(call, [jnp.array([7]), jnp.array([2])])[0].tolist() == [3]
+
+
+# -- the other hooks, each with its shape changed ------------------------------------------
+
+VERSIONS = r"\S+ \S+ \(tested with \S+ [\d.]+\)"
+
+
+def test_monitoring_listeners_change_names_the_version(monkeypatch):
+    durations, events = _internals.monitoring_listeners()
+    assert isinstance(durations, tuple) and isinstance(events, tuple)
+    from jax._src import monitoring
+
+    monkeypatch.delattr(monitoring, "_event_listeners")
+    with pytest.raises(
+        InternalsChanged, match="monitoring._event_duration_secs_listeners/_event_listeners.*" + VERSIONS
+    ):
+        _internals.monitoring_listeners()
+
+
+def test_transparent_slot_change_names_the_library_and_the_owner_report_keeps_a_note(monkeypatch):
+    from flax import nnx
+
+    import jaxmagic
+
+    changed = (("flax.nnx.variablelib", "Variable", "_no_such_slot", True),)
+    monkeypatch.setattr(_internals, "_TRANSPARENT", changed)
+    with pytest.raises(
+        InternalsChanged,
+        match=r"flax.nnx.variablelib.Variable._no_such_slot.*flax " + r"\S+ \(tested with flax 0\.12\.8\)",
+    ):
+        _internals.transparent_slots()
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    report = jaxmagic.memory(namespace={"model": model})
+    assert sum("_no_such_slot" in n for n in report.notes) == 1  # degraded with one note
+    # still found and owned by the model (the path only shows the wrapper's slot now)
+    kernel = next(a for a in report.arrays if a.type_str == "f32[2,3]")
+    assert kernel.root == "model" and kernel.owner.startswith("model.kernel")
+
+
+def test_traceback_and_equation_changes_name_the_version():
+    class NoFrames:
+        pass
+
+    class NoSourceInfo:
+        pass
+
+    with pytest.raises(InternalsChanged, match="Traceback.frames.*" + VERSIONS):
+        _internals.traceback_frames(NoFrames())
+    with pytest.raises(InternalsChanged, match="JaxprEqn.source_info.traceback.*" + VERSIONS):
+        _internals.equation_traceback(NoSourceInfo())
+
+
+def test_eval_equation_change_names_the_version(monkeypatch):
+    closed = jax.jit(lambda x: jnp.sin(x)).trace(jnp.ones(2)).jaxpr
+    sin = closed.jaxpr.eqns[0]
+    monkeypatch.delattr(type(sin.primitive), "get_bind_params")
+    with pytest.raises(InternalsChanged, match="Primitive.get_bind_params.*" + VERSIONS):
+        _internals.eval_equation(sin, [jnp.zeros(2)])
+
+
+def test_lowering_of_a_lowered_and_its_change():
+    lowered = jax.jit(jnp.cos).lower(jnp.ones(2))
+    assert _internals.executable_of(_internals.lowering_of(lowered)) is None
+    with pytest.raises(InternalsChanged, match="Lowered._lowering.*" + VERSIONS):
+        _internals.lowering_of(object())
+
+
+def test_subshell_api_change_names_ipykernels_version_and_the_widget_warns(monkeypatch):
+    from ipykernel.kernelbase import Kernel
+
+    class Manager:  # a subshell manager without the private methods jaxmagic calls
+        pass
+
+    class Channel:
+        manager = Manager()
+
+    class FakeKernel:
+        shell_channel_thread = Channel()
+
+    monkeypatch.setattr(Kernel, "initialized", classmethod(lambda cls: True))
+    monkeypatch.setattr(Kernel, "instance", classmethod(lambda cls, *a, **k: FakeKernel()))
+    with pytest.raises(
+        InternalsChanged, match="subshell API.*ipykernel " + r"\S+ \(tested with ipykernel 7\.4\.0\)"
+    ):
+        _internals.route_comm_to_subshell(object())
+    assert _internals.route_comm_to_subshell(None) is None  # no comm: nothing to route
+
+    class OldKernel:  # ipykernel < 7 has no shell channel thread
+        pass
+
+    monkeypatch.setattr(Kernel, "instance", classmethod(lambda cls, *a, **k: OldKernel()))
+    assert _internals.route_comm_to_subshell(object()) is None

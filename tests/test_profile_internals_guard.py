@@ -77,7 +77,7 @@ class _Descriptor:
 
 def test_changed_array_class_shows_transfers_as_unknown(monkeypatch):
     array = _internals.array_impl()
-    monkeypatch.setattr(array, "_value", _Descriptor(array.__dict__["_value"]))
+    monkeypatch.setattr(array, _internals.HOST_COPY_ATTR, _Descriptor(_internals.host_copy_descriptor()))
     step = jax.jit(lambda x: x + 1)
     x = step(jnp.ones(3))
     with Profiler() as prof:
@@ -155,16 +155,17 @@ def test_nnx_jit_arguments_are_read_inside_an_nnx_jit_call_only():
 
 
 def test_watch_host_copies_sees_each_first_copy_and_its_undo_restores():
-    array = _internals.array_impl()
-    before = array.__dict__["_value"]
+    before = _internals.host_copy_descriptor()
+    assert isinstance(before, property)
     copies = []
     undo = _internals.watch_host_copies(copies.append)
     try:
+        assert _internals.host_copy_descriptor() is not before  # wrapped while watching
         x = jnp.arange(3.0) + 1
         y = x * 2
         float(x[1]), y.tolist()
     finally:
         undo()
     float(x[2])  # after the undo: not seen
-    assert array.__dict__["_value"] is before
+    assert _internals.host_copy_descriptor() is before
     assert [c.shape for c in copies] == [(), (3,)] and copies[1] is y

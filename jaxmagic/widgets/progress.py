@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from jaxmagic._internals import route_comm_to_subshell
+from jaxmagic._internals import InternalsChanged, route_comm_to_subshell
 from jaxmagic.render.html import CSS_PATH
 from jaxmagic.render.training import history_html, progress_view, run_summary_text
 from jaxmagic.train.callbacks import Callback
@@ -65,7 +66,10 @@ class WidgetProgress(Callback):
         self._handle = display(self.widget, display_id=True)
         # Stop must arrive while this cell is busy: route the widget's messages to a subshell
         # (ipykernel >= 7); without one, Stop takes effect between cells.
-        self._unroute = route_comm_to_subshell(getattr(self.widget, "comm", None))
+        try:
+            self._unroute = route_comm_to_subshell(getattr(self.widget, "comm", None))
+        except InternalsChanged as e:
+            warnings.warn(f"the Stop button takes effect only when this cell ends: {e}", stacklevel=2)
         self._push(trainer, force=True)
 
     def _on_stop(self, change: dict[str, Any]) -> None:
