@@ -1,4 +1,4 @@
-"""Test harness shared by every layer (DESIGN.md §5).
+"""Test harness shared by every layer (unit, IPython, notebook, browser, multi-process).
 
 8 simulated CPU devices are configured before anything imports jax, so meshes, sharding
 and collectives are real on one machine.

@@ -3,7 +3,7 @@
 One module, so a test never imports another test module. Sections:
 
 - HTML: ``parse_html`` checks that tags balance and that a page is self-contained, and gives
-  the tags, attributes and text for assertions (DESIGN.md §5: parse HTML, do not compare it).
+  the tags, attributes and text for assertions (parse HTML, do not compare it).
 - IPython: ``run`` a cell and capture what it showed; ``global_state`` that profiling must
   leave untouched.
 - Notebooks: execute ``notebooks/<name>`` once per session and read its outputs.
@@ -71,12 +71,14 @@ class Page:
         text: the text a reader sees (script and style bodies excluded), whitespace as written.
         scripts: bodies of inline ``<script>`` elements.
         styles: bodies of ``<style>`` elements.
+        details: ``(attrs, summary text)`` of every ``<details>``, in document order.
     """
 
     elements: list[tuple[str, dict[str, str | None]]]
     text: str
     scripts: list[str]
     styles: list[str]
+    details: list[tuple[dict[str, str | None], str]] = dataclasses.field(default_factory=list)
 
     @property
     def tags(self) -> list[str]:
@@ -108,11 +110,14 @@ class _Parser(html.parser.HTMLParser):
         self.text: list[str] = []
         self.scripts: list[str] = []
         self.styles: list[str] = []
+        self.details: list[list] = []
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         self.elements.append((tag, dict(attrs)))
         if tag not in VOID:
             self.stack.append(tag)
+        if tag == "details":
+            self.details.append([dict(attrs), ""])
         if tag == "script":
             self.scripts.append("")
         elif tag == "style":
@@ -137,20 +142,22 @@ class _Parser(html.parser.HTMLParser):
             self.styles[-1] += data
         else:
             self.text.append(data)
+            if "summary" in self.stack and self.details:
+                self.details[-1][1] += data
 
 
 def parse_html(page: str, *, self_contained: bool = True) -> Page:
     """Parse ``page``; assert that its tags balance and (by default) that it is self-contained.
 
-    Self-contained (DESIGN.md §2): no ``src``/``href`` to an http(s) or protocol-relative URL,
-    no stylesheet ``<link>``, no remote ``url(...)`` or ``@import`` in CSS — a saved notebook
-    must render offline. (An SVG ``xmlns`` is a name, not a fetch, and is allowed.)
+    Self-contained: no ``src``/``href`` to an http(s) or protocol-relative URL, no stylesheet
+    ``<link>``, no remote ``url(...)`` or ``@import`` in CSS — a saved notebook must render
+    offline. (An SVG ``xmlns`` is a name, not a fetch, and is allowed.)
     """
     p = _Parser()
     p.feed(page)
     p.close()
     assert p.errors == [] and p.stack == [], f"unbalanced HTML: {p.errors} still open: {p.stack}"
-    result = Page(p.elements, "".join(p.text), p.scripts, p.styles)
+    result = Page(p.elements, "".join(p.text), p.scripts, p.styles, [(a, t) for a, t in p.details])
     if self_contained:
         assert_self_contained(result)
     return result

@@ -4,7 +4,6 @@ bounds, other threads' work. Exact text where it is pinned, parsed HTML elsewher
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 
 import jax
 import jax.numpy as jnp
@@ -12,27 +11,7 @@ import jax.numpy as jnp
 from jaxmagic.profile import Profiler
 from jaxmagic.profile.report import CompileRecord, FunctionProfile, ProfileReport
 from jaxmagic.render.profile import HLO_TEXT_LINES
-
-
-class Details(HTMLParser):
-    """Collects each <details>: its attributes and summary text."""
-
-    def __init__(self):
-        super().__init__()
-        self.found, self._in_summary = [], False
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "details":
-            self.found.append({"attrs": dict(attrs), "summary": ""})
-        self._in_summary = tag == "summary" or self._in_summary
-
-    def handle_endtag(self, tag):
-        if tag == "summary":
-            self._in_summary = False
-
-    def handle_data(self, data):
-        if self._in_summary and self.found:
-            self.found[-1]["summary"] += data
+from tests.helpers import parse_html
 
 
 def report_with(**fields) -> ProfileReport:
@@ -75,10 +54,8 @@ def test_hlo_is_trimmed_in_text_with_the_count_left_out_and_collapsed_in_html():
     text = long.to_text()
     assert "line 39" in text and "line 40\n" not in text
     assert f"… {2000 - HLO_TEXT_LINES} more lines (report.function('step').hlo has all)" in text
-    parser = Details()
-    parser.feed(r.to_html())
-    (section,) = [d for d in parser.found if d["summary"].startswith("optimized HLO")]
-    assert "open" not in section["attrs"] and f"({n} lines)" in section["summary"]
+    (section,) = [(a, t) for a, t in parse_html(r.to_html()).details if t.startswith("optimized HLO")]
+    assert "open" not in section[0] and f"({n} lines)" in section[1]
 
 
 def test_notes_unknown_counts_and_other_threads_render_in_both_faces():

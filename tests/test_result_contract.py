@@ -1,4 +1,5 @@
-"""Every result type keeps the Result contract (DESIGN.md §2), checked once for all of them.
+"""Every result type keeps the Result contract, checked once for all of them: a one-line repr,
+the full text, self-contained HTML and a JSON-serialisable to_dict.
 
 Each result is built from real, tiny objects (real JAX compiles, a real NNX model, a real
 Orbax checkpoint, a real training run), the way pyinstrument's ``test_renderers`` runs every

@@ -1,4 +1,4 @@
-"""Real JupyterLab + real Chromium, one server for the whole test session (DESIGN.md §5.4).
+"""Real JupyterLab + real Chromium, one server for the whole test session (fast on 2 cores).
 
 The server serves a temporary copy of ``notebooks/`` (tests never modify the repo's
 notebooks), with isolated settings (no news prompt) and ``window.jupyterapp`` exposed so
