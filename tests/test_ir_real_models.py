@@ -255,6 +255,29 @@ def test_training_flag_is_static_and_dropout_runs_in_the_trace(mip):
     assert namespace_fingerprint(mip.user_ns) == before
 
 
+def test_string_argument_is_static_and_picks_the_branch_in_every_magic(mip):
+    """A Python ``str`` picks code (an activation by name): kept static, never traced."""
+    mip.run_cell(
+        "class Act(nnx.Module):\n"
+        "    def __init__(self, rngs):\n"
+        "        self.lin = nnx.Linear(4, 4, rngs=rngs)\n"
+        "    def __call__(self, x, act='relu'):\n"
+        "        y = self.lin(x)\n"
+        "        return jnp.tanh(y) if act == 'tanh' else nnx.relu(y)\n"
+        "act_model = Act(nnx.Rngs(0))"
+    )
+    before = namespace_fingerprint(mip.user_ns)
+    tanh = result_of(mip, "%jaxpr -o act_model(x4, 'tanh')")
+    relu = result_of(mip, "%jaxpr -o act_model(x4, act='relu')")
+    assert "tanh" in tanh.jaxpr and "max" not in tanh.jaxpr
+    assert "max" in relu.jaxpr and "tanh" not in relu.jaxpr
+    assert tanh.signature == "x: f32[2,4], act='tanh'" and relu.signature == "x: f32[2,4], act='relu'"
+    assert "tanh" in result_of(mip, "%jaxhlo -o act_model(x4, 'tanh')").stablehlo
+    assert result_of(mip, "%jaxcheck -o act_model(x4, 'tanh')").findings == ()
+    assert namespace_fingerprint(mip.user_ns) == before
+    mip.user_ns.pop("act_model"), mip.user_ns.pop("Act")
+
+
 def test_jaxhlo_of_the_donating_generate_step(mip):
     r = result_of(mip, "%jaxhlo -o gpt.generate_step(tokens, 3)")
     assert r.stage == "stablehlo" and r.cost["flops"] > 0 and r.memory["argument_bytes"] > 0

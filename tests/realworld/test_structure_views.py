@@ -19,9 +19,6 @@ from tests.realworld.shell import run, setup
 
 pytestmark = [pytest.mark.realworld, pytest.mark.slow]  # whole models under every magic: ~1 min
 
-BARE_PATH = "issue 8: %jaxtree with a bare checkpoint path (the README's form) is a SyntaxError"
-SHARED_NOTES = "issue 8: %jaxtree prints false 'shared reference(s) counted once' notes"
-
 
 def files_of(directory) -> list[tuple[str, int, int]]:
     """Every file under ``directory`` with its size and modification time."""
