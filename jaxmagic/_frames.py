@@ -36,3 +36,17 @@ def user_site(start_depth: int = 2) -> tuple[str, int] | None:
             return filename, frame.f_lineno
         frame = frame.f_back
     return None
+
+
+def running_cell_label(filename: str) -> str | None:
+    """``In[5]`` when ``filename`` is the code of a cell of the running IPython shell, else None.
+
+    Capture code never imports IPython: the shell is found only if IPython is loaded already.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    try:
+        named = shell.compile.format_code_name(filename) if shell is not None else None
+    except Exception:  # a shell without IPython's caching compiler
+        return None
+    return named[1] if named else None

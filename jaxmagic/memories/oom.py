@@ -93,7 +93,7 @@ class OOMReport(Result):
 def _user_frames(tb: Any, label_file: Any = None) -> tuple[tuple[str | None, str | None], str | None]:
     """``(where, source)`` of the innermost user frame, and the source of the outermost one
     (the cell's own line, whose call can be planned from the namespace)."""
-    from jaxmagic._frames import is_library_file
+    from jaxmagic._frames import is_library_file, running_cell_label
 
     frames = [f for f in traceback.extract_tb(tb) if not is_library_file(f.filename)]
     if not frames:
@@ -101,7 +101,7 @@ def _user_frames(tb: Any, label_file: Any = None) -> tuple[tuple[str | None, str
     inner = frames[-1]
     # the cell's own top-level line (IPython's exec frame is outside any library directory)
     outer = next((f for f in frames if f.name == "<module>"), frames[0])
-    label = label_file(inner.filename) if label_file is not None else None
+    label = (label_file or running_cell_label)(inner.filename)
     where = f"{label}, line {inner.lineno}" if label else f"{inner.filename}:{inner.lineno}"
     return (where, (inner.line or "").strip() or None), (outer.line or "").strip() or None
 
@@ -174,7 +174,8 @@ def explain_oom(
         hidden: names of ``namespace`` to ignore.
         tb: the full traceback where the caller has it (IPython's ``sys.last_traceback`` also
             holds the cell's own frame, which the exception's ``__traceback__`` may lack).
-        label_file: names a source file (the listener passes one giving ``In[5]`` for a cell).
+        label_file: names a source file (default: ``In[5]`` for a cell of the running IPython
+            shell, the path otherwise).
 
     Returns:
         An :class:`OOMReport`. Raises ``ValueError`` if ``exc`` is not an out-of-memory error.
