@@ -234,7 +234,8 @@ def build_report(
     if inspections[0]:
         notes.append(
             f"{plural(inspections[0], 'compile')} ({fmt_seconds(inspections[1])}) made by jaxmagic to inspect "
-            "calls (%jaxpr, %jaxhlo, %jaxcheck, %jaxplan, %jaxtabulate) are left out"
+            "calls (%jaxpr, %jaxhlo, %jaxcheck, %jaxplan, %jaxtabulate) or measure the device's peak FLOP/s "
+            "are left out"
         )
     return CompileLedgerReport(
         sites=tuple(sites),
