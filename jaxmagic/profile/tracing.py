@@ -136,19 +136,23 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
 
     Calls come from the host's dispatch events (``PjitFunction(name)``), recorded when the
     call is made, so an execution still running when the trace stopped is counted too.
-    Device time comes from XLA's op events (``hlo_module`` + ``run_id``). ``traced_s``: how
+    Device time comes from XLA's op events (``hlo_module`` + ``run_id``): per device, the time
+    covered by the function's ops (an op nested in another, like a loop body's ops inside the
+    ``while`` op, is not counted twice), summed over the devices it ran on. ``traced_s``: how
     long the trace ran (host clock); with it a trace that ends early is reported in
     ``truncated`` (its counts are then lower bounds).
 
     Returns ``{"calls": {name: n}, "device_s": {name: s}, "device_runs": {name: n},
-    "timeline": [...], "truncated": str | None}`` (names as the module spells them for
-    ``device_s``/``device_runs``, e.g. ``_lambda_`` for ``<lambda>``).
+    "devices": {name: n}, "timeline": [...], "truncated": str | None}`` (names as the module
+    spells them for ``device_s``/``device_runs``/``devices``, e.g. ``_lambda_`` for
+    ``<lambda>``; ``devices``: the most devices one execution ran on).
     """
     with gzip.open(path, "rt") as fh:
         data = json.load(fh)
     events = data["traceEvents"] if isinstance(data, dict) else data
     runs: dict[tuple[str, str], list[float]] = {}
-    busy: dict[str, float] = defaultdict(float)
+    spans: dict[tuple[str, Any], list[tuple[float, float]]] = defaultdict(list)
+    run_devices: dict[tuple[str, str], set] = defaultdict(set)
     dispatch: dict[tuple[str, Any], list[tuple[float, float]]] = defaultdict(list)
     first, last = float("inf"), float("-inf")
     for e in events:
@@ -163,13 +167,21 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
         module = args.get("hlo_module")
         if not module:
             continue
-        busy[module] += dur
+        device = (e.get("pid"), args.get("device_ordinal"))
+        spans[(module, device)].append((start, start + dur))
         key = (module, str(args.get("run_id", "")))
+        run_devices[key].add(device)
         span = runs.setdefault(key, [start, start + dur])
         span[0], span[1] = min(span[0], start), max(span[1], start + dur)
+    busy: dict[str, float] = defaultdict(float)
+    for (module, _device), items in spans.items():
+        busy[module] += _union(items)
     device_runs: dict[str, int] = defaultdict(int)
-    for module, _run in runs:
-        device_runs[_module_to_name(module)] += 1
+    devices: dict[str, int] = defaultdict(int)
+    for module, run in runs:
+        name = _module_to_name(module)
+        device_runs[name] += 1
+        devices[name] = max(devices[name], len(run_devices[(module, run)]))
     t0 = min((s for s, _ in runs.values()), default=0.0)
     timeline = sorted(
         (
@@ -183,9 +195,21 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
         "calls": _outermost_counts(dispatch),
         "device_s": {_module_to_name(m): us / 1e6 for m, us in busy.items()},
         "device_runs": dict(device_runs),
+        "devices": dict(devices),
         "timeline": timeline,
         "truncated": truncation(len(events), covered_s, traced_s),
     }
+
+
+def _union(items: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, stop)`` intervals."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(items):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
 
 
 def truncation(n_events: int, covered_s: float, traced_s: float | None) -> str | None:
