@@ -270,6 +270,17 @@ def collectives(
     return out
 
 
+def op_counts(hlo_text: str) -> dict[str, int]:
+    """Instructions by opcode (``fusion``, ``dot``, ``all-reduce-start``, ...) over the whole module
+    of ``Compiled.as_text()``, fused computations included, parameters not counted."""
+    counts: dict[str, int] = {}
+    for line in hlo_text.splitlines():
+        m = _INSTR.match(line)
+        if m and m.group(3) != "parameter":
+            counts[m.group(3)] = counts.get(m.group(3), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _permute_axes(
     pairs: Sequence[Sequence[int]], names: Sequence[str], sizes: Sequence[int]
 ) -> tuple[str, ...] | None:
