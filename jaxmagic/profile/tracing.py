@@ -101,16 +101,21 @@ class TraceSession:
             "error": self.error,
             "truncated": None,
         }
+        path = self.trace_file()
+        if self.error or path is None:
+            out["dir"] = None
+            out["error"] = self.error or "--trace: no trace recorded: no trace file was written"
+            return out
+        out.update(summarise(path, traced_s=self._stopped - self._started))
+        return out
+
+    def trace_file(self) -> str | None:
+        """The Perfetto JSON file of the latest trace in ``directory``, if one was written."""
         files = sorted(
             glob.glob(os.path.join(self.directory, "**", "perfetto_trace.json.gz"), recursive=True),
             key=os.path.getmtime,
         )
-        if self.error or not files:
-            out["dir"] = None
-            out["error"] = self.error or "--trace: no trace recorded: no trace file was written"
-            return out
-        out.update(summarise(files[-1], traced_s=self._stopped - self._started))
-        return out
+        return files[-1] if files else None
 
 
 _DISPATCH = re.compile(r"^PjitFunction\((?P<name>.*)\)$")
@@ -131,6 +136,13 @@ def _outermost_counts(spans: dict[tuple[str, Any], list[tuple[float, float]]]) -
     return dict(counts)
 
 
+def load_events(path: str) -> list[dict[str, Any]]:
+    """The events of a ``perfetto_trace.json.gz`` file."""
+    with gzip.open(path, "rt") as fh:
+        data = json.load(fh)
+    return data["traceEvents"] if isinstance(data, dict) else data
+
+
 def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
     """Calls, device time and an execution timeline per function from a Perfetto file.
 
@@ -147,9 +159,7 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
     spells them for ``device_s``/``device_runs``/``devices``, e.g. ``_lambda_`` for
     ``<lambda>``; ``devices``: the most devices one execution ran on).
     """
-    with gzip.open(path, "rt") as fh:
-        data = json.load(fh)
-    events = data["traceEvents"] if isinstance(data, dict) else data
+    events = load_events(path)
     runs: dict[tuple[str, str], list[float]] = {}
     spans: dict[tuple[str, Any], list[tuple[float, float]]] = defaultdict(list)
     run_devices: dict[tuple[str, str], set] = defaultdict(set)
