@@ -87,7 +87,10 @@ def achieved(
     elif shared_name:
         note = "another function has the same name: the trace does not tell their device time apart"
     elif programs == 0:
-        note = "compiled before the profiled code: no cost analysis"
+        note = (
+            "compiled before the profiled code, so its cost analysis was not seen: run "
+            "jax.clear_caches() before profiling to compile it inside"
+        )
     elif programs > 1:
         note = f"{programs} programs compiled: the executions did not all run the same program"
     elif loops:

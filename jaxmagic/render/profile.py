@@ -70,7 +70,11 @@ _THROUGHPUT_HEAD = ["function", "executions", "device time", "FLOPs/exec", "FLOP
 
 
 def _rate(x: float | None, unit: str) -> str:
-    return UNKNOWN if x is None else f"{fmt_count(x)}{unit}"
+    """``2.04 GFLOP/s`` (the SI prefix joins the unit)."""
+    if x is None:
+        return UNKNOWN
+    count = fmt_count(x)
+    return f"{count[:-1]} {count[-1]}{unit}" if count[-1] in "kMGT" else f"{count} {unit}"
 
 
 def _bytes_rate(x: float | None) -> str:
@@ -88,9 +92,10 @@ def _traced(r: ProfileReport) -> list[FunctionProfile]:
 def _peak_line(r: ProfileReport) -> str:
     """What utilisation is measured against: one device's peak and where it comes from."""
     if r.peak_flops is None:
-        return "Achieved throughput (--trace); the device's peak FLOP/s is not known"
+        rated = any(f.throughput and f.throughput.flops_per_s for f in r.functions)
+        return "Achieved throughput (--trace)" + ("; the device's peak FLOP/s is not known" if rated else "")
     return (
-        f"Achieved throughput (--trace), against a peak of {fmt_count(r.peak_flops)}FLOP/s per device "
+        f"Achieved throughput (--trace), against a peak of {_rate(r.peak_flops, 'FLOP/s')} per device "
         f"({r.peak_source})"
     )
 
