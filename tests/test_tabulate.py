@@ -324,3 +324,17 @@ def test_nested_linen_layers_in_training_and_eval_sum_to_the_whole_call(train):
     assert sum(r.self_flops(i) for i in range(len(r.rows))) == pytest.approx(whole["flops"], rel=0.01)
     assert (r.rows[4].flops > 0) == train  # dropout: no work in eval, a random mask in training
     assert fingerprint(model) == before  # batch statistics and RNG streams untouched
+
+
+def test_time_while_another_trace_runs_says_why_and_keeps_the_costs(tmp_path):
+    from jaxmagic.profile.tracing import TraceSession
+
+    running = TraceSession(str(tmp_path))
+    running.start()
+    try:
+        r = tabulate(TinyMLP(rngs=nnx.Rngs(0)), jnp.ones((4, 8)), time=True)
+    finally:
+        running.stop()
+    assert not r.timed and r.total.flops > 0
+    assert r.timing.startswith("device time not measured: no trace recorded: another jax.profiler trace")
+    assert "Device time not measured" in r.to_text() and "self time" not in r.to_text()
