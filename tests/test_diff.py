@@ -138,3 +138,108 @@ def test_a_name_used_twice_is_matched_by_where_it_was_defined(pair):
     statuses = {c.name: c.status for c in compare(a, b).changes}
     assert statuses[f"chain ({f['defined_at']})"] == "changed"
     assert statuses["chain (In[9]:1)"] == "appeared"
+
+
+# -- --hlo reports: how the optimized program changed ---------------------------------------
+
+
+def _instructions(text: str, opcode: str) -> int:
+    """The test's own count: instructions ``%name = <array type> opcode(`` in the HLO text."""
+    import re
+
+    return len(re.findall(rf"=\s*[a-z0-9]+\[[\d,]*\](?:\{{[^}}]*\}})?\s+{re.escape(opcode)}\(", text))
+
+
+def profiled_hlo(step, *args):
+    with Profiler() as prof:
+        step(*args)
+    return prof.report(hlo=True)
+
+
+@pytest.fixture(scope="module")
+def remat_pair():
+    x = jnp.ones((32, 32))
+    plain = profiled_hlo(jax.jit(jax.value_and_grad(chain)), x)
+    remat = profiled_hlo(jax.jit(jax.value_and_grad(jax.checkpoint(chain))), x)
+    return plain, remat
+
+
+def test_hlo_changes_under_remat_match_the_hlo_text_counted_here(remat_pair):
+    a, b = remat_pair
+    r = compare(a, b, labels=("plain", "remat"))
+    change = next(c for c in r.changes if c.name == "chain")
+    ta, tb = a.function("chain").hlo, b.function("chain").hlo
+    h = change.hlo_changes
+    assert h["fusions"] == (_instructions(ta, "fusion"), _instructions(tb, "fusion"))
+    assert h["fusions"][0] != h["fusions"][1]  # remat changed the program
+    for kind, in_a, in_b in h["ops"]:
+        if kind in ("fusion", "tanh", "multiply", "dot", "add"):
+            assert (in_a, in_b) == (_instructions(ta, kind), _instructions(tb, kind)), kind
+    changed = {k for k, _, _ in h["ops"]}
+    assert "tanh" in changed  # the forward recomputed in the backward pass: one more tanh
+    assert _instructions(tb, "tanh") == _instructions(ta, "tanh") + 1
+    assert h["collectives"] == [] and h["collective_bytes"] == (0, 0)
+    text, html = r.to_text(), r.to_html()
+    assert "Optimized HLO" in text and f"fusions {h['fusions'][0]} → {h['fusions'][1]}" in text
+    assert "tanh 3 → 4" in text and "jm-hlo-diff" in html
+    d = json.loads(json.dumps(r.to_dict()))
+    chain_d = next(f for f in d["functions"] if f["name"] == "chain")
+    assert chain_d["hlo_changes"]["fusions"] == list(h["fusions"])
+
+
+def test_collectives_that_appear_are_counted_like_the_hlo_text():
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    def project(x, w):
+        return x @ w
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))  # automatic axes: XLA chooses the collectives
+    x, w = jnp.ones((16, 64)), jnp.ones((64, 32))
+    single = profiled_hlo(jax.jit(project), x, w)
+    # contraction dimension sharded: each device sums its slice, XLA adds an all-reduce
+    sharded = profiled_hlo(
+        jax.jit(project, out_shardings=NamedSharding(mesh, P())),
+        jax.device_put(x, NamedSharding(mesh, P(None, "d"))),
+        jax.device_put(w, NamedSharding(mesh, P("d", None))),
+    )
+    r = compare(single, sharded)
+    change = next(c for c in r.changes if c.name == "project")
+    h = change.hlo_changes
+    tb = sharded.function("project").hlo
+    reduces = tb.count(" all-reduce(") + tb.count(" all-reduce-start(")
+    assert reduces >= 1 and ("all-reduce", 0, reduces) in h["collectives"]
+    assert h["collective_bytes"][0] == 0 and h["collective_bytes"][1] >= 16 * 32 * 4  # f32[16,32] summed
+    assert "all-reduce 0 → " in r.to_text()
+
+
+def test_hlo_on_one_side_only_says_so_and_compares_the_rest(remat_pair, pair):
+    with_hlo, without = remat_pair[0], pair[0]
+    r = compare(with_hlo, without, labels=("hlo", "plain"))
+    (note,) = [n for n in r.notes if "optimized HLO is missing" in n]
+    assert "missing in plain (only hlo was profiled with --hlo)" in note
+    change = next(c for c in r.changes if c.name == "chain")
+    assert change.hlo_changes is None and change.status == "changed"
+    assert change.compile_s[0] > 0 and change.compile_s[1] > 0  # the rest is compared
+    assert "HLO only in hlo" in r.to_text()
+    reverse = compare(without, with_hlo, labels=("plain", "hlo"))
+    assert any("missing in plain" in n for n in reverse.notes)
+
+
+def test_jaxdiff_of_hlo_json_files(ip, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    ip.run_cell("import jax, jax.numpy as jnp\nfrom tests.test_diff import chain")
+    ip.run_cell_magic(
+        "jaxprofile", f"-q --hlo --json {a}", "jax.jit(jax.value_and_grad(chain))(jnp.ones((8, 8)))"
+    )
+    ip.run_cell_magic(
+        "jaxprofile",
+        f"-q --hlo --json {b}",
+        "jax.jit(jax.value_and_grad(jax.checkpoint(chain)))(jnp.ones((8, 8)))",
+    )
+    r = ip.run_line_magic("jaxdiff", f"{a} {b} -o")
+    h = next(c for c in r.changes if c.name == "chain").hlo_changes
+    hb = json.loads(b.read_text())
+    text_b = next(f for f in hb["functions"] if f["name"] == "chain")["hlo"]
+    assert h["fusions"][1] == _instructions(text_b, "fusion")

@@ -303,6 +303,9 @@ def test_persistent_cache_hits_on_the_second_run(tmp_path):
     assert layer_row(second)["cache"] == {HIT: 1}
     assert second["cache"]["outcomes"] == {HIT: second["count"]}
     assert not any(f["action"].startswith("configure") for f in second["fixes"])
+    # JAX stores int(compile seconds) per entry: these sub-second programs "saved" 0 s by its count
+    assert first["backend_s"] < 1.0 and second["saved_s"] == 0.0
+    assert any("compile time in whole seconds" in n for n in second["notes"])
 
 
 @pytest.mark.slow

@@ -253,9 +253,10 @@ def test_x64_warning_insight_is_not_cut_mid_sentence():
 
 
 def test_jaxmagics_own_trainer_profiles_clean_with_readable_names(monkeypatch):
-    from jaxmagic.train import Trainer, flight
+    from jaxmagic import devicepeak
+    from jaxmagic.train import Trainer
 
-    monkeypatch.setattr(flight, "_measured", {})  # as a process's first fit: the peak is measured
+    monkeypatch.setattr(devicepeak, "_measured", {})  # as a process's first fit: the peak is measured
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 4)).astype(np.float32)

@@ -12,8 +12,9 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxmagic import devicepeak
 from jaxmagic.render.training import progress_view
-from jaxmagic.train import TerminalProgress, Trainer, flight
+from jaxmagic.train import TerminalProgress, Trainer
 from jaxmagic.train.history import RunRecord
 from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device
 
@@ -47,7 +48,7 @@ def test_flops_per_step_match_a_hand_count_for_any_call_length(k):
 def test_mfu_is_achieved_flops_over_the_measured_peak():
     t = _fit(10, steps=40, batch_size=B)
     run = t.history.runs[-1]
-    assert run.peak_flops == flight.peak_flops(one_device()[0])  # measured once, cached
+    assert run.peak_flops == devicepeak.peak_flops(one_device()[0])  # measured once, cached
     totals = t.history.to_dict()["totals"]
     expected = run.steps * run.flops_per_step / run.train_seconds / run.peak_flops
     assert totals["mfu"] == pytest.approx(expected) and totals["mfu"] > 0
@@ -59,10 +60,10 @@ def test_known_accelerators_have_a_peak_by_name_and_cpu_is_measured_once():
     class H100:
         platform, device_kind = "gpu", "NVIDIA H100 80GB HBM3"
 
-    assert flight.peak_flops(H100()) == 989e12
+    assert devicepeak.peak_flops(H100()) == 989e12
     cpu = one_device()[0]
-    first = flight.peak_flops(cpu)
-    assert first > 0 and flight.peak_flops(cpu) == first  # cached: not measured again
+    first = devicepeak.peak_flops(cpu)
+    assert first > 0 and devicepeak.peak_flops(cpu) == first  # cached: not measured again
 
 
 def _slow_batches(n, sleep):
@@ -106,7 +107,7 @@ def test_measuring_the_peak_is_a_listed_compile_under_a_readable_name(monkeypatc
     from jaxmagic.profile import Profiler
     from tests.fingerprint import CompileCounter
 
-    monkeypatch.setattr(flight, "_measured", {})  # as in a fresh process
+    monkeypatch.setattr(devicepeak, "_measured", {})  # as in a fresh process
     X, y = dataset(640)
     t = Trainer(TinyMLP(DIN, WIDTH, DOUT, rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device())
     counter = CompileCounter()

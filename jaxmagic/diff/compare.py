@@ -16,6 +16,7 @@ from typing import Any
 
 from jaxmagic._format import fmt_seconds, plural
 from jaxmagic._result import Result
+from jaxmagic.diff.hlo import HloSummary, changed_counts, hlo_text, summarise_hlo
 
 READS_VERSION = 1  # the newest ProfileReport.to_dict layout this module understands
 
@@ -71,6 +72,23 @@ class FunctionChange:
     temp_bytes: tuple[int | None, int | None]
     new_reasons: tuple[str, ...]  # cache-miss reasons in B that A did not have
     impact: float  # what sorts the table: seconds, or a share of the run when machines differ
+    hlo: tuple[HloSummary | None, HloSummary | None] = (None, None)  # from --hlo reports
+
+    @property
+    def hlo_changes(self) -> dict[str, Any] | None:
+        """How the optimized HLO changed, when both sides carry it: ``fusions`` (A, B),
+        ``ops`` and ``collectives`` as ``[(kind, A, B)]`` for the kinds whose count changed,
+        ``collective_bytes`` (A, B); ``None`` when a side has no HLO."""
+        a, b = self.hlo
+        if a is None or b is None:
+            return None
+        return {
+            "fusions": (a.fusions, b.fusions),
+            "instructions": (a.instructions, b.instructions),
+            "ops": changed_counts(a.ops, b.ops),
+            "collectives": changed_counts(a.collectives, b.collectives),
+            "collective_bytes": (a.collective_bytes, b.collective_bytes),
+        }
 
     def ratio(self, pair: tuple[Any, Any]) -> float | None:
         """B / A, or None when either side is missing or A is 0."""
@@ -96,7 +114,15 @@ class FunctionChange:
             "temp_bytes": list(self.temp_bytes),
             "new_cache_miss_reasons": list(self.new_reasons),
             "impact": self.impact,
+            "hlo": [None if h is None else h.to_dict() for h in self.hlo],
+            "hlo_changes": _listed(self.hlo_changes),
         }
+
+
+def _listed(changes: dict[str, Any] | None) -> dict[str, Any] | None:
+    if changes is None:
+        return None
+    return {k: [list(r) for r in v] if k in ("ops", "collectives") else list(v) for k, v in changes.items()}
 
 
 @dataclass(frozen=True)
@@ -177,7 +203,8 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] = ("A", "B")) -> Comparis
     Returns:
       A ``ComparisonReport``: per function compile and device time with B/A ratios, FLOPs,
       bytes and temporary memory in both, compiles that appeared or vanished, cache-miss
-      reasons new in B; sorted by impact.
+      reasons new in B, and, where both reports were made with ``--hlo``, how each function's
+      optimized HLO changed (fusions, ops by kind, collectives); sorted by impact.
 
     Example::
 
@@ -210,6 +237,13 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] = ("A", "B")) -> Comparis
         same = True
     if ea.get("jax") and eb.get("jax") and ea["jax"] != eb["jax"]:
         notes.append(f"JAX {ea['jax']} vs {eb['jax']}")
+    with_hlo = [any(hlo_text(f) for f in d["functions"]) for d in (da, db)]
+    if any(with_hlo) and not all(with_hlo):
+        have, lack = (labels[0], labels[1]) if with_hlo[0] else (labels[1], labels[0])
+        notes.append(
+            f"optimized HLO is missing in {lack} (only {have} was profiled with --hlo): the HLO is not "
+            f"compared, the rest is; profile both with %%jaxprofile --hlo to see how it changed"
+        )
 
     # Functions match by name and kind; a name used twice in a run (two lambdas) also by
     # where it was defined.
@@ -253,6 +287,7 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] = ("A", "B")) -> Comparis
                 temp_bytes=(_temp(x), _temp(y)),
                 new_reasons=new,
                 impact=impact,
+                hlo=(_summary(x), _summary(y)),
             )
         )
     changes.sort(key=lambda c: -c.impact)
@@ -269,6 +304,11 @@ def compare(a: Any, b: Any, *, labels: tuple[str, str] = ("A", "B")) -> Comparis
         changes=tuple(changes),
         notes=tuple(notes),
     )
+
+
+def _summary(function: dict | None) -> HloSummary | None:
+    text = hlo_text(function)
+    return None if text is None else summarise_hlo(text)
 
 
 def describe_ratio(a: float | None, b: float | None) -> str:

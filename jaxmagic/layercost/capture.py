@@ -11,37 +11,17 @@ alone for XLA's cost analysis.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxmagic._format import shape_str
+from jaxmagic.layercost.recording import Call, abstract, recording
 
 
 class LayerCallError(ValueError):
     """The model (or one of its layers) raised when called on the given inputs."""
-
-
-@dataclass
-class _Call:
-    path: tuple
-    module: Any  # the abstract copy made by nnx.eval_shape
-    args: tuple
-    kwargs: dict
-    outputs: Any
-    depth: int
-
-
-def _abstract(tree: Any) -> Any:
-    return jax.tree.map(
-        lambda t: (
-            jax.ShapeDtypeStruct(t.shape, t.dtype) if hasattr(t, "shape") and hasattr(t, "dtype") else t
-        ),
-        tree,
-    )
 
 
 def _types(tree: Any) -> str:
@@ -57,70 +37,25 @@ def _bytes(tree: Any) -> int:
     )
 
 
-@contextlib.contextmanager
-def _recording(classes: set[type], calls: list[_Call], paths: dict[int, tuple]):
-    """Wrap ``__call__`` of ``classes`` (restored on exit, also when the call raises)."""
-    originals = {cls: cls.__dict__.get("__call__") for cls in classes}
-    # Resolved before any class is patched: a subclass that inherits __call__ wraps the
-    # base's original, not the base's wrapper.
-    targets = {cls: cls.__call__ for cls in classes}
-    stack: list[int] = []  # ids of the modules being called, outermost first
-
-    def make(original: Any) -> Any:
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            path = paths.get(id(self))
-            if path is None or (stack and stack[-1] == id(self)):  # super().__call__: one call
-                return original(self, *args, **kwargs)
-            stack.append(id(self))
-            call = _Call(path, self, _abstract(args), _abstract(kwargs), None, len(stack) - 1)
-            calls.append(call)
-            try:
-                out = original(self, *args, **kwargs)
-            except Exception as e:
-                if not getattr(e, "_jaxmagic_layer", None):
-                    e._jaxmagic_layer = path  # type: ignore[attr-defined]
-                raise
-            finally:
-                stack.pop()
-            call.outputs = _abstract(out)
-            return out
-
-        return __call__
-
-    for cls in classes:
-        cls.__call__ = make(targets[cls])
-    try:
-        yield
-    finally:
-        for cls, original in originals.items():
-            if original is None:
-                del cls.__call__
-            else:
-                cls.__call__ = original
+def _count(tree: Any) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree) if hasattr(x, "shape"))
 
 
-def _cost(module: Any, args: tuple, kwargs: dict) -> dict[str, float | None]:
-    from flax import nnx
+def split_arrays(args: tuple, kwargs: dict) -> tuple[list, Any]:
+    """``(dynamic leaves, rebuild)``: the array leaves of ``(args, kwargs)`` to pass to a jitted
+    function, and ``rebuild(dynamic) -> (args, kwargs)`` with the other leaves put back."""
+    flat, treedef = jax.tree.flatten((args, kwargs))
+    is_dyn = [isinstance(x, (jax.ShapeDtypeStruct, jax.Array)) for x in flat]
 
-    graphdef, state = nnx.split(module)
+    def rebuild(dyn: list) -> tuple[tuple, dict]:
+        it = iter(dyn)
+        return jax.tree.unflatten(treedef, [next(it) if d else x for x, d in zip(flat, is_dyn)])
 
-    def run(state: Any, args: tuple, kwargs: dict) -> Any:
-        return nnx.merge(graphdef, state)(*args, **kwargs)
+    return [x for x, d in zip(flat, is_dyn) if d], rebuild
 
-    arrays = jax.tree.map(lambda x: x, (args, kwargs))
-    dyn, static = [], []
-    flat, treedef = jax.tree.flatten(arrays)
-    for x in flat:
-        (dyn if isinstance(x, jax.ShapeDtypeStruct) else static).append(x)
 
-    def closed(state: Any, dyn: list) -> Any:
-        it, out = iter(dyn), []
-        for x in flat:
-            out.append(next(it) if isinstance(x, jax.ShapeDtypeStruct) else x)
-        a, k = jax.tree.unflatten(treedef, out)
-        return run(state, a, k)
-
-    compiled = jax.jit(closed).lower(_abstract(state), dyn).compile()
+def _cost_of(fn: Any, *operands: Any) -> dict[str, float | None]:
+    compiled = jax.jit(fn).lower(*operands).compile()
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list):  # older jax: one dict per program
         analysis = analysis[0] if analysis else {}
@@ -128,25 +63,88 @@ def _cost(module: Any, args: tuple, kwargs: dict) -> dict[str, float | None]:
 
     def get(key: str) -> float | None:
         v = analysis.get(key)
+        if v is None and analysis:  # XLA leaves zero-valued properties out (x -> x has no "flops")
+            return 0.0
         return float(v) if v is not None and v >= 0 else None
 
     return {"flops": get("flops"), "bytes_accessed": get("bytes accessed")}
 
 
-def tabulate(model: Any, *args: Any, **kwargs: Any):
+def _cost(module: Any, args: tuple, kwargs: dict) -> dict[str, float | None]:
+    from flax import nnx
+
+    graphdef, state = nnx.split(module)
+    dyn, rebuild = split_arrays(abstract(args), abstract(kwargs))
+
+    def closed(state: Any, dyn: list) -> Any:
+        a, k = rebuild(dyn)
+        return nnx.merge(graphdef, state)(*a, **k)
+
+    return _cost_of(closed, abstract(state), dyn)
+
+
+def _linen_cost(call: Call) -> dict[str, float | None]:
+    """A Linen submodule's call compiled alone: ``apply`` of its unbound copy on its variables."""
+    unbound, variables, rng_names = call.linen or (None, {}, ())
+    if unbound is None:
+        return {"flops": None, "bytes_accessed": None}
+    dyn, rebuild = split_arrays(call.args, call.kwargs)
+
+    def closed(variables: Any, dyn: list) -> Any:
+        a, k = rebuild(dyn)
+        rngs = {name: jax.random.key(i) for i, name in enumerate(rng_names)}
+        return unbound.apply(variables, *a, rngs=rngs, mutable=True, **k)
+
+    try:
+        return _cost_of(closed, variables, dyn)
+    except Exception:  # e.g. a method that needs its parent's context: shown n/a
+        return {"flops": None, "bytes_accessed": None}
+
+
+def _has_linen(model: Any) -> bool:
+    from flax import nnx
+
+    bridge = getattr(getattr(nnx, "bridge", None), "ToNNX", None)
+    return bridge is not None and any(isinstance(m, bridge) for _, m in nnx.iter_modules(model))
+
+
+def _call_error(model: Any, e: Exception) -> LayerCallError:
+    path = getattr(e, "_jaxmagic_layer", None)
+    kind = getattr(e, "_jaxmagic_layer_type", None) or _type_at(model, path)
+    where = f"layer {_path_str(path)!r} ({kind})" if path else "the model"
+    message = str(e).splitlines()[0] if str(e) else ""
+    if type(e).__name__ == "ScopeCollectionNotFound":
+        message += (
+            " (a Linen module wrapped by nnx.bridge.ToNNX has no variables until it is "
+            "initialised: call nnx.bridge.lazy_init(model, *inputs) first)"
+        )
+    return LayerCallError(f"{where} raised {type(e).__name__}: {message}")
+
+
+def tabulate(model: Any, *args: Any, time: bool = False, trace_dir: str | None = None, **kwargs: Any):
     """Per-layer cost of ``model(*args, **kwargs)`` for a Flax NNX module.
 
-    One row per submodule call (a layer called twice gives two rows): path, module type,
-    input and output types, parameters (count, bytes), FLOPs and bytes accessed from XLA's
-    cost analysis of that call compiled alone, and output (activation) bytes. The first row
-    is the whole call. Nothing runs on real data and the model is not changed.
+    One row per submodule call (a layer called twice gives two rows), Linen submodules of an
+    ``nnx.bridge.ToNNX`` included: path, module type, input and output types, parameters
+    (count, bytes), FLOPs and bytes accessed from XLA's cost analysis of that call compiled
+    alone, and output (activation) bytes. The first row is the whole call. Without ``time``
+    nothing runs on real data; the model is never changed.
+
+    Args:
+        model: an ``nnx.Module`` (a Linen module: wrap it in ``nnx.bridge.ToNNX`` and
+            ``nnx.bridge.lazy_init`` it).
+        *args, **kwargs: the call's inputs (arrays or ``jax.ShapeDtypeStruct``).
+        time: also measure device time per row: the whole call is compiled once with a
+            ``jax.named_scope`` per module call and run under a ``jax.profiler`` trace on a
+            split copy of the model's state (inputs given as shapes run on zeros).
+        trace_dir: where ``time`` writes its trace (default: a temporary folder, removed).
 
     Raises ``TypeError`` for a non-NNX model and ``LayerCallError`` (naming the layer) when the
     call raises, e.g. on inputs of the wrong shape.
 
     Example::
 
-        jaxmagic.tabulate(model, jnp.ones((8, 784)))
+        jaxmagic.tabulate(model, jnp.ones((8, 784)), time=True)
     """
     from flax import nnx
 
@@ -155,33 +153,40 @@ def tabulate(model: Any, *args: Any, **kwargs: Any):
     if not isinstance(model, nnx.Module):
         raise TypeError(f"tabulate needs a Flax NNX module (nnx.Module); got {type(model).__name__}")
     classes = {type(m) for _, m in nnx.iter_modules(model)}
+    linen = _has_linen(model)
     params = {
-        path: (
-            sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(m, nnx.Param))),
-            _bytes(nnx.state(m, nnx.Param)),
-        )
+        path: (_count(nnx.state(m, nnx.Param)), _bytes(nnx.state(m, nnx.Param)))
         for path, m in nnx.iter_modules(model)
     }
-    calls: list[_Call] = []
+    calls: list[Call] = []
 
-    def run(m: Any, args: tuple, kwargs: dict) -> Any:
+    dyn, rebuild = split_arrays(args, kwargs)  # Python values (train=True) stay static
+
+    def run(m: Any, dyn: list) -> Any:
         paths = {id(sub): path for path, sub in nnx.iter_modules(m)}
-        with _recording(classes, calls, paths):
-            return m(*args, **kwargs)
+        a, k = rebuild(dyn)
+        with recording(classes, calls, paths, linen=linen):
+            return m(*a, **k)
 
     try:
-        nnx.eval_shape(run, model, args, kwargs)
+        nnx.eval_shape(run, model, dyn)
     except Exception as e:
-        path = getattr(e, "_jaxmagic_layer", None)
-        where = f"layer {_path_str(path)!r} ({_type_at(model, path)})" if path else "the model"
-        raise LayerCallError(
-            f"{where} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+        raise _call_error(model, e) from e
+    timing = None
+    if time:
+        from jaxmagic.layercost.timing import measure
+
+        timing = measure(model, calls, classes, args, kwargs, linen=linen, trace_dir=trace_dir)
     real = dict(nnx.iter_modules(model))
     rows = []
-    for call in calls:
-        cost = _cost(real.get(call.path, call.module), call.args, call.kwargs)
-        count, nbytes = params.get(call.path, (0, 0))
+    for i, call in enumerate(calls):
+        if call.linen is not None:
+            cost = _linen_cost(call)
+            variables = call.linen[1]
+            count, nbytes = _count(variables.get("params", {})), _bytes(variables.get("params", {}))
+        else:
+            cost = _cost(real.get(call.path, call.module), call.args, call.kwargs)
+            count, nbytes = params.get(call.path, (0, 0))
         rows.append(
             LayerRow(
                 path=_path_str(call.path),
@@ -194,9 +199,15 @@ def tabulate(model: Any, *args: Any, **kwargs: Any):
                 flops=cost["flops"],
                 bytes_accessed=cost["bytes_accessed"],
                 output_bytes=_bytes(call.outputs),
+                device_s=timing.device_s[i] if timing and timing.device_s else None,
+                self_device_s=timing.self_s[i] if timing and timing.self_s else None,
             )
         )
-    return LayerCostReport(model=type(model).__name__, rows=tuple(rows))
+    return LayerCostReport(
+        model=type(model).__name__,
+        rows=tuple(rows),
+        timing=timing.describe() if timing else None,
+    )
 
 
 def _path_str(path: tuple | None) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jaxmagic._format import fmt_bytes, fmt_count, plural
+from jaxmagic._format import fmt_bytes, fmt_count, fmt_seconds, plural
 from jaxmagic._result import Result
 
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One submodule call; FLOPs and bytes accessed include the calls nested in it."""
+    """One submodule call; FLOPs, bytes accessed and device time include the calls nested in it."""
 
     path: str
     depth: int
@@ -23,6 +23,8 @@ class LayerRow:
     flops: float | None
     bytes_accessed: float | None
     output_bytes: int
+    device_s: float | None = None  # measured per call with --time (None: not measured)
+    self_device_s: float | None = None  # the part outside the calls nested in it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +38,8 @@ class LayerRow:
             "flops": self.flops,
             "bytes_accessed": self.bytes_accessed,
             "output_bytes": self.output_bytes,
+            "device_s": self.device_s,
+            "self_device_s": self.self_device_s,
         }
 
 
@@ -46,6 +50,7 @@ class LayerCostReport(Result):
 
     model: str
     rows: tuple[LayerRow, ...]
+    timing: str | None = None  # how device time was measured (--time), else None
 
     @property
     def total(self) -> LayerRow:
@@ -69,11 +74,21 @@ class LayerCostReport(Result):
             return None
         return max(0.0, own - sum(kids))
 
+    def self_device_s(self, index: int) -> float | None:
+        """Device time of row ``index`` outside its child calls (``--time``; else ``None``):
+        the time of the ops attributed to this call itself, not a difference of rounded sums."""
+        return self.rows[index].self_device_s
+
+    @property
+    def timed(self) -> bool:
+        return any(r.device_s is not None for r in self.rows)
+
     def summary(self) -> str:
         t = self.total
+        timed = f", {fmt_seconds(t.device_s)} on device" if t.device_s is not None else ""
         return (
             f"{self.model}: {plural(len(self.rows), 'layer call')}, {fmt_count(t.params)} params, "
-            f"{fmt_count(t.flops)} FLOPs"
+            f"{fmt_count(t.flops)} FLOPs{timed}"
         )
 
     def to_text(self, width: int = 100) -> str:
@@ -87,12 +102,17 @@ class LayerCostReport(Result):
         return tabulate_html(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: ``model``, ``rows`` (each row's fields, ``self_flops`` and
+        ``self_device_s``), ``total_params``, ``total_param_bytes``, ``total_flops``,
+        ``total_device_s`` and ``timing`` (how device time was measured, or ``None``)."""
         return {
             "model": self.model,
             "rows": [{**r.to_dict(), "self_flops": self.self_flops(i)} for i, r in enumerate(self.rows)],
             "total_params": self.total.params,
             "total_param_bytes": self.total.param_bytes,
             "total_flops": self.total.flops,
+            "total_device_s": self.total.device_s,
+            "timing": self.timing,
         }
 
 

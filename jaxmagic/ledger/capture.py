@@ -53,9 +53,11 @@ def _is_not_users(filename: str) -> bool:
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # jaxmagic code that compiles a call only to look at it (%jaxpr/%jaxhlo, %jaxcheck, %jaxplan,
-# %jaxtabulate). Other jaxmagic code compiles the user's own programs (the trainer's step,
-# the profiler's wrappers around the user's ops) and those compiles count.
-_INSPECTIONS = tuple(_PACKAGE + p for p in ("ir.py", "check.py", "memories" + os.sep, "layercost" + os.sep))
+# %jaxtabulate) or to measure the device's peak FLOP/s. Other jaxmagic code compiles the user's
+# own programs (the trainer's step, the profiler's wrappers around the user's ops) and those count.
+_INSPECTIONS = tuple(
+    _PACKAGE + p for p in ("ir.py", "check.py", "devicepeak.py", "memories" + os.sep, "layercost" + os.sep)
+)
 
 
 def _is_inspection(filename: str) -> bool:

@@ -228,13 +228,14 @@ def build_report(
 
     fixes = _cache_fixes(outcomes, outcome_s, total_s, min_compile_s, cache_dir)
     fixes += _recompile_fixes(sites)
-    notes = _cache_notes(cache_dirs, cache_dir, outcomes)
+    notes = _cache_notes(cache_dirs, cache_dir, outcomes, sum(max(0.0, g.saved_s) for g in groups))
     if count > len(entries) and len(entries) == kept_entries:
         notes.append(f"the last {kept_entries} compiles are kept one by one; totals count all {count}")
     if inspections[0]:
         notes.append(
             f"{plural(inspections[0], 'compile')} ({fmt_seconds(inspections[1])}) made by jaxmagic to inspect "
-            "calls (%jaxpr, %jaxhlo, %jaxcheck, %jaxplan, %jaxtabulate) are left out"
+            "calls (%jaxpr, %jaxhlo, %jaxcheck, %jaxplan, %jaxtabulate) or measure the device's peak FLOP/s "
+            "are left out"
         )
     return CompileLedgerReport(
         sites=tuple(sites),
@@ -349,7 +350,9 @@ def _recompile_fixes(sites: list[SiteRow], limit: int = 5) -> list[Fix]:
     return fixes[:limit]
 
 
-def _cache_notes(cache_dirs: list[str], cache_dir: str | None, outcomes: dict[str, int]) -> list[str]:
+def _cache_notes(
+    cache_dirs: list[str], cache_dir: str | None, outcomes: dict[str, int], saved_s: float = 0.0
+) -> list[str]:
     notes = []
     if len(cache_dirs) > 1:
         notes.append(
@@ -367,6 +370,13 @@ def _cache_notes(cache_dirs: list[str], cache_dir: str | None, outcomes: dict[st
     if outcomes.get(WRITTEN):
         notes.append(
             f"{plural(outcomes[WRITTEN], 'compile')} written to the cache: the next run can reuse them"
+        )
+    if outcomes.get(HIT) and saved_s <= 0:
+        # jax/_src/compiler.py stores int(compile_time_secs) with each entry
+        notes.append(
+            f"{plural(outcomes[HIT], 'cache hit')}, 0 s saved by JAX's count: JAX stores each entry's "
+            "compile time in whole seconds, so a program that compiled in under a second is counted "
+            "as saving nothing; its compile time in the run that wrote it is what the hit saved"
         )
     return notes
 

@@ -32,9 +32,11 @@ class DiffMagics(Magics):
     @line_magic
     def jaxdiff(self, line: str = "") -> Any:
         """Compare profile report B against A: per function compile and device time with B/A
-        ratios, FLOPs and temporary memory, compiles that appeared or vanished, and cache-miss
-        reasons new in B; largest impact first. A and B are ``ProfileReport`` objects
-        (``%%jaxprofile -o``) or files written by ``%%jaxprofile --json``.
+        ratios, FLOPs and temporary memory, compiles that appeared or vanished, cache-miss
+        reasons new in B, and for reports made with ``%%jaxprofile --hlo`` how each function's
+        optimized HLO changed (fusions, ops by kind, collectives); largest impact first. A and B
+        are ``ProfileReport`` objects (``%%jaxprofile -o``) or files written by
+        ``%%jaxprofile --json``.
 
         Example: ``%jaxdiff before after`` or ``%jaxdiff runs/a.json runs/b.json``.
         """

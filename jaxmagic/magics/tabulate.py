@@ -21,21 +21,29 @@ class TabulateMagics(Magics):
         "-o", "--output", action="store_true", help="return the LayerCostReport instead of displaying it"
     )
     @argument("-q", "--quiet", action="store_true", help="display nothing")
+    @argument(
+        "--time",
+        action="store_true",
+        help="also measure device time per layer: run the call a few times under a jax.profiler "
+        "trace, on a copy of the model's state (the model is not changed)",
+    )
     @no_var_expand
     @line_magic
     def jaxtabulate(self, line: str = "") -> Any:
-        """Per-layer cost of one Flax NNX model call, without running it on data: one row per
-        submodule call with path, input and output types, parameters (count, bytes), FLOPs and
-        bytes accessed (XLA's cost analysis of that call compiled alone) and output bytes.
+        """Per-layer cost of one Flax NNX model call (Linen modules through ``nnx.bridge.ToNNX``),
+        without running it on data: one row per submodule call with path, input and output
+        types, parameters (count, bytes), FLOPs and bytes accessed (XLA's cost analysis of that
+        call compiled alone) and output bytes; with ``--time`` the device time of each call,
+        inclusive and self.
 
-        Example: ``%jaxtabulate model(jnp.ones((8, 784)))``.
+        Example: ``%jaxtabulate model(jnp.ones((8, 784)))``, ``%jaxtabulate --time model(x)``.
         """
         args, expr = parse(self.jaxtabulate, line)
         fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxtabulate", expr)
         from jaxmagic.layercost import LayerCallError, tabulate
 
         try:
-            report = tabulate(fn, *call_args, **call_kwargs)
+            report = tabulate(fn, *call_args, time=args.time, **call_kwargs)
         except (TypeError, LayerCallError) as e:
             raise UsageError(f"%jaxtabulate: {e}") from None
         return show(report, args)

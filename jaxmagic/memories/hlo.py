@@ -1,4 +1,5 @@
-"""The collectives XLA inserted, read from a compiled module's HLO text (no JAX import).
+"""The collectives XLA inserted, read from a compiled module's HLO text (no JAX import); also
+every instruction with its metadata (``instructions``) and counts by opcode (``op_counts``).
 
 Each ``all-reduce``, ``all-gather``, ``reduce-scatter``, ``all-to-all`` and
 ``collective-permute`` instruction (async ``-start`` forms included, ``-done`` not counted)
@@ -268,6 +269,57 @@ def collectives(
             )
         )
     return out
+
+
+_COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
+_CALLED = re.compile(r"\b(?:calls|body|condition|to_apply|true_computation|false_computation)=%([\w.\-]+)")
+_BRANCHES = re.compile(r"\bbranch_computations=\{([^}]*)\}")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One HLO instruction: where it is, what it is, where it came from, what it calls."""
+
+    computation: str
+    name: str
+    opcode: str
+    op_name: str | None  # metadata op_name: "jit(f)/scope/dot_general"
+    called: tuple[str, ...]  # computations it runs: fusion bodies, loop body/condition, branches
+
+
+def instructions(hlo_text: str) -> list[Instruction]:
+    """Every instruction of ``Compiled.as_text()`` with its computation, opcode, metadata
+    ``op_name`` and the computations it calls."""
+    out, computation = [], ""
+    for line in hlo_text.splitlines():
+        head = _COMPUTATION.match(line)
+        if head and "=" not in line.split("(", 1)[0]:
+            computation = head.group(1)
+            continue
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        rest = m.group(4)
+        op_name = re.search(r'op_name="([^"]*)"', rest)
+        called = _CALLED.findall(rest)
+        for branches in _BRANCHES.findall(rest):
+            called += _OPERAND.findall(branches)
+        out.append(
+            Instruction(
+                computation, m.group(1), m.group(3), op_name.group(1) if op_name else None, tuple(called)
+            )
+        )
+    return out
+
+
+def op_counts(hlo_text: str) -> dict[str, int]:
+    """Instructions by opcode (``fusion``, ``dot``, ``all-reduce-start``, ...) over the whole module
+    of ``Compiled.as_text()``, fused computations included, parameters not counted."""
+    counts: dict[str, int] = {}
+    for ins in instructions(hlo_text):
+        if ins.opcode != "parameter":
+            counts[ins.opcode] = counts.get(ins.opcode, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _permute_axes(

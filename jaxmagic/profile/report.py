@@ -15,6 +15,7 @@ from jaxmagic._result import Result
 from jaxmagic.profile import misses as _misses
 from jaxmagic.profile.capture import Capture, Lowering, StageEvent
 from jaxmagic.profile.insights import Insight
+from jaxmagic.profile.throughput import Throughput
 
 #: Version of ``ProfileReport.to_dict``'s layout; ``jaxmagic.compare`` reads it. Raise it when
 #: a key is renamed, removed or changes meaning.
@@ -75,6 +76,7 @@ class FunctionProfile:
     # traced without building a program (jax.eval_shape, nnx.eval_shape, make_jaxpr): no compile
     traced_only: int = 0
     traced_only_s: float = 0.0
+    throughput: Throughput | None = None  # achieved FLOP/s, bytes/s, utilisation (--trace)
 
     @property
     def trace_s(self) -> float:
@@ -123,7 +125,10 @@ class FunctionProfile:
         ``calls_lower_bound``, ``flops``, ``transcendentals``, ``bytes_accessed``,
         ``arithmetic_intensity``, ``memory``, ``jaxpr``, ``hlo``, ``donated_args``,
         ``device_s`` (from ``--trace``), ``const_bytes``, ``traced_only`` (traces that built
-        no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``). Seconds are floats."""
+        no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``), ``throughput``
+        (``--trace``: ``flops_per_s``, ``bytes_per_s``, ``utilization`` of the device's peak,
+        ``executions``, ``devices``, ``note`` saying why a number is ``None``; ``None`` without
+        a trace). Seconds are floats."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -160,6 +165,7 @@ class FunctionProfile:
             "device_s": self.device_s,
             "const_bytes": self.const_bytes,
             "traced_only": self.traced_only,
+            "throughput": None if self.throughput is None else self.throughput.to_dict(),
         }
 
 
@@ -191,6 +197,9 @@ class ProfileReport(Result):
     unavailable: tuple[str, ...] = ()
     # JAX work of other threads during the cell (not charged to it): compiles/eager_ops/transfers
     other_threads: dict[str, int] = field(default_factory=dict)
+    # one device's peak FLOP/s for utilisation under --trace, and where it comes from
+    peak_flops: float | None = None
+    peak_source: str | None = None
 
     # -- totals ----------------------------------------------------------------
     @property
@@ -262,7 +271,8 @@ class ProfileReport(Result):
         ``FunctionProfile.to_dict``), ``insights`` (see ``Insight.to_dict``), ``eager_ops``
         (op -> count), ``eager_sites``, ``transfers``, ``syncs`` (site -> count), ``trace_dir``,
         ``timeline``, ``notes``, ``unavailable`` (parts not measured; their counts are not 0
-        but unknown), ``other_threads``."""
+        but unknown), ``other_threads``, ``peak_flops`` (one device's peak FLOP/s under
+        ``--trace``, else ``None``) and ``peak_source`` (known by device kind, or measured)."""
         return {
             "version": REPORT_VERSION,
             "environment": environment(),
@@ -287,6 +297,8 @@ class ProfileReport(Result):
             "notes": list(self.notes),
             "unavailable": list(self.unavailable),
             "other_threads": dict(self.other_threads),
+            "peak_flops": self.peak_flops,
+            "peak_source": self.peak_source,
         }
 
 
@@ -450,7 +462,7 @@ def _is_eager(defined_at: str | None, lowering: Lowering | None, lowerings_seen:
 
 
 def _analyses(
-    lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool, notes: list[str]
+    lowering: Lowering | None, want_jaxpr: bool, want_hlo: bool, notes: list[str], want_loops: bool = False
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "flops": None,
@@ -484,11 +496,18 @@ def _analyses(
 
     out.update(cost_of(executable))
     out["memory"] = memory_of(executable)
-    if want_hlo:
+    if want_hlo or want_loops:
         try:
-            out["hlo"] = executable.as_text()
+            text = executable.as_text()
         except Exception as e:
-            out["hlo"] = f"<optimized HLO unavailable: {e}>"
+            text = None
+            out["hlo"] = f"<optimized HLO unavailable: {e}>" if want_hlo else None
+        if text is not None:
+            out["hlo"] = text if want_hlo else None
+            if want_loops:
+                from jaxmagic.memories.hlo import op_counts
+
+                out["while_loops"] = op_counts(text).get("while", 0)
     return out
 
 
@@ -566,6 +585,7 @@ def build_report(
     error: str | None = None,
     trace: dict[str, Any] | None = None,
     cell_label: CellLabel | None = None,
+    device: Any = None,
 ) -> ProfileReport:
     """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
 
@@ -579,6 +599,9 @@ def build_report(
         trace: per-function device times, calls and timeline from ``--trace`` (see
             ``tracing.TraceSession.summary``).
         cell_label: filename -> ``In[3]`` for code from other notebook cells (else ``None``).
+        device: whose peak FLOP/s the ``--trace`` utilisation is measured against (default
+            ``jax.devices()[0]``); a CPU's peak is measured here, once per process, never
+            while the profiled code runs.
     """
     from jaxmagic.profile.insights import find_insights, in_innermost_loop
     from jaxmagic.profile.tracing import sanitize
@@ -612,6 +635,7 @@ def build_report(
         return n if n is not None else device_runs.get(sanitize(name))
 
     functions = []
+    while_loops: dict[int, int | None] = {}  # id(FunctionProfile) -> while ops in its program
     for (name, defined), group in groups.items():
         # a trace that built no program (eval_shape, make_jaxpr) is not a compile
         us = [u for u in group if u.lowering is not None or u.lower is not None or u.compile is not None]
@@ -619,7 +643,14 @@ def build_report(
         last_lowering = next((u.lowering for u in reversed(us) if u.lowering is not None), None)
         kind = "eager" if _is_eager(defined, last_lowering, lowerings_seen) else "jit"
         # Eager ops are single primitives: their IR is never shown, so skip printing it.
-        info = _analyses(last_lowering, jaxpr and kind == "jit", hlo and kind == "jit", notes)
+        info = _analyses(
+            last_lowering,
+            jaxpr and kind == "jit",
+            hlo and kind == "jit",
+            notes,
+            bool(device_s) and kind == "jit",
+        )
+        loops = info.pop("while_loops", None)
         calls = traced_calls(name) if kind == "jit" else None
         if calls is None and kind == "eager" and name in eager_calls:
             calls = eager_calls[name]
@@ -638,6 +669,7 @@ def build_report(
                 **info,
             )
         )
+        while_loops[id(functions[-1])] = loops
     # functions that ran in the cell without compiling in it (compiled before): from --trace;
     # eager ops dispatched as tiny jitted programs are counted with the eager ops instead
     known = {f.name for f in functions} | set(cap.eager_ops) | set(eager_calls)
@@ -671,6 +703,9 @@ def build_report(
             f"running when the trace stopped (their results were not waited for)"
         )
     functions.sort(key=lambda f: (f.kind != "jit", -f.compile_total_s, -(f.device_s or 0)))
+    peak = None
+    if device_s:
+        functions, peak = _with_throughput(functions, trace, device, while_loops)
 
     def site_label(site: tuple[str, int] | None) -> str | None:
         return _site_label(site, cell_file, cell_label)
@@ -710,7 +745,47 @@ def build_report(
         notes=tuple(notes),
         unavailable=tuple(cap.unavailable),
         other_threads=others,
+        peak_flops=peak.flops if peak else None,
+        peak_source=peak.describe() if peak else None,
     )
     insights = tuple(find_insights(report, cap, per_step=per_step, label=site_label))
     build_s = time.perf_counter() - t0
     return dataclasses.replace(report, insights=insights, build_s=build_s)
+
+
+def _with_throughput(
+    functions: list[FunctionProfile], trace: dict[str, Any], device: Any, while_loops: dict[int, int | None]
+) -> tuple[list[FunctionProfile], Any]:
+    """``functions`` with their ``--trace`` throughput, and the device's ``Peak`` (measured only
+    when some function has FLOPs and device time to compare with it)."""
+    from jaxmagic import devicepeak
+    from jaxmagic.profile.throughput import achieved
+    from jaxmagic.profile.tracing import sanitize
+
+    runs, devices = trace.get("device_runs", {}), trace.get("devices", {})
+    modules = Counter(sanitize(f.name) for f in functions if f.kind == "jit")
+    wanted = any(f.kind == "jit" and f.device_s and (f.flops or 0) > 0 for f in functions)
+    if wanted and device is None:
+        import jax
+
+        device = jax.devices()[0]
+    peak = devicepeak.peak(device) if wanted else None
+    out = []
+    for f in functions:
+        if f.kind != "jit" or f.device_s is None:
+            out.append(f)
+            continue
+        module = sanitize(f.name)
+        throughput = achieved(
+            flops=f.flops,
+            bytes_accessed=f.bytes_accessed,
+            executions=runs.get(module, f.calls),
+            devices=devices.get(module, 1),
+            device_s=f.device_s,
+            programs=len(f.compiles),
+            shared_name=modules[module] > 1,
+            loops=while_loops.get(id(f)) or 0,
+            peak_flops=peak.flops if peak else None,
+        )
+        out.append(dataclasses.replace(f, throughput=throughput))
+    return out, peak

@@ -101,16 +101,21 @@ class TraceSession:
             "error": self.error,
             "truncated": None,
         }
+        path = self.trace_file()
+        if self.error or path is None:
+            out["dir"] = None
+            out["error"] = self.error or "--trace: no trace recorded: no trace file was written"
+            return out
+        out.update(summarise(path, traced_s=self._stopped - self._started))
+        return out
+
+    def trace_file(self) -> str | None:
+        """The Perfetto JSON file of the latest trace in ``directory``, if one was written."""
         files = sorted(
             glob.glob(os.path.join(self.directory, "**", "perfetto_trace.json.gz"), recursive=True),
             key=os.path.getmtime,
         )
-        if self.error or not files:
-            out["dir"] = None
-            out["error"] = self.error or "--trace: no trace recorded: no trace file was written"
-            return out
-        out.update(summarise(files[-1], traced_s=self._stopped - self._started))
-        return out
+        return files[-1] if files else None
 
 
 _DISPATCH = re.compile(r"^PjitFunction\((?P<name>.*)\)$")
@@ -131,24 +136,33 @@ def _outermost_counts(spans: dict[tuple[str, Any], list[tuple[float, float]]]) -
     return dict(counts)
 
 
+def load_events(path: str) -> list[dict[str, Any]]:
+    """The events of a ``perfetto_trace.json.gz`` file."""
+    with gzip.open(path, "rt") as fh:
+        data = json.load(fh)
+    return data["traceEvents"] if isinstance(data, dict) else data
+
+
 def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
     """Calls, device time and an execution timeline per function from a Perfetto file.
 
     Calls come from the host's dispatch events (``PjitFunction(name)``), recorded when the
     call is made, so an execution still running when the trace stopped is counted too.
-    Device time comes from XLA's op events (``hlo_module`` + ``run_id``). ``traced_s``: how
+    Device time comes from XLA's op events (``hlo_module`` + ``run_id``): per device, the time
+    covered by the function's ops (an op nested in another, like a loop body's ops inside the
+    ``while`` op, is not counted twice), summed over the devices it ran on. ``traced_s``: how
     long the trace ran (host clock); with it a trace that ends early is reported in
     ``truncated`` (its counts are then lower bounds).
 
     Returns ``{"calls": {name: n}, "device_s": {name: s}, "device_runs": {name: n},
-    "timeline": [...], "truncated": str | None}`` (names as the module spells them for
-    ``device_s``/``device_runs``, e.g. ``_lambda_`` for ``<lambda>``).
+    "devices": {name: n}, "timeline": [...], "truncated": str | None}`` (names as the module
+    spells them for ``device_s``/``device_runs``/``devices``, e.g. ``_lambda_`` for
+    ``<lambda>``; ``devices``: the most devices one execution ran on).
     """
-    with gzip.open(path, "rt") as fh:
-        data = json.load(fh)
-    events = data["traceEvents"] if isinstance(data, dict) else data
+    events = load_events(path)
     runs: dict[tuple[str, str], list[float]] = {}
-    busy: dict[str, float] = defaultdict(float)
+    spans: dict[tuple[str, Any], list[tuple[float, float]]] = defaultdict(list)
+    run_devices: dict[tuple[str, str], set] = defaultdict(set)
     dispatch: dict[tuple[str, Any], list[tuple[float, float]]] = defaultdict(list)
     first, last = float("inf"), float("-inf")
     for e in events:
@@ -163,13 +177,21 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
         module = args.get("hlo_module")
         if not module:
             continue
-        busy[module] += dur
+        device = (e.get("pid"), args.get("device_ordinal"))
+        spans[(module, device)].append((start, start + dur))
         key = (module, str(args.get("run_id", "")))
+        run_devices[key].add(device)
         span = runs.setdefault(key, [start, start + dur])
         span[0], span[1] = min(span[0], start), max(span[1], start + dur)
+    busy: dict[str, float] = defaultdict(float)
+    for (module, _device), items in spans.items():
+        busy[module] += _union(items)
     device_runs: dict[str, int] = defaultdict(int)
-    for module, _run in runs:
-        device_runs[_module_to_name(module)] += 1
+    devices: dict[str, int] = defaultdict(int)
+    for module, run in runs:
+        name = _module_to_name(module)
+        device_runs[name] += 1
+        devices[name] = max(devices[name], len(run_devices[(module, run)]))
     t0 = min((s for s, _ in runs.values()), default=0.0)
     timeline = sorted(
         (
@@ -183,9 +205,21 @@ def summarise(path: str, traced_s: float | None = None) -> dict[str, Any]:
         "calls": _outermost_counts(dispatch),
         "device_s": {_module_to_name(m): us / 1e6 for m, us in busy.items()},
         "device_runs": dict(device_runs),
+        "devices": dict(devices),
         "timeline": timeline,
         "truncated": truncation(len(events), covered_s, traced_s),
     }
+
+
+def _union(items: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, stop)`` intervals."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(items):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
 
 
 def truncation(n_events: int, covered_s: float, traced_s: float | None) -> str | None:

@@ -47,6 +47,46 @@ def _head(report: Any) -> list[str]:
     ]
 
 
+def _counts(rows: list[tuple[str, int, int]], limit: int = 8) -> str:
+    if not rows:
+        return "unchanged"
+    text = ", ".join(f"{k} {a} → {b}" for k, a, b in rows[:limit])
+    return text + (f", … {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def _hlo_rows(report: Any) -> list[tuple[str, list[str]]]:
+    """Per function with HLO on either side: (name, [fusions, instructions, ops, collectives])."""
+    out = []
+    a_label, b_label = report.labels
+    for c in report.changes:
+        h = c.hlo_changes
+        if h is None:
+            if c.hlo[0] is not None or c.hlo[1] is not None:
+                side = a_label if c.hlo[0] is not None else b_label
+                out.append((c.name, [f"HLO only in {side}", "", "", ""]))
+            continue
+        coll = _counts(h["collectives"])
+        if h["collective_bytes"][0] != h["collective_bytes"][1]:
+            coll += (
+                f" ({fmt_bytes(h['collective_bytes'][0])} → {fmt_bytes(h['collective_bytes'][1])} per device)"
+            )
+        out.append(
+            (
+                c.name,
+                [
+                    "{} → {}".format(*h["fusions"]),
+                    "{} → {}".format(*h["instructions"]),
+                    _counts(h["ops"]),
+                    coll if h["collectives"] or any(h["collective_bytes"]) else "none",
+                ],
+            )
+        )
+    return out
+
+
+_HLO_HEAD = ["function", "fusions", "instructions", "ops changed (A → B)", "collectives"]
+
+
 def _reasons(report: Any) -> list[tuple[str, str]]:
     return [(c.name, r) for c in report.changes for r in c.new_reasons]
 
@@ -60,6 +100,14 @@ def diff_text(report: Any, *, width: int = 100) -> str:
         lines += ["", T.table(_HEAD, rows, max_col=40)]
     if len(report.changes) > TEXT_ROWS:
         lines.append(f"… {len(report.changes) - TEXT_ROWS} more functions (to_dict() has them all)")
+    if hlo := _hlo_rows(report):
+        lines += ["", "Optimized HLO (--hlo reports; instructions by kind, fused ones included)"]
+        for name, (fusions, count, ops, coll) in hlo:
+            if not count:
+                lines.append(f"  {name}: {fusions}")
+                continue
+            lines.append(f"  {name}: fusions {fusions} · instructions {count} · collectives {coll}")
+            lines.append(T.wrap(f"ops: {ops}", width=width, first="    ", indent="      "))
     reasons = _reasons(report)
     if reasons:
         lines += ["", f"New cache-miss reasons in {report.labels[1]}"]
@@ -89,6 +137,15 @@ def diff_html(report: Any) -> str:
         )
     if rows:
         parts.append(H.table(_HEAD, rows, sortable=True))
+    if hlo := _hlo_rows(report):
+        parts.append("<h4>Optimized HLO <span class='jm-muted'>(--hlo reports)</span></h4>")
+        parts.append(
+            H.table(
+                _HLO_HEAD,
+                [[f"<code>{H.esc(name)}</code>", *(H.esc(c) for c in cells)] for name, cells in hlo],
+                cls="jm-hlo-diff",
+            )
+        )
     reasons = _reasons(report)
     if reasons:
         parts.append(f"<h4>New cache-miss reasons in {H.esc(report.labels[1])}</h4>")

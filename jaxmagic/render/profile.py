@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jaxmagic._format import fmt_bytes, fmt_count, fmt_seconds, plural
+from jaxmagic._format import fmt_bytes, fmt_count, fmt_percent, fmt_seconds, plural
 from jaxmagic.render import html as H
 from jaxmagic.render import text as T
 from jaxmagic.render.ir import foldable, highlight
@@ -64,6 +64,55 @@ def _intensity(f: FunctionProfile) -> str:
 
 def _mem(f: FunctionProfile, key: str) -> str:
     return fmt_bytes(f.memory.get(key)) if f.memory else "n/a"
+
+
+_THROUGHPUT_HEAD = ["function", "executions", "device time", "FLOPs/exec", "FLOP/s", "bytes/s", "of peak"]
+
+
+def _rate(x: float | None, unit: str) -> str:
+    """``2.04 GFLOP/s`` (the SI prefix joins the unit)."""
+    if x is None:
+        return UNKNOWN
+    count = fmt_count(x)
+    return f"{count[:-1]} {count[-1]}{unit}" if count[-1] in "kMGT" else f"{count} {unit}"
+
+
+def _bytes_rate(x: float | None) -> str:
+    return UNKNOWN if x is None else f"{fmt_bytes(x)}/s"
+
+
+def _share(x: float | None) -> str:
+    return UNKNOWN if x is None else fmt_percent(x)
+
+
+def _traced(r: ProfileReport) -> list[FunctionProfile]:
+    return [f for f in r.functions if f.kind == "jit" and f.throughput is not None]
+
+
+def _peak_line(r: ProfileReport) -> str:
+    """What utilisation is measured against: one device's peak and where it comes from."""
+    if r.peak_flops is None:
+        rated = any(f.throughput and f.throughput.flops_per_s for f in r.functions)
+        return "Achieved throughput (--trace)" + ("; the device's peak FLOP/s is not known" if rated else "")
+    return (
+        f"Achieved throughput (--trace), against a peak of {_rate(r.peak_flops, 'FLOP/s')} per device "
+        f"({r.peak_source})"
+    )
+
+
+def _throughput_cells(f: FunctionProfile) -> list[str]:
+    t = f.throughput
+    assert t is not None
+    devices = f" ({t.devices} devices)" if t.devices > 1 else ""
+    return [
+        f.name,
+        UNKNOWN if t.executions is None else str(t.executions),
+        fmt_seconds(f.device_s) + devices,
+        fmt_count(t.flops),
+        _rate(t.flops_per_s, "FLOP/s"),
+        _bytes_rate(t.bytes_per_s),
+        _share(t.utilization),
+    ]
 
 
 def _headline(r: ProfileReport) -> str:
@@ -143,6 +192,12 @@ def profile_text(r: ProfileReport, *, width: int = 100) -> str:
                 out.append(
                     T.wrap("; ".join(c.reasons), width=width, indent="    ", first=f"  {f.name}{where}: ")
                 )
+    if traced := _traced(r):
+        out += ["", T.wrap(_peak_line(r), width=width)]
+        out.append(T.table(_THROUGHPUT_HEAD, [_throughput_cells(f) for f in traced], numeric=range(1, 7)))
+        for f in traced:
+            if f.throughput.note:
+                out.append(T.wrap(f.throughput.note, width=width, indent="    ", first=f"  {f.name}: "))
     if eager or r.eager_ops:
         total = _eager_total(r)
         out += [
@@ -324,6 +379,8 @@ def profile_html(r: ProfileReport) -> str:
         parts.append(
             H.table(headers, rows, numeric=range(2, len(headers)), sortable=True, cls="jm-functions")
         )
+        if traced := _traced(r):
+            parts.append(_throughput_html(r, traced))
         parts.extend(_function_details(f) for f in jit)
     if eager or r.eager_ops:
         total = _eager_total(r)
@@ -379,6 +436,25 @@ def profile_html(r: ProfileReport) -> str:
     for note in r.notes:
         parts.append(f"<p class='jm-muted'><b>Note:</b> {H.esc(note)}</p>")
     return H.document("".join(parts), sortable=True)
+
+
+def _throughput_html(r: ProfileReport, traced: list[FunctionProfile]) -> str:
+    rows = []
+    for f in traced:
+        t, c = f.throughput, _throughput_cells(f)
+        rows.append(
+            [f"<code>{H.esc(c[0])}</code>"]
+            + [
+                (H.esc(text), -1 if key is None else key)
+                for text, key in zip(
+                    c[1:], (t.executions, f.device_s, t.flops, t.flops_per_s, t.bytes_per_s, t.utilization)
+                )
+            ]
+            + [H.esc(t.note or "")]
+        )
+    return f"<h4>{H.esc(_peak_line(r))}</h4>" + H.table(
+        [*_THROUGHPUT_HEAD, "note"], rows, numeric=range(1, 7), sortable=True, cls="jm-throughput"
+    )
 
 
 def _timeline_html(r: ProfileReport) -> str:

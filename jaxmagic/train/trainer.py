@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmagic import devicepeak
 from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
 from jaxmagic.train import flight
@@ -827,9 +828,9 @@ class Trainer:
     def _record_peak(self, device: Any) -> None:
         """The device's peak FLOP/s for MFU; a measurement (once per process) compiles and runs
         a matmul, listed in ``History.compiles`` so compile counts stay honest."""
-        measuring = not flight.peak_known(device)
+        measuring = not devicepeak.peak_known(device)
         t0 = time.perf_counter()
-        self.progress.peak_flops = flight.peak_flops(device)
+        self.progress.peak_flops = devicepeak.peak_flops(device, name="Trainer.measure_peak_flops")
         if measuring:
             self.history.compiles.append(
                 {
