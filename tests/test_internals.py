@@ -200,8 +200,8 @@ def test_transparent_slot_change_names_the_library_and_the_owner_report_keeps_a_
     report = jaxmagic.memory(namespace={"model": model})
     assert sum("_no_such_slot" in n for n in report.notes) == 1  # degraded with one note
     # still found and owned by the model (the path only shows the wrapper's slot now)
-    kernel = next(a for a in report.arrays if a.type_str == "f32[2,3]")
-    assert kernel.root == "model" and kernel.owner.startswith("model.kernel")
+    [kernel] = [a for a in report.arrays if a.root == "model" and a.type_str == "f32[2,3]"]
+    assert kernel.owner.startswith("model.kernel")
 
 
 def test_traceback_and_equation_changes_name_the_version():
