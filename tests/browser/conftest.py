@@ -218,4 +218,3 @@ def painted_text(locator, *needles: str, timeout: float = 30_000) -> str:
     for needle in needles:
         expect(locator).to_contain_text(needle, use_inner_text=True, timeout=timeout)
     return locator.inner_text()
-
