@@ -12,8 +12,11 @@ How it stays cheap and right (and where jax-tqdm goes wrong):
   first (``custom_vmap``), and the bar says how many lanes.
 - :func:`tick` (inside your own loop body) guards its callback with ``lax.cond`` on
   ``i % every``; under ``vmap`` a batched ``i`` would turn that ``cond`` into a ``select``
-  that runs the callback every iteration for every lane, so ``tick`` takes lane 0's index
-  before the ``cond`` (``custom_vmap``) and the ``cond`` stays a ``cond``.
+  that runs the callback every iteration for every lane, so ``tick`` reduces ``i`` over the
+  lanes (the furthest counts) before the ``cond`` (``custom_vmap``): it stays a ``cond``.
+- Inside ``shard_map``/``pmap`` each device runs the loop; only the first device reports.
+- Each report carries one argument (a packed int32 vector) and depends on the loop's carry,
+  so XLA cannot run it ahead of the iterations it counts; the short last chunk comes last.
 - A run begins at run time, on the host, when the first report arrives: the bar belongs to
   an execution, not to a trace, so a cached jitted function shows a new bar per call and
   ``make_jaxpr``/``eval_shape`` show none. Nested tracked loops are known when they are
@@ -116,7 +119,7 @@ class _Channel:
             return
         try:
             arr = np.asarray(payload, np.int32)
-            vals = dict(zip(names, arr[2:].view(np.float32).tolist()))
+            vals = dict(zip(names, arr[3:].view(np.float32).tolist()))
             self._report(lanes, int(arr[0]), int(arr[1]), vals)
         except Exception:  # the view must never fail the user's computation
             self.failed = True
@@ -139,6 +142,7 @@ class _Channel:
                     f"index {self.start + done - 1} is outside {self.start}..{self.start + total - 1}: "
                     f"pass tick(i, total, start=<first index>)"
                 )
+                run.push(force=True)
                 return
             run.advance(done)
             if vals:
@@ -169,45 +173,80 @@ class _Channel:
 
 
 def _emitter(channel: _Channel, lanes: int) -> Callable[..., Any]:
-    """``emit(done, total, values)``: one host report. Under ``vmap`` it reports once: lane 0's
-    counters and the lanes' mean of each value (the callback would otherwise be unrolled)."""
+    """``emit(done, total, values, after)``: one host report, run once ``after`` (an int32
+    computed from the loop's carry) exists. Under ``vmap`` it reports once: the furthest
+    lane's counters and the lanes' mean of each value (the callback would otherwise be
+    unrolled into one call per lane)."""
 
     @jax.custom_batching.custom_vmap
-    def emit(done: Any, total: Any, values: dict[str, Any]) -> Any:
-        # One int32 vector [done, total, *bits of the float32 values]: each callback argument
-        # costs a device_put on the host (~50 us here), so the report carries exactly one.
+    def emit(done: Any, total: Any, values: dict[str, Any], after: Any) -> Any:
+        # One int32 vector [done, total, after, *bits of the float32 values]: each callback
+        # argument costs a device_put on the host (~50 us here), so the report carries one.
         names = sorted(values)
-        head = jnp.stack([done, total]).astype(jnp.int32)
+        head = jnp.stack([done, total, after]).astype(jnp.int32)
         bits = [lax.bitcast_convert_type(values[k], jnp.int32)[None] for k in names]
         payload = jnp.concatenate([head, *bits]) if bits else head
         jax.debug.callback(functools.partial(channel.on_report, lanes, tuple(names)), payload)
         return done
 
     @emit.def_vmap
-    def _one_report(axis_size: int, in_batched: Any, done: Any, total: Any, values: dict[str, Any]) -> Any:
-        d_b, t_b, v_b = in_batched
-        pick = lambda x, b: x[0] if b else x  # noqa: E731
+    def _one_report(axis_size: int, in_batched: Any, done: Any, total: Any, values: Any, after: Any) -> Any:
+        d_b, t_b, v_b, a_b = in_batched
+        pick = lambda x, b: jnp.max(x, axis=0) if b else x  # noqa: E731 - the furthest lane
         vals = {k: (jnp.mean(v, axis=0) if v_b[k] else v) for k, v in values.items()}
-        _emitter(channel, lanes * axis_size)(pick(done, d_b), pick(total, t_b), vals)
+        every_lane = jnp.sum(after, axis=0, dtype=jnp.int32) if a_b else after  # waits for all lanes
+        _emitter(channel, lanes * axis_size)(pick(done, d_b), pick(total, t_b), vals, every_lane)
         return done, d_b
 
     return emit
 
 
-def _emit(channel: _Channel, done: Any, total: Any, values: dict[str, Any]) -> None:
-    args = (jnp.asarray(done, jnp.int32), jnp.asarray(total, jnp.int32), values)
-    _emitter(channel, 1)(*lax.stop_gradient(args))
+def _after(tree: Any) -> Any:
+    """An int32 that depends on ``tree``'s values, so a report passed it cannot run before
+    them (a report whose inputs are constants, when nothing is logged, could be scheduled
+    by XLA ahead of the very iterations it counts)."""
+    for leaf in jax.tree.leaves(tree):
+        if not hasattr(leaf, "dtype") or not jnp.size(leaf):
+            continue
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        return (jnp.ravel(leaf)[0] != 0).astype(jnp.int32)
+    return jnp.int32(0)
+
+
+def _emit(
+    channel: _Channel, done: Any, total: Any, values: dict[str, Any], after: Any = 0, lanes: int = 1
+) -> None:
+    """One report. Inside ``shard_map``/``pmap`` every device runs the loop: only the first
+    device (index 0 on every manual mesh axis) reports, so there is one bar, not one per device."""
+    args = (
+        jnp.asarray(done, jnp.int32),
+        jnp.asarray(total, jnp.int32),
+        values,
+        jnp.asarray(after, jnp.int32),
+    )
+    args = lax.stop_gradient(args)
+    axes = tuple(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()) or ())
+    if not axes:
+        _emitter(channel, lanes)(*args)
+        return
+    first = functools.reduce(jnp.logical_and, [lax.axis_index(a) == 0 for a in axes])
+
+    def report(a: tuple) -> None:
+        _emitter(channel, lanes)(*a)
+
+    lax.cond(first, report, lambda a: None, args)
 
 
 class _Frame:
     """A tracked loop body being traced: its channel and the values ``log`` collects."""
 
-    def __init__(self, channel: _Channel):
+    def __init__(self, channel: _Channel | None):
         self.channel = channel
         self.values: dict[str, Any] = {}
 
 
-def _collecting(f: Callable, channel: _Channel) -> Callable:
+def _collecting(f: Callable, channel: _Channel | None) -> Callable:
     """``f`` with ``log`` calls collected: returns ``(carry, (y, logged))``."""
 
     def body(carry: Any, x: Any) -> Any:
@@ -302,25 +341,30 @@ def scan(
     every = _check_every(every)
     check_progress(progress)
     n = _length_of(xs, length)
-    if not n:  # length 0 (nothing to report) or shapes lax.scan will reject with its own error
-        return lax.scan(f, init, xs, length=length, reverse=reverse, unroll=unroll)
+    if not n:  # length 0 (nothing to report), or shapes lax.scan rejects with its own error
+        quiet = _collecting(f, None)
+        return lax.scan(
+            lambda c, x: _drop_logged(quiet(c, x)), init, xs, length=length, reverse=reverse, unroll=unroll
+        )
     k = min(every or default_every(n), n)
     q, r = divmod(n, k)
-    first_done = r if (reverse and r) else k if q else r
-    channel = _Channel(name or _name_of(f, "scan"), "scan", n, k, first_done, progress, max_rate, _parent())
+    channel = _Channel(name or _name_of(f, "scan"), "scan", n, k, k, progress, max_rate, _parent())
     body = _collecting(f, channel)
+    # The short chunk (r iterations) is the one processed last, in either direction, so every
+    # report but the last sits inside the outer loop, in loop order; the last one follows it.
+    lo, hi = (r, n) if reverse else (0, q * k)
     leaves, tree = jax.tree.flatten(xs)
-    main = jax.tree.unflatten(
-        tree, [lax.slice_in_dim(x, 0, q * k).reshape((q, k) + x.shape[1:]) for x in leaves]
+    main = tree.unflatten([lax.slice_in_dim(x, lo, hi).reshape((q, k) + x.shape[1:]) for x in leaves])
+    rest = tree.unflatten(
+        [lax.slice_in_dim(x, 0, r) if reverse else lax.slice_in_dim(x, hi, n) for x in leaves]
     )
-    rest = jax.tree.unflatten(tree, [lax.slice_in_dim(x, q * k, n) for x in leaves])
     xs_none = xs is None
 
     def part(carry: Any, chunk_xs: Any, size: int, done_after: Any) -> tuple[Any, Any]:
         carry, (ys, logged) = lax.scan(
             body, carry, None if xs_none else chunk_xs, length=size, reverse=reverse, unroll=unroll
         )
-        _emit(channel, done_after, n, {k_: jnp.mean(v) for k_, v in logged.items()})
+        _emit(channel, done_after, n, {k_: jnp.mean(v) for k_, v in logged.items()}, _after((carry, ys)))
         return carry, ys
 
     def chunk(state: Any, chunk_xs: Any) -> tuple[Any, Any]:
@@ -328,25 +372,20 @@ def scan(
         carry, ys = part(carry, chunk_xs, k, done + k)
         return (carry, done + k), ys
 
-    def run_main(carry: Any, done0: int) -> tuple[Any, Any]:
-        (carry, _), ys = lax.scan(
-            chunk, (carry, jnp.int32(done0)), None if xs_none else main, length=q, reverse=reverse
-        )
-        return carry, jax.tree.map(lambda y: y.reshape((q * k,) + y.shape[2:]), ys)
+    (carry, _), ys = lax.scan(
+        chunk, (init, jnp.int32(0)), None if xs_none else main, length=q, reverse=reverse
+    )
+    ys = jax.tree.map(lambda y: y.reshape((q * k,) + y.shape[2:]), ys)
+    if not r:
+        return carry, ys
+    carry, ys_rest = part(carry, rest, r, n)
+    join = (lambda a, b: jnp.concatenate([b, a])) if reverse else (lambda a, b: jnp.concatenate([a, b]))
+    return carry, jax.tree.map(join, ys, ys_rest)
 
-    carry = init
-    ys_main = ys_rest = None
-    if reverse and r:
-        carry, ys_rest = part(carry, rest, r, r)
-    if q:
-        carry, ys_main = run_main(carry, r if reverse else 0)
-    if r and not reverse:
-        carry, ys_rest = part(carry, rest, r, n)
-    if ys_main is None:
-        return carry, ys_rest
-    if ys_rest is None:
-        return carry, ys_main
-    return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys_main, ys_rest)
+
+def _drop_logged(out: tuple[Any, Any]) -> tuple[Any, Any]:
+    carry, (y, _) = out
+    return carry, y
 
 
 def _name_of(f: Callable, default: str) -> str:
@@ -428,8 +467,8 @@ def tick(
 
     Reports when ``i - start`` is 0, a multiple of ``every`` less one, or the last; between
     them the cost is a ``lax.cond`` per iteration. Scalars in ``values`` are shown as they
-    are at the reporting iterations. Under ``vmap``, lane 0's ``i`` counts and values are
-    averaged over lanes: one bar. Prefer :func:`scan` where you can: it reports with no
+    are at the reporting iterations. Under ``vmap`` the furthest lane's ``i`` counts and
+    values are averaged over lanes: one bar. Prefer :func:`scan` where you can: it reports with no
     per-iteration cost.
 
     Args:
@@ -467,8 +506,8 @@ def _tick(channel: _Channel, counter: Any, total: Any, every: int | None, values
 
 def _gate(channel: _Channel, every: int | None, lanes: int) -> Callable[..., Any]:
     """``gate(counter, total, values)``: a ``lax.cond`` around one report. Under ``vmap`` the
-    rule takes lane 0's counter before the ``cond``, which therefore stays a ``cond`` (a
-    batched predicate would make it a ``select`` running the report every iteration)."""
+    rule reduces the counter over lanes before the ``cond``, which therefore stays a ``cond``
+    (a batched predicate would make it a ``select`` running the report every iteration)."""
 
     @jax.custom_batching.custom_vmap
     def gate(counter: Any, total: Any, values: dict[str, Any]) -> Any:
@@ -476,18 +515,19 @@ def _gate(channel: _Channel, every: int | None, lanes: int) -> Callable[..., Any
         due = (counter == 0) | ((counter + 1) % cadence == 0) | (counter == total - 1)
 
         def report(counter: Any, total: Any, values: dict[str, Any]) -> None:
-            _emitter(channel, lanes)(counter + 1, total, values)
+            _emit(channel, counter + 1, total, values, counter, lanes)
 
         lax.cond(due, report, lambda *_: None, counter, total, values)
         return counter
 
     @gate.def_vmap
-    def _lane0(axis_size: int, in_batched: Any, counter: Any, total: Any, values: dict[str, Any]) -> Any:
+    def _furthest(axis_size: int, in_batched: Any, counter: Any, total: Any, values: dict[str, Any]) -> Any:
+        # The lane that got furthest counts: in a vmapped while_loop the lanes that are done
+        # stop counting while the others go on (offsets per lane are taken out by `start`).
         c_b, t_b, v_b = in_batched
+        most = lambda x, b: jnp.max(x, axis=0) if b else x  # noqa: E731
         vals = {k: (jnp.mean(v, axis=0) if v_b[k] else v) for k, v in values.items()}
-        _gate(channel, every, lanes * axis_size)(
-            counter[0] if c_b else counter, total[0] if t_b else total, vals
-        )
+        _gate(channel, every, lanes * axis_size)(most(counter, c_b), most(total, t_b), vals)
         return counter, c_b
 
     return gate
