@@ -152,17 +152,23 @@ def test_terminal_line_outside_a_kernel(ip):
     assert "ipy · step 3/3 [####################] 100%" in out.stdout
 
 
-def test_a_plain_loop_never_imports_jax(tmp_path):
+def test_capture_imports_no_ipython_and_a_plain_loop_no_jax():
     import subprocess
     import sys
 
     code = (
         "import sys, jaxmagic\n"
-        "for i in jaxmagic.track(range(3), progress=None): pass\n"
-        "print(jaxmagic.progress.last().done, 'jax' in sys.modules, 'IPython' in sys.modules)"
+        "for i in jaxmagic.track(range(3)): pass\n"  # "auto": decides without importing IPython
+        "print(jaxmagic.progress.last().done, 'jax' in sys.modules, 'IPython' in sys.modules)\n"
+        "import jax.numpy as jnp\n"
+        "jaxmagic.progress.scan(lambda c, x: (c + x, None), 0.0, jnp.ones(5))\n"
+        "print(jaxmagic.progress.last().done, 'IPython' in sys.modules, 'ipywidgets' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["3", "False", "False"]
+    assert [line.split() for line in out.stdout.splitlines() if line[0].isdigit()] == [
+        ["3", "False", "False"],
+        ["5", "False", "False"],
+    ]
 
 
 @pytest.mark.parametrize(

@@ -145,8 +145,8 @@ class _Channel:
                 run.push(force=True)
                 return
             run.advance(done)
-            if vals:
-                run.record(vals, done)
+            if vals:  # a nested loop's values go on one axis across its passes
+                run.record(vals, done if self.parent is None else (run.passes - 1) * total + done)
             if done >= total:
                 if self.parent is None:
                     run.finish("completed")
