@@ -1,7 +1,8 @@
 """Cost of live progress inside a jitted 10,000-step scan, measured side by side in one run.
 
-Sides, each jitted once and compiled outside the timing, interleaved over repeats (machine
-noise hits all alike), medians, ratios to the plain ``lax.scan``:
+Sides, each jitted once and compiled outside the timing, run in a shuffled order in every
+repeat; each repeat's time is divided by the same repeat's plain ``lax.scan`` and the median
+(quartiles in brackets) of those paired ratios is printed:
 
 - ``progress.scan`` at its default cadence (~100 reports), the terminal view writing to
   /dev/null (the view is part of the cost);
@@ -13,7 +14,12 @@ Bodies: an SGD step of a 32-128-128-10 MLP on a batch of 32 (a loop worth a prog
 ~0.5-1 s here), and a tiny one (a 32-wide tanh, ~1 µs per step) where the fixed cost per
 report shows. Also the cost of one widget view (``loop_view``), drawn at most 10×/s.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/progress_overhead.py --repeats 11
+    PYTHONPATH=$PWD .venv/bin/python bench/progress_overhead.py --repeats 21
+
+``cpu ratio`` is the same paired ratio of the process's CPU time: less sensitive to other
+jobs on a shared machine (it counts this process's work, including XLA's threads spinning).
+For a single-threaded XLA (CPU time = work done), prefix
+``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``.
 """
 
 from __future__ import annotations
@@ -104,29 +110,38 @@ def sides(step, init, view):
 
 
 def measure(name, step, init, repeats, view):
+    """Each repeat runs every side once, in a shuffled order, and divides by that repeat's own
+    plain run (the vmapped sides by vmap(plain)): the median of these paired ratios, with
+    their quartiles, cancels the drift of a shared machine's load."""
     fns = sides(step, init, view)
     for f, a in fns.values():
         jax.block_until_ready(f(a))  # compile and warm outside the timing
+    rng = np.random.default_rng(0)
     wall = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
+    names = list(fns)
     for _ in range(repeats):
-        for k, (f, a) in fns.items():
+        for k in rng.permutation(names):
+            f, a = fns[k]
             t, c = time.perf_counter(), time.process_time()
             jax.block_until_ready(f(a))
             wall[k].append(time.perf_counter() - t)
             cpu[k].append(time.process_time() - c)
-    med = {k: statistics.median(v) for k, v in wall.items()}
-    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     reports = N // default_every(N)
-    print(f"{name}: {N} steps, {reports} reports per loop (every {default_every(N)}), medians of {repeats}")
-    for k, t in med.items():
+    print(f"{name}: {N} steps, {reports} reports per loop (every {default_every(N)}), {repeats} repeats")
+    print(f"  {'':<24} {'wall median':>12}  {'paired ratio [quartiles]':<26} {'µs/report':>9}   cpu ratio")
+    out = {}
+    for k, ts in wall.items():
         b = "vmap(plain) x4" if k.startswith("vmap(") else "plain"
-        extra = (t - med[b]) / reports * 1e6
+        q1, med, q3 = np.percentile(np.asarray(ts) / np.asarray(wall[b]), [25, 50, 75])
+        cmed = np.median(np.asarray(cpu[k]) / np.asarray(cpu[b]))
+        per = (statistics.median(ts) - statistics.median(wall[b])) / reports * 1e6
         print(
-            f"  {k:<24} wall {t * 1e3:9.2f} ms  ratio {t / med[b]:6.3f} ({extra:+7.1f} µs/report)"
-            f"   cpu {mcpu[k] * 1e3:9.2f} ms  ratio {mcpu[k] / mcpu[b]:6.3f}"
+            f"  {k:<24} {statistics.median(ts) * 1e3:9.2f} ms  {med:6.3f} [{q1:.3f}-{q3:.3f}]"
+            f"{'':<6} {per:+9.1f}   {cmed:6.3f}"
         )
-    return med
+        out[k] = med
+    return out
 
 
 def view_cost():

@@ -212,3 +212,14 @@ def test_tracker_type_and_repr():
     assert isinstance(bar, Tracker) and len(bar) == 3 and repr(bar) == "Tracker('items', 0/3)"
     assert list(bar) == [10, 20, 30] and repr(bar) == "Tracker('items', 3/3)"
     assert repr(bar.report()).startswith("ProgressReport(items: step 3 / 3, completed, ")
+
+
+def test_redraws_are_throttled_to_max_rate():
+    view = Recorder()
+    bar = jaxmagic.track(range(20_000), progress=view, max_rate=10)
+    for _ in bar:
+        pass
+    elapsed = bar.report().elapsed_seconds
+    # forced redraws at the start and the end; in between at least 1/10 s apart
+    assert 2 <= len(view.reports) <= 2 + elapsed * 10 + 1
+    assert view.reports[-1].done == 20_000
