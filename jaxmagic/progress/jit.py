@@ -21,8 +21,10 @@ How it stays cheap and right (and where jax-tqdm goes wrong):
   an execution, not to a trace, so a cached jitted function shows a new bar per call and
   ``make_jaxpr``/``eval_shape`` show none. Nested tracked loops are known when they are
   traced (static nesting): the inner one is a row in the outer one's view, counting passes.
-- Values cross to the host through ``jax.debug.callback`` with ``stop_gradient`` applied,
-  so a tracked loop may sit inside ``grad``; a failing view never fails the computation.
+- Values cross to the host as NumPy (``_internals.host_report``, lowered like
+  ``jax.debug.callback`` but without its device_put, ~0.3 ms inside a busy program; the
+  fallback is ``jax.debug.callback``), after ``stop_gradient``, so a tracked loop may sit
+  inside ``grad``; a failing view is logged once and never fails the computation.
 """
 
 from __future__ import annotations
