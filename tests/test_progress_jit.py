@@ -329,3 +329,19 @@ def test_default_cadence():
     assert pj.default_every(10_000) == 100 and pj.default_every(100) == 1 and pj.default_every(7) == 1
     assert pj.default_every(10_007) == 101  # a prime: ceil(n / 100), the last chunk shorter
     assert 12_000 % pj.default_every(12_000) == 0 and 12_000 // pj.default_every(12_000) == 100
+
+
+def test_jax_debug_callback_is_the_fallback_when_host_report_is_unavailable(monkeypatch):
+    from jaxmagic import _internals
+
+    monkeypatch.setattr(_internals, "_report_primitive_or_none", lambda: None)
+    view = Recorder()
+    f = jax.jit(
+        jax.vmap(lambda c: P.scan(_cumsum_step, c, jnp.arange(300.0), every=100, progress=view, max_rate=1e9))
+    )
+    c, _ = f(jnp.arange(2.0))
+    assert "debug_callback" in str(jax.make_jaxpr(f)(jnp.arange(2.0)))
+    assert view.done == [100, 200, 300] and view.final.lanes == 2
+    assert np.isclose(
+        view.final.last["c"], np.mean(np.arange(2.0)[:, None] + np.cumsum(np.arange(300.0))[None, 200:])
+    )
