@@ -345,3 +345,23 @@ def test_jax_debug_callback_is_the_fallback_when_host_report_is_unavailable(monk
     assert np.isclose(
         view.final.last["c"], np.mean(np.arange(2.0)[:, None] + np.cumsum(np.arange(300.0))[None, 200:])
     )
+
+
+def test_a_run_that_never_sent_its_last_report_is_closed_by_the_next_one():
+    view = Recorder()
+
+    def body(c, i):
+        P.tick(i, 100, every=10, progress=view, max_rate=1e9)
+        return c, None
+
+    f = jax.jit(lambda n: lax.fori_loop(0, n, lambda i, c: body(c, i)[0], 0.0))
+    f(35)  # the loop body thinks 100 iterations, the loop stops after 35: no last report
+    assert view.finals == [] and view.done[-1] == 30
+    f(100)
+    first, second = view.finals
+    assert (first.status, first.done, first.message) == (
+        "stopped",
+        30,
+        "ended without its last report, after 30 steps",
+    )
+    assert (second.status, second.done) == ("completed", 100) and view.starts == 2

@@ -104,6 +104,10 @@ class _Channel:
     def top_run(self, done: int) -> LoopRun | None:
         """The current run of this (outermost) loop; a new one on a first report."""
         run = self.run
+        if run is not None and not run.finished and 0 < done <= self.first_done <= run.done:
+            # a first report while the last run is unfinished: that execution never sent its
+            # last report (it failed, or was abandoned); this is a new one
+            run.finish("stopped", f"ended without its last report, after {run.done} {run.unit}s")
         if run is None or (run.finished and done <= self.first_done):
             run = self.run = LoopRun(
                 self.name,
@@ -114,7 +118,7 @@ class _Channel:
                 every=self.every,
             )
         elif run.finished:
-            return None  # a late copy of a finished run's report (another device's)
+            return None  # a late duplicate of a finished run's report
         return run
 
     def on_report(self, lanes: int, names: tuple[str, ...], payload: Any) -> None:

@@ -181,9 +181,13 @@ class Tracker(Generic[T]):
 
     def _loop(self) -> Iterator[T]:
         run = self._run = LoopRun(
-            self.name, "python", self.total, view=resolve_view(self._progress), max_rate=self._max_rate
+            self.name,
+            "python",
+            self.total,
+            view=resolve_view(self._progress),
+            max_rate=self._max_rate,
+            unit=self.unit,
         )
-        run.unit = self.unit
         undo = _watch_compiles(run)
         status, message = "completed", ""
         try:
