@@ -38,6 +38,9 @@ _LAZY = {
     "ComparisonReport": "jaxmagic.diff",
     "tabulate": "jaxmagic.layercost",
     "LayerCostReport": "jaxmagic.layercost",
+    "track": "jaxmagic.progress.tracker",
+    "ProgressReport": "jaxmagic.progress.state",
+    "progress": "jaxmagic.progress",  # the subpackage itself: jaxmagic.progress.scan, ...
 }
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", *_LAZY]
@@ -47,7 +50,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'jaxmagic' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = importlib.import_module(module)
+    if module != f"jaxmagic.{name}":
+        value = getattr(value, name)
     globals()[name] = value
     return value
 

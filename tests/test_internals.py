@@ -257,3 +257,29 @@ def test_subshell_api_change_names_ipykernels_version_and_the_widget_warns(monke
 
     monkeypatch.setattr(Kernel, "instance", classmethod(lambda cls, *a, **k: OldKernel()))
     assert _internals.route_comm_to_subshell(object()) is None
+
+
+def test_host_report_hands_numpy_to_the_host_under_jit_vmap_grad_and_eagerly():
+    import numpy as np
+
+    seen = []
+
+    def f(x):
+        assert _internals.host_report(lambda a: seen.append(a), x * 2)  # supported here
+        return x
+
+    jax.jit(f)(jnp.arange(3.0))
+    assert len(seen) == 1 and type(seen[0]) is np.ndarray and seen[0].tolist() == [0.0, 2.0, 4.0]
+    jax.jit(jax.vmap(f))(jnp.arange(6.0).reshape(2, 3))  # batched: one call per lane
+    assert [a.tolist() for a in seen[1:]] == [[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]
+    del seen[:]
+    jax.grad(lambda x: jnp.sum(f(x) ** 2))(jnp.ones(2))  # once, in the forward pass
+    with jax.disable_jit():
+        f(jnp.ones(2))
+    assert [a.tolist() for a in seen] == [[2.0, 2.0], [2.0, 2.0]]
+    assert "jaxmagic_report" in str(jax.make_jaxpr(f)(jnp.ones(1)))
+
+
+def test_host_report_declines_where_unsupported(monkeypatch):
+    monkeypatch.setattr(_internals, "_report_primitive_or_none", lambda: None)  # jax internals changed
+    assert _internals.host_report(print, jnp.ones(1)) is False

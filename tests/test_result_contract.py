@@ -224,6 +224,40 @@ def _tabulate() -> Result:
     return jaxmagic.tabulate(TinyMLP(rngs=nnx.Rngs(0)), jnp.ones((4, 8)))
 
 
+def _loop_python() -> Result:
+    step = jax.jit(lambda w: (w * 0.9, jnp.sum(w**2)))
+    w = jnp.ones(3)
+    bar = jaxmagic.track(range(30), name="descent", progress=None)
+    for _ in bar:
+        w, loss = step(w)
+        bar.log(loss=loss)
+    return bar.report()
+
+
+def _loop_stopped() -> Result:
+    for i in jaxmagic.track(range(100), name="search", progress=None):
+        if i == 40:
+            break
+    return jaxmagic.progress.last()
+
+
+def _loop_scan_nested() -> Result:
+    P = jaxmagic.progress
+
+    def inner(c, x):
+        c = c * 0.5 + x
+        P.log(c=c)
+        return c, None
+
+    def outer(c, _):
+        return P.scan(inner, c, jnp.ones(10), every=5, name="inner")[0], None
+
+    jax.jit(jax.vmap(lambda c: P.scan(outer, c, None, length=12, every=4, name="outer", progress=None)))(
+        jnp.arange(3.0)
+    )
+    return P.last()
+
+
 BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete},
     "IRReport": {"jaxpr": _ir("jaxpr"), "stablehlo": _ir("stablehlo"), "optimized": _ir("stablehlo", True)},
@@ -238,6 +272,7 @@ BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     "CompileLedgerReport": {"session": _ledger, "empty": _ledger_empty},
     "ComparisonReport": {"two-profiles": _comparison},
     "LayerCostReport": {"mlp": _tabulate},
+    "ProgressReport": {"python": _loop_python, "stopped": _loop_stopped, "scan-nested": _loop_scan_nested},
 }
 CASES = [(kind, variant) for kind, variants in BUILDERS.items() for variant in variants]
 

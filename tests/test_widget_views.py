@@ -214,3 +214,65 @@ def test_one_stylesheet_for_reports_and_widgets_and_every_rule_is_used():
     assert unused == set()
     scripts = [p.read_text() for p in PKG.rglob("*.js")]
     assert len(scripts) == 2 and not any('createElement("style")' in js or "<style" in js for js in scripts)
+
+
+def test_loop_widget_sends_formatted_values_and_stop_ends_the_python_loop():
+    import jaxmagic
+    from jaxmagic.progress.state import ProgressReport
+    from jaxmagic.render.loops import loop_stats
+    from jaxmagic.widgets.loops import LoopWidgetView
+
+    views: list[dict] = []
+
+    class Recorded(LoopWidgetView):
+        def start(self, run, report):
+            super().start(run, report)
+            views.append(self.widget.view)
+            self.widget.observe(lambda c: views.append(c["new"]), names="view")
+
+    view = Recorded()
+    bar = jaxmagic.track(range(50), name="descent", progress=view, max_rate=1e9)
+    losses = []
+    for i in bar:
+        losses.append(1.0 / (i + 1))
+        bar.log(loss=jnp.float32(losses[-1]))
+        if i == 19:
+            view.widget.stop_requested = True  # what a click on Stop does: the browser sets the trait
+    r: ProgressReport = bar.report()
+    assert (r.status, r.done, r.message) == ("stopped", 20, "stopped from the widget at step 20")
+    first, live, last = views[0], views[-2], views[-1]
+    assert (first["title"], first["label"], first["stoppable"], first["percent"]) == (
+        "descent",
+        "step 0 / 50",
+        True,
+        "0.0%",
+    )
+    assert live["status"] == "running" and live["running"] is True
+    assert (last["status"], last["status_kind"], last["running"]) == ("stopped", "warn", False)
+    assert (last["label"], last["percent"], last["aria"]) == ("step 20 / 50", "40.0%", "40")
+    assert last["stats"] == [list(s) for s in loop_stats(r)] and dict(last["stats"])["loss"] == fmt_metric(
+        float(np.float32(losses[-1]))
+    )
+    assert last["chart"] == svg_chart(
+        [{"name": "loss", "x": list(range(1, 21)), "y": r.series["loss"][1]}],
+        x_max=50,
+        title="descent values",
+    )
+    assert last["table"] == {"headers": [], "rows": []} and last["message"] == r.message
+
+    # a jitted loop: no Stop button; nested loops are the table's rows
+    from jaxmagic import progress as P
+
+    view = Recorded()
+
+    def outer(c, _):
+        return P.scan(lambda c, x: (c + x, None), c, jnp.ones(6), every=3, name="inner")[0], None
+
+    jax.jit(lambda: P.scan(outer, 0.0, None, length=8, every=2, name="outer", progress=view, max_rate=1e9))()
+    last = views[-1]
+    assert (last["title"], last["stoppable"], last["label"]) == ("scan outer", False, "step 8 / 8")
+    assert last["table"] == {
+        "headers": ["nested loop", "step", "passes", "last values"],
+        "rows": [["inner", "6 / 6", "8", "—"]],
+    }
+    assert dict(last["stats"])["reported every"] == "2 steps"

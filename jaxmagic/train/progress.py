@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxmagic._format import fmt_count, fmt_percent, fmt_seconds
+from jaxmagic._kernel import in_notebook_kernel as in_notebook_kernel  # shared with jaxmagic.progress
 from jaxmagic.train.callbacks import Callback
 
 
@@ -202,14 +203,6 @@ class TerminalProgress(Callback):
 
             out.write(run_summary_text(history, width=self.width) + "\n")
         out.flush()
-
-
-def in_notebook_kernel() -> bool:
-    """True inside a Jupyter kernel (checked via ``sys.modules``; never imports IPython)."""
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None)
-    shell = get() if get is not None else None
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def resolve_progress(progress: Any) -> Callback | None:

@@ -19,8 +19,8 @@ function render({ model, el: host }) {
     model.set("stop_requested", true); model.save_changes();
   };
   stop.addEventListener("click", onStop);
-  const head = el("h3", "jm-head");
-  head.append(el("span", "", "Training"), badge, stop);
+  const head = el("h3", "jm-head"), title = el("span", "", "Training");
+  head.append(title, badge, stop);
   // role and value sit on a wrapper: `.jm-progress[aria-valuenow]` marks the static snapshot
   const meter = el("div");
   meter.setAttribute("role", "progressbar");
@@ -34,9 +34,10 @@ function render({ model, el: host }) {
   let svg;
   function update() {
     const v = model.get("view") || {};
+    title.textContent = v.title || "Training"; // a tracked loop (render/loops.py) names itself
     badge.textContent = v.status || "starting";
     badge.className = `jm-badge jm-${v.status_kind || "info"}`;
-    stop.style.display = v.running === false ? "none" : "";
+    stop.style.display = v.running === false || v.stoppable === false ? "none" : "";
     fill.style.width = v.percent || "0%";
     meter.setAttribute("aria-valuenow", v.aria || "0");
     label.textContent = v.label || "";

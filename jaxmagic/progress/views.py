@@ -1,0 +1,109 @@
+"""Views of a tracked loop: the terminal line here, the notebook widget in
+``jaxmagic.widgets.loops`` (imported only inside a notebook kernel, so this never imports
+IPython). A view gets ``start`` once, ``update`` at most ``max_rate`` times per second, and
+``finish`` with the final report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from jaxmagic._kernel import in_notebook_kernel
+from jaxmagic.progress.state import LoopRun, ProgressReport
+
+
+class LoopView:
+    """Base class of a loop's view; every hook's default does nothing."""
+
+    def start(self, run: LoopRun, report: ProgressReport) -> None:
+        """The loop's first update (``run.stop_requested = True`` ends a Python loop early)."""
+
+    def update(self, report: ProgressReport) -> None:
+        """A redraw (throttled by the run)."""
+
+    def finish(self, report: ProgressReport) -> None:
+        """The loop ended; ``report`` is final."""
+
+
+class TerminalLoopView(LoopView):
+    """One line redrawn in place on a terminal; on a stream that is not one (logs, CI), a line
+    every ``log_every`` seconds; the full text report when the loop ends.
+
+    Args:
+      stream: where to write (default ``sys.stdout``).
+      log_every: seconds between lines on a non-terminal stream.
+      width: characters per line.
+      summary: end with the full report (with sparklines) instead of the last line only.
+
+    Example:
+      >>> for step in jaxmagic.track(range(10), progress=TerminalLoopView(sys.stderr)): ...
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, *, log_every: float = 5.0, width: int = 100, summary: bool = True
+    ):
+        self.stream, self.log_every, self.width, self.summary = stream, float(log_every), width, summary
+        self._logged = -float("inf")
+        self._drawn = False
+
+    def _out(self) -> TextIO:
+        return self.stream if self.stream is not None else sys.stdout
+
+    def _tty(self) -> bool:
+        try:
+            return bool(self._out().isatty())
+        except Exception:
+            return False
+
+    def update(self, report: ProgressReport) -> None:
+        from jaxmagic.render.loops import loop_line
+
+        out = self._out()
+        if self._tty():
+            out.write("\r" + loop_line(report, self.width).ljust(self.width)[: self.width])
+            self._drawn = True
+        elif time.perf_counter() - self._logged >= self.log_every:
+            self._logged = time.perf_counter()
+            out.write(loop_line(report, self.width) + "\n")
+        else:
+            return
+        out.flush()
+
+    def finish(self, report: ProgressReport) -> None:
+        from jaxmagic.render.loops import loop_line
+
+        out = self._out()
+        if self._drawn:
+            out.write("\r" + " " * self.width + "\r")
+        out.write((report.to_text(self.width) if self.summary else loop_line(report, self.width)) + "\n")
+        out.flush()
+
+
+def resolve_view(progress: Any) -> LoopView | None:
+    """``progress=`` -> a view: ``"auto"`` (the widget in a notebook kernel, else the terminal
+    line), ``"widget"``, ``"text"``, ``None``/``False`` (silent) or a :class:`LoopView`."""
+    if progress is None or progress is False:
+        return None
+    if isinstance(progress, LoopView):
+        return progress
+    if progress == "auto":
+        progress = "widget" if in_notebook_kernel() else "text"
+    if progress == "widget":
+        from jaxmagic.widgets.loops import LoopWidgetView  # lazy: widget code stays out of capture
+
+        return LoopWidgetView()
+    if progress in ("text", "terminal"):
+        return TerminalLoopView()
+    raise ValueError(f"progress must be 'auto', 'widget', 'text', None or a LoopView, got {progress!r}")
+
+
+def check_progress(progress: Any) -> None:
+    """Reject a bad ``progress=`` at the call, before any loop runs or anything is traced."""
+    if not (progress is None or progress is False or isinstance(progress, LoopView)) and progress not in (
+        "auto",
+        "widget",
+        "text",
+        "terminal",
+    ):
+        raise ValueError(f"progress must be 'auto', 'widget', 'text', None or a LoopView, got {progress!r}")
