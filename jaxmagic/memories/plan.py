@@ -317,18 +317,12 @@ def _relabel(c: Collective, label_file: Callable[[str], str | None]) -> Collecti
 def _compile(
     fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict
 ) -> tuple[Any, dict | None]:
-    from jaxmagic.ir import inspect_call
+    from jaxmagic.ir import inspect_call, peak_bytes
 
     report = inspect_call(fn, *_abstract(args, mesh, specs), stage="hlo", **kwargs)
     memory = dict(report.memory) if report.memory is not None else None
     if memory is not None:
-        memory["peak_bytes"] = (
-            memory["argument_bytes"]
-            + memory["output_bytes"]
-            + memory["temp_bytes"]
-            - memory["alias_bytes"]
-            + memory["generated_code_bytes"]
-        )
+        memory["peak_bytes"] = peak_bytes(memory)
     return report, memory
 
 
