@@ -78,24 +78,22 @@ def _device_id(device: Any, known: Iterable[int]) -> int | None:
     return int(m.group(1))
 
 
-def _layouts() -> Any:
-
+@functools.lru_cache(maxsize=16384)
+def device_layout(
+    sharding: Any, shape: tuple, dtype: Any, local: frozenset
+) -> tuple[tuple[tuple[int, int], ...], str]:
+    """``(((device id, bytes), ...), spec text)`` of an array on the ``local`` devices (cached:
+    arrays of one model share a few shardings and shapes)."""
     from jaxmagic.shardings.layout import layout_from_sharding
 
-    @functools.cache
-    def per_device(
-        sharding: Any, shape: tuple, dtype: Any, local: frozenset
-    ) -> tuple[tuple[tuple[int, int], ...], str]:
-        layout = layout_from_sharding(sharding, shape, dtype)
-        nbytes = layout.device_bytes()
-        devs = tuple((d, int(b)) for d, b in zip(layout.device_ids, nbytes) if d in local)
-        return devs, layout.spec_text
-
-    return per_device
+    layout = layout_from_sharding(sharding, shape, dtype)
+    nbytes = layout.device_bytes()
+    devs = tuple((d, int(b)) for d, b in zip(layout.device_ids, nbytes) if d in local)
+    return devs, layout.spec_text
 
 
 @functools.lru_cache(maxsize=4096)
-def _type_str(shape: tuple, dtype: Any) -> str:
+def type_str(shape: tuple, dtype: Any) -> str:
     from jaxmagic._format import shape_str
 
     return shape_str(shape, dtype)
@@ -173,7 +171,7 @@ def _memory(
     owners = find_owners(
         namespace_roots(ns, hidden, hidden_ns), live, max_objects=max_objects, max_items=max_items
     )
-    per_device = _layouts()
+    per_device = device_layout
     local_ids = frozenset(local)
     seen_buffers: dict[tuple[int, int], tuple[str, str, str, int]] = {}  # -> owner, root, kind, mask
     records: list[ArrayRecord] = []
@@ -220,7 +218,7 @@ def _memory(
                 owner=owner,
                 root=root,
                 kind=kind,
-                type_str=_type_str(tuple(arr.shape), arr.dtype),
+                type_str=type_str(tuple(arr.shape), arr.dtype),
                 nbytes=sum(b for _, b in charged),
                 devices=tuple(charged),
                 sharding=sharding,

@@ -114,6 +114,14 @@ class FunctionProfile:
             return None
         return self.flops / self.bytes_accessed
 
+    @property
+    def peak_bytes(self) -> int | None:
+        """Peak bytes per device of the last compiled program, from its memory analysis:
+        arguments + outputs + temporaries − aliased + code (``jaxmagic.ir.peak_bytes``)."""
+        from jaxmagic.ir import peak_bytes
+
+        return peak_bytes(self.memory)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data. Keys: ``name``, ``kind`` ("jit" | "eager"), ``defined_at``,
         ``compiles`` (count), ``trace_s``, ``lower_s``, ``backend_compile_s`` (XLA only),
@@ -123,7 +131,8 @@ class FunctionProfile:
         ``calls_lower_bound``, ``flops``, ``transcendentals``, ``bytes_accessed``,
         ``arithmetic_intensity``, ``memory``, ``jaxpr``, ``hlo``, ``donated_args``,
         ``device_s`` (from ``--trace``), ``const_bytes``, ``traced_only`` (traces that built
-        no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``). Seconds are floats."""
+        no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``). Seconds are floats.
+        ``peak_bytes``: see :attr:`peak_bytes` (``None`` without a memory analysis)."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -160,6 +169,7 @@ class FunctionProfile:
             "device_s": self.device_s,
             "const_bytes": self.const_bytes,
             "traced_only": self.traced_only,
+            "peak_bytes": self.peak_bytes,
         }
 
 
@@ -191,6 +201,8 @@ class ProfileReport(Result):
     unavailable: tuple[str, ...] = ()
     # JAX work of other threads during the cell (not charged to it): compiles/eager_ops/transfers
     other_threads: dict[str, int] = field(default_factory=dict)
+    # live device memory before/after, arrays created and still alive (profile.memory)
+    memory: Any = None
 
     # -- totals ----------------------------------------------------------------
     @property
@@ -262,7 +274,9 @@ class ProfileReport(Result):
         ``FunctionProfile.to_dict``), ``insights`` (see ``Insight.to_dict``), ``eager_ops``
         (op -> count), ``eager_sites``, ``transfers``, ``syncs`` (site -> count), ``trace_dir``,
         ``timeline``, ``notes``, ``unavailable`` (parts not measured; their counts are not 0
-        but unknown), ``other_threads``."""
+        but unknown), ``other_threads``, ``memory`` (live bytes per device before and after,
+        arrays created and still alive with their owner, arrays freed: see
+        ``profile.memory.MemorySection.to_dict``; ``None`` when not measured)."""
         return {
             "version": REPORT_VERSION,
             "environment": environment(),
@@ -287,6 +301,7 @@ class ProfileReport(Result):
             "notes": list(self.notes),
             "unavailable": list(self.unavailable),
             "other_threads": dict(self.other_threads),
+            "memory": self.memory.to_dict() if self.memory is not None else None,
         }
 
 
@@ -566,6 +581,8 @@ def build_report(
     error: str | None = None,
     trace: dict[str, Any] | None = None,
     cell_label: CellLabel | None = None,
+    namespace: Any = None,
+    extra_roots: Any = (),
 ) -> ProfileReport:
     """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
 
@@ -579,6 +596,8 @@ def build_report(
         trace: per-function device times, calls and timeline from ``--trace`` (see
             ``tracing.TraceSession.summary``).
         cell_label: filename -> ``In[3]`` for code from other notebook cells (else ``None``).
+        namespace, extra_roots: where the memory section looks for the owners of arrays the
+            block created (see ``profile.memory.memory_section``).
     """
     from jaxmagic.profile.insights import find_insights, in_innermost_loop
     from jaxmagic.profile.tracing import sanitize
@@ -712,5 +731,13 @@ def build_report(
         other_threads=others,
     )
     insights = tuple(find_insights(report, cap, per_step=per_step, label=site_label))
+    memory, notes_after = None, report.notes
+    if cap.live_before is not None and cap.live_after is not None:
+        from jaxmagic.profile.memory import memory_section
+
+        try:
+            memory = memory_section(cap.live_before, cap.live_after, namespace, extra_roots=extra_roots)
+        except Exception as e:  # a memory section must never cost the user the report
+            notes_after += (f"memory section not available: {type(e).__name__}: {e}",)
     build_s = time.perf_counter() - t0
-    return dataclasses.replace(report, insights=insights, build_s=build_s)
+    return dataclasses.replace(report, insights=insights, build_s=build_s, memory=memory, notes=notes_after)
