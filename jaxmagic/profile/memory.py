@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jaxmagic.memories.live import failed
 from jaxmagic.memories.report import UNOWNED, ArrayRecord
 
 Charged = tuple[tuple[int, int], ...]  # ((device id, bytes this array adds there), ...)
@@ -55,10 +56,13 @@ def _single_bytes(shape: tuple, dtype: Any) -> int:
     return int(n)
 
 
-def _entry(a: Any, local: frozenset) -> list:
+def _entry(a: Any, local: frozenset) -> list | None:
+    """What the snapshot needs of ``a``; ``None`` for an array whose computation failed."""
     hit = _SEEN.get(id(a))
     if hit is not None and hit[0]() is a:
         return hit
+    if a.is_deleted() or failed(a):  # (failed: waits for it; its buffer address would abort)
+        return None
     sharding = a.sharding
     devices = sharding.device_set
     if len(devices) == 1:
@@ -95,6 +99,8 @@ def _charge(
             e = _entry(a, local)
         except Exception:  # deleted or unreadable while we looked: not counted
             continue
+        if e is None:
+            continue
         entries[id(a)] = e
         (singles if len(e[1]) == 1 else multis).append((a, e))
     out: dict[int, tuple[Any, Charged]] = {}
@@ -128,7 +134,9 @@ def _charge(
 
 
 def snapshot() -> Snapshot:
-    """The live arrays now, with bytes per device (no array is kept alive)."""
+    """The live arrays now, with bytes per device (no array is kept alive). Waits for arrays
+    still being computed the first time it meets them, and leaves out arrays whose computation
+    failed (they hold no memory)."""
     import gc
 
     t0 = time.perf_counter()
