@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from jaxmagic._format import fmt_bytes, plural
@@ -411,10 +412,11 @@ def _sweep_line(report: Any) -> str:
     return f"batch sweep: the largest batch that fits {name} is {report.max_batch} ({len(report.sweep)} compiles)"
 
 
-def plan_html(report: Any) -> str:
-    """A plan as self-contained HTML."""
+def plan_html(report: Any, *, notes: Sequence[str] = ()) -> str:
+    """A plan as self-contained HTML (``notes`` go under the title)."""
     head = _plan_head(report)
     parts = [f"<h3>{H.esc(head[0])}</h3>", f"<div class='jm-totals'>{H.esc(head[1])}</div>"]
+    parts += [f"<div class='jm-muted'>note: {H.esc(n)}</div>" for n in notes]
     if len(head) > 2:
         parts.append(
             f"<div>{H.badge('fits' if report.fits else 'does not fit', 'ok' if report.fits else 'bad')} "
