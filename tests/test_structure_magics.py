@@ -142,6 +142,14 @@ def test_jaxsharding_plan_mode(shell):
         ).memory
     )
     assert [a.name for a in r.arrays] == ["params.w1", "x"] and r.call.label == "loss(params, x)"
+    assert "not laid out on this mesh, planned replicated (P()): params.w1, x" in r.to_text()
+    r = shell.run_line_magic(
+        "jaxsharding", """--plan "step(params, batch)" --mesh mesh8 --specs "(None, P('data'))" -o"""
+    )
+    assert [c.kind for c in r.plan.collectives] == ["all-reduce"]
+    assert r.plan.collectives[0].source.startswith("In["), r.plan.collectives[
+        0
+    ].source  # the cell, by its number
 
 
 @pytest.mark.parametrize(

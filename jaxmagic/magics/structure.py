@@ -9,7 +9,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate, evaluate_call, evaluate_path_or_expression, parse, show
+from jaxmagic.magics._args import (
+    cell_label,
+    evaluate,
+    evaluate_call,
+    evaluate_path_or_expression,
+    parse,
+    show,
+)
 
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
 
@@ -159,7 +166,15 @@ class StructureMagics(Magics):
         from jaxmagic.shardings import sharding
 
         try:
-            result = sharding(fn=fn, args=call_args, kwargs=call_kwargs, mesh=mesh, specs=specs, dims=dims)
+            result = sharding(
+                fn=fn,
+                args=call_args,
+                kwargs=call_kwargs,
+                mesh=mesh,
+                specs=specs,
+                dims=dims,
+                label_file=lambda f: cell_label(self.shell, f),
+            )
         except _USER_ERRORS as e:  # NotTraceableError and SpecError are ValueErrors
             raise UsageError(f"%jaxsharding --plan {args.plan}: {e}") from None
         view = result.explore() if not (args.static or args.quiet or args.output) else None

@@ -37,6 +37,7 @@ class PlannedCall:
     label: str  # "step(params, x)"
     leaves: tuple[tuple[int, str, str], ...]
     notes: tuple[str, ...] = field(default=())
+    label_file: Callable[[str], str | None] | None = None  # names the collectives' source files
 
     def abstract_args(self, layouts: Sequence[ArrayLayout]) -> list:
         """The arguments with every leaf laid out as ``layouts`` (by name) say."""
@@ -64,7 +65,9 @@ class PlannedCall:
         """``jaxmagic.plan`` of the call for ``layouts`` (compiles, never runs)."""
         from jaxmagic.memories.plan import plan
 
-        return plan(self.fn, *self.abstract_args(layouts), mesh=self.mesh, **self.kwargs)
+        return plan(
+            self.fn, *self.abstract_args(layouts), mesh=self.mesh, label_file=self.label_file, **self.kwargs
+        )
 
 
 def _mesh_of(args: Sequence[Any]) -> Any:
@@ -85,12 +88,14 @@ def planned_call(
     *,
     mesh: Any = None,
     specs: Sequence[Any] | None = None,
+    label_file: Callable[[str], str | None] | None = None,
 ) -> tuple[PlannedCall, list[ArrayLayout]]:
     """The call with abstract arguments, and the layout of each of their array leaves.
 
     ``specs`` as for ``jaxmagic.plan``; without them every leaf keeps its own sharding when it
     is a ``NamedSharding`` on ``mesh`` and is replicated otherwise (a note says which).
-    ``mesh`` defaults to the mesh of the arguments' first ``NamedSharding``.
+    ``mesh`` defaults to the mesh of the arguments' first ``NamedSharding``; ``label_file``
+    names source files for the collectives' lines (``In[5]`` for a notebook cell).
     """
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
@@ -134,4 +139,5 @@ def planned_call(
         shown = ", ".join(moved[:4]) + (" …" if len(moved) > 4 else "")
         notes = (f"not laid out on this mesh, planned replicated (P()): {shown}",)
     label = f"{name_of(fn)}({', '.join(arg_names)})"
-    return PlannedCall(fn, tuple(placed), kwargs, mesh, label, tuple(leaves), notes), layouts
+    call = PlannedCall(fn, tuple(placed), kwargs, mesh, label, tuple(leaves), notes, label_file)
+    return call, layouts

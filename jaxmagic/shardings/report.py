@@ -240,6 +240,7 @@ def sharding(
     args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
     specs: Sequence[Any] | None = None,
+    label_file: Any = None,
 ) -> ShardingReport:
     """Show where every shard of ``obj`` lives on its devices; computes, never moves data.
 
@@ -259,6 +260,8 @@ def sharding(
             shardings), with the call's plan (peak memory per device, collectives) for that
             layout; ``.explore()`` re-plans on every spec edit. Compiles only, runs nothing.
         specs: plan mode: one PartitionSpec (or pytree of specs) per positional argument.
+        label_file: plan mode: names a source file for the collectives' lines (the magic
+            passes one that turns a notebook cell's file into ``In[5]``).
 
     Returns:
         A :class:`ShardingReport`; ``.explore()`` gives the interactive widget.
@@ -282,7 +285,7 @@ def sharding(
             raise ValueError("plan mode takes fn=, args=, mesh= and specs=; not obj, spec= or shape=")
         from jaxmagic.shardings.planned import planned_call
 
-        call, layouts = planned_call(fn, args, kwargs, mesh=mesh, specs=specs)
+        call, layouts = planned_call(fn, args, kwargs, mesh=mesh, specs=specs, label_file=label_file)
         report = ShardingReport(
             title or call.label, "call inputs", tuple(layouts), ("input",) * len(layouts), dims=d, call=call
         )
