@@ -311,3 +311,23 @@ def test_plan_mode_call_that_does_not_trace():
         sharding(fn=STEP, args=({"w1": jnp.ones((4, 4))}, jnp.ones(4)))
     with pytest.raises(ValueError, match="plan mode"):
         sharding(params, fn=STEP, args=(params, x), mesh=mesh8)
+
+
+def test_plan_mode_output_is_updated_so_a_saved_notebook_shows_the_last_plan(ip):
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    mesh8 = jax.make_mesh((8,), ("data",))
+    params, x = _inputs()
+    w = sharding(fn=STEP, args=(params, x), mesh=mesh8, specs=(None, P("data"))).explore()
+    with capture_output() as cap:
+        display(w)
+        w.spec_request = {"name": "params.w1", "entries": ["data", ""], "n": 1}
+        w.spec_request = {"name": "x", "entries": ["nope", ""], "n": 2}  # invalid: no update
+    assert len(cap.outputs) == 2  # the display, then one update of it
+    first, last = (o.data for o in cap.outputs)
+    assert (
+        first["application/vnd.jupyter.widget-view+json"] == last["application/vnd.jupyter.widget-view+json"]
+    )
+    assert "all-gather" not in first["text/html"] and "all-gather" in last["text/html"]
+    assert "all-gather" in last["text/plain"] and "nope" in w.error

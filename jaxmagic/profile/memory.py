@@ -298,7 +298,8 @@ def memory_section(
         hidden_ns = None
         if namespace is None:
             namespace, hidden, hidden_ns = _user_namespace()
-        roots = namespace_roots(namespace, hidden, hidden_ns) + list(extra_roots)
+        ns = namespace if isinstance(namespace, dict) else dict(namespace)
+        roots = namespace_roots(ns, hidden, hidden_ns) + list(extra_roots)
         owners = find_owners(roots, alive, until_found=True)
         notes += owners.notes
     local = frozenset(after.totals)

@@ -61,6 +61,7 @@ class ShardingExplorer(anywidget.AnyWidget):
         self._requests = 0
         self._drafts: dict[str, list[str]] = {}
         self._rows: dict[Any, Any] = {}  # formatted table rows per layout (report_view's cache)
+        self._handles: list[Any] = []  # where _ipython_display_ showed this widget
         self._quiet = True  # no observer work until the first views are in place
         biggest = max(range(len(report.arrays)), key=lambda i: report.arrays[i].nbytes)
         super().__init__(selected=biggest, dims=default_dims(report, report.arrays[biggest]), **kwargs)
@@ -179,6 +180,7 @@ class ShardingExplorer(anywidget.AnyWidget):
                 self.error, self.status = "", f"{name}: {lay.spec_text}"
             self.data_json = json.dumps(report_view(self._report, self._rows))
             self.plan_json = json.dumps(plan_view(self._report))
+            self._update_snapshot()
         except Exception as e:  # the widget reports, it never raises into the comm handler
             self.error = f"{e}" if isinstance(e, (ValueError, KeyError)) else f"{type(e).__name__}: {e}"
         self._refresh_view()
@@ -191,6 +193,24 @@ class ShardingExplorer(anywidget.AnyWidget):
         return self._report.with_layouts(arrays, tuple(e for e in self._report.edited if e != name))
 
     # -- static faces -----------------------------------------------------------------
+    def _ipython_display_(self) -> None:
+        """Display the widget and keep the output's handle (see ``_update_snapshot``)."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        self._handles.append(display(data, metadata=meta, raw=True, display_id=True))
+
+    def _update_snapshot(self) -> None:
+        """Plan mode: after an edit, the output's text/plain and text/html fallbacks are made
+        again, so a notebook saved (or exported without widget state) shows the last plan."""
+        if self._report.call is None or not self._handles:
+            return
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        for handle in self._handles:
+            handle.update(data, metadata=meta, raw=True)
+
     def __repr__(self) -> str:
         return f"ShardingExplorer({self._report.summary()})"
 

@@ -76,6 +76,15 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
     assert panel.locator("table.jm-plan-collectives", has_text="all-gather").count() == 1
     ex.scroll_into_view_if_needed()
     ex.screenshot(path=str(artifacts_dir / "memory-explorer-plan-edited.png"))
+    # what a saved notebook keeps: the output's static HTML now holds the edited plan
+    saved = page.evaluate(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets
+                 .filter(c => c.model.type === 'code')
+                 .flatMap(c => c.model.outputs.toJSON())
+                 .filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json'])
+                 .map(o => o.data['text/html'])"""
+    )
+    assert len(saved) == 1 and "all-gather" in saved[0] and fsdp_peak in saved[0]
 
     inputs.nth(0).fill("batch")  # the mesh has no axis 'batch'
     ex.locator("button.jm-apply").click()
