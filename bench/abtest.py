@@ -10,10 +10,19 @@ import jax.numpy as jnp
 
 
 def interleaved(
-    name: str, fn: Callable, plain: Callable, other: Callable, repeats: int, label: str, *, warm: bool = True
+    name: str,
+    fn: Callable,
+    plain: Callable,
+    other: Callable,
+    repeats: int,
+    label: str,
+    *,
+    warm: bool = True,
+    base: str = "plain",
 ) -> float:
     """Median seconds of ``plain(fn)`` and ``other(fn)`` over interleaved repeats (machine noise
-    hits both sides alike); prints one line and returns the ratio other / plain."""
+    hits both sides alike); prints one line (``base`` names the first side) and returns the
+    ratio other / plain."""
     if warm:
         fn()  # compile outside the measurement
     a, b = [], []
@@ -21,7 +30,7 @@ def interleaved(
         a.append(plain(fn))
         b.append(other(fn))
     p, q = statistics.median(a), statistics.median(b)
-    print(f"{name:<32} plain {p * 1e3:8.2f} ms   {label} {q * 1e3:8.2f} ms   ratio {q / p:.3f}")
+    print(f"{name:<32} {base} {p * 1e3:8.2f} ms   {label} {q * 1e3:8.2f} ms   ratio {q / p:.3f}")
     return q / p
 
 

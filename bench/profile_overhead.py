@@ -5,6 +5,8 @@
 Measures:
   * a dispatch-bound cell (3000 calls of a tiny jitted function), plain vs inside Profiler;
   * a compute-bound cell (matmuls), plain vs profiled;
+  * the dispatch-bound cell profiled without and with the memory section (live-array snapshots);
+  * one live-array snapshot with 10,000 live arrays (taken twice per profiled cell);
   * building the report for a block that compiled 50 functions;
   * `%load_ext jaxmagic` in a fresh interpreter where jax is not imported yet.
 """
@@ -12,6 +14,7 @@ Measures:
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import subprocess
 import sys
@@ -24,12 +27,12 @@ from abtest import interleaved, standard_cells  # noqa: I001 - bench/ is on sys.
 from jaxmagic.profile import Profiler
 
 
-def timed(fn, profiled: bool) -> float:
+def timed(fn, profiled: bool, memory: bool = True) -> float:
     # the cell's result stays referenced until timing ends, as a cell's variable would: an
     # output dropped at once is freed unwaited, and both sides then time only the dispatch
     if profiled:
         t = time.perf_counter()
-        with Profiler():
+        with Profiler(memory=memory):
             out = fn()
         elapsed = time.perf_counter() - t
     else:
@@ -57,6 +60,45 @@ def main() -> None:
 
     r1 = interleaved("dispatch-bound (3000 calls)", dispatch_bound, plain, profiled, args.repeats, "profiled")
     r2 = interleaved("compute-bound (6 matmul x3)", compute_bound, plain, profiled, args.repeats, "profiled")
+    if "memory" in inspect.signature(Profiler).parameters:  # absent before the memory section
+
+        def no_memory(fn):
+            return timed(fn, True, memory=False)
+
+        interleaved(
+            "dispatch-bound, memory section",
+            dispatch_bound,
+            no_memory,
+            profiled,
+            args.repeats,
+            "memory on",
+            base="memory off",
+        )
+        own = []  # what the two snapshots of one profiled cell take, timed by themselves
+        for _ in range(args.repeats):
+            with Profiler() as prof:
+                out = dispatch_bound()
+            own.append(prof.capture.live_before.seconds + prof.capture.live_after.seconds)
+            del out
+        print(
+            f"  its two snapshots, timed by themselves: median {statistics.median(own) * 1e3:.3f} ms per cell"
+        )
+        from jaxmagic.profile.memory import snapshot
+
+        many = [jnp.full((4,), i, jnp.float32) for i in range(10_000 - len(jax.live_arrays()))]
+        t = time.perf_counter()
+        snapshot()  # the first one reads every array (then cached while it lives)
+        cold = time.perf_counter() - t
+        snaps = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            snapshot()
+            snaps.append(time.perf_counter() - t)
+        print(
+            f"live-array snapshot, {len(jax.live_arrays()):,} live arrays  first {cold * 1e3:.1f} ms, "
+            f"then median {statistics.median(snaps) * 1e3:.1f} ms (two per profiled cell, outside its wall time)"
+        )
+        del many
 
     def make(k):
         def fn(v):

@@ -273,6 +273,26 @@ def cost_of(compiled: Any) -> dict[str, float | None]:
     return out
 
 
+def peak_bytes(memory: dict[str, int] | None) -> int | None:
+    """Peak bytes per device of a compiled program, from its memory analysis (``memory_of``):
+    arguments + outputs + temporaries − aliased + generated code. ``%jaxplan`` and
+    ``%%jaxprofile`` both use this one formula. ``None`` when there is no analysis.
+
+    Example::
+
+        peak_bytes(memory_of(jax.jit(f).lower(x).compile()))
+    """
+    if memory is None:
+        return None
+    return (
+        memory["argument_bytes"]
+        + memory["output_bytes"]
+        + memory["temp_bytes"]
+        - memory["alias_bytes"]
+        + memory["generated_code_bytes"]
+    )
+
+
 def memory_of(compiled: Any) -> dict[str, int] | None:
     """XLA memory analysis (argument/output/alias/temp/code bytes), or ``None`` if unavailable."""
     try:

@@ -317,3 +317,18 @@ def test_tuple_results_are_shown_without_layouts_or_index_comments():
     (c,) = collectives(text)
     assert c.out_type == "(f32[1,2], f32[1,2], f32[1,2], f32[1,2], f32[1,2], f32[1,2])"
     assert c.out_bytes == 6 * 8 and c.group_size == 6
+
+
+def test_donatable_bytes_are_what_xla_aliases_once_donated():
+    def update(params, grads, x):
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), (x * 2).sum()
+
+    params = {"w": jax.ShapeDtypeStruct((64, 32), jnp.float32), "b": jax.ShapeDtypeStruct((32,), jnp.float32)}
+    x = jax.ShapeDtypeStruct((16, 8), jnp.float32)
+    report = plan(jax.jit(update), params, params, x)
+    donated = jax.jit(update, donate_argnums=(0, 1, 2)).lower(params, params, x).compile()
+    assert report.donatable == donated.memory_analysis().alias_size_in_bytes == (64 * 32 + 32) * 4
+    assert "would let outputs reuse 8.1 KiB per device" in " ".join(report.to_text().split())
+    already = plan(jax.jit(update, donate_argnums=0), params, params, x)
+    assert already.memory["alias_bytes"] == (64 * 32 + 32) * 4 and already.donatable == 0
+    assert report.to_dict()["donatable_bytes"] == report.donatable

@@ -47,6 +47,27 @@ def test_oom_explained():
     # explain_oom called by hand names the cell as IPython's traceback does, not a temp file
     assert re.search(r"at In\[\d+\], line 3: return jnp\.zeros", oom) and "ipykernel_" not in oom
     assert "%jaxplan make_buffer(2**38)" in " ".join(oom.split())
+    fixes = oom.split("fixes, most bytes saved per device first (? = cannot be computed here):\n")[1]
+    assert fixes.startswith("  del optimizer ") and "saves  10.0 MiB" in fixes.splitlines()[0]
+
+
+def test_plan_explorer_widget():
+    outs = nbutil.cell_outputs(nbutil.execute(NB)[0], "explorer")
+    widget = [o for o in outs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(widget) == 1, [list(o.get("data", {})) for o in outs]
+    plain = widget[0]["data"]["text/plain"]  # the text fallback carries the plan too
+    assert "plan of train_step(params, x, y) for this layout" in plain
+    assert re.search(r"all-reduce\s+data\s+8", plain) and "compiled only (nothing ran)" in plain
+
+
+def test_profiled_cell_memory_section():
+    profiled = text("profiled")
+    # by hand: real_params and grads, two f32[512,2048] and two f32[2048,512]: 4 x 4 MiB
+    assert "created in the cell, still alive: 4 arrays, 16.0 MiB" in profiled
+    owners = {line.split()[-1] for line in profiled.splitlines() if "  device 0  " in line}
+    assert owners == {"grads['w1']", "grads['w2']", "real_params['w1']", "real_params['w2']"}
+    assert "+16.0 MiB" in profiled and "f32[4096,1024]" not in profiled  # scratch was freed
+    assert re.search(r"\n\s+loss\s+9\.0 MiB\s+8\.0 MiB", profiled)
 
 
 def test_layouts_compared_and_planned():

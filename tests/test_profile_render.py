@@ -63,6 +63,13 @@ step      line 2            2  20 ms  40 ms   550 ms    n/a     1M  4.0 KiB     
 Cache misses
   step (line 2): x changed from f32[3] to f32[4]
 
+Memory (live device arrays, shared buffers counted once)
+  peak per device of each compiled program = arguments + outputs + temporaries −
+    aliased + code
+    function  arguments  outputs  temporaries  aliased  code  peak
+    ────────  ─────────  ───────  ───────────  ───────  ────  ────
+    step           16 B     16 B          0 B      0 B   0 B  32 B
+
 Insights
   ! [recompile] step compiled 2 times at line 2.
     → fix: keep shapes fixed

@@ -50,6 +50,15 @@ def _profile() -> Result:
     return prof.report()
 
 
+def _profile_memory() -> Result:
+    from jaxmagic.profile import Profiler
+
+    ns: dict[str, Any] = {}
+    with Profiler() as prof:
+        ns["w"] = jax.jit(lambda x: x * 2, donate_argnums=0)(jnp.ones((8, 8)))
+    return prof.report(namespace=ns)
+
+
 def _profile_incomplete() -> Result:
     from jaxmagic.profile import Profiler
 
@@ -115,6 +124,15 @@ def _sharding_array() -> Result:
     mesh = jax.make_mesh((2, 4), ("data", "model"))
     x = jax.device_put(jnp.zeros((8, 6, 4)), NamedSharding(mesh, P("data", None, "model")))
     return jaxmagic.sharding(x, name="x")
+
+
+def _sharding_plan() -> Result:
+    mesh = jax.make_mesh((8,), ("data",))
+    step = jax.jit(jax.grad(lambda w, x: jnp.mean(jnp.tanh(x @ w))))
+    report = jaxmagic.sharding(
+        fn=step, args=(jnp.ones((16, 8)), jnp.ones((32, 16))), mesh=mesh, specs=(None, P("data"))
+    )
+    return report.with_spec("w", P("data", None))
 
 
 def _sharding_what_if() -> Result:
@@ -259,11 +277,16 @@ def _loop_scan_nested() -> Result:
 
 
 BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
-    "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete},
+    "ProfileReport": {"compiles": _profile, "incomplete": _profile_incomplete, "memory": _profile_memory},
     "IRReport": {"jaxpr": _ir("jaxpr"), "stablehlo": _ir("stablehlo"), "optimized": _ir("stablehlo", True)},
     "CheckReport": {"finding": _check(10), "clean": _check(1)},
     "TreeSummary": {"nnx": _tree_model, "sharded": _tree_sharded, "checkpoint": _tree_checkpoint},
-    "ShardingReport": {"array": _sharding_array, "what-if": _sharding_what_if, "tree": _sharding_tree},
+    "ShardingReport": {
+        "array": _sharding_array,
+        "what-if": _sharding_what_if,
+        "tree": _sharding_tree,
+        "plan-mode": _sharding_plan,
+    },
     "DevicesReport": {"devices": _devices},
     "History": {"fit": _history, "diverged": _history_diverged},
     "MemoryReport": {"live": _memory},

@@ -104,3 +104,73 @@ def test_errors_through_run_cell_show_no_traceback(shell):
     with capture_output() as cap:
         res = shell.run_cell("%jaxsharding mesh --shape 8 --spec nope")
     assert not res.success and "UsageError" in cap.stderr and "Traceback" not in cap.stderr
+
+
+PLAN_SETUP = """
+def loss(params, x):
+    return jnp.mean(jnp.tanh(x @ params["w1"]))
+step = jax.jit(jax.grad(loss))
+params = {"w1": jnp.ones((16, 32))}
+batch = jnp.ones((8, 16))
+mesh8 = jax.make_mesh((8,), ("data",))
+def wrong(params, x):
+    return params["w1"] @ params["w1"]
+"""
+
+
+def test_jaxsharding_plan_mode(shell):
+    shell.run_cell(PLAN_SETUP)
+    with capture_output() as cap:
+        shell.run_line_magic(
+            "jaxsharding", """--plan "step(params, batch)" --mesh mesh8 --specs "(None, P('data'))\""""
+        )
+    data = cap.outputs[0].data
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert (
+        "plan of loss(params, x) for this layout" in data["text/plain"] and "all-reduce" in data["text/plain"]
+    )
+    r = shell.run_line_magic("jaxsharding", """--plan "step(params, batch)" --mesh mesh8 -o""")
+    from jaxmagic.memories.plan import plan
+
+    assert (
+        r.plan.memory
+        == plan(
+            shell.user_ns["step"],
+            shell.user_ns["params"],
+            shell.user_ns["batch"],
+            mesh=shell.user_ns["mesh8"],
+        ).memory
+    )
+    assert [a.name for a in r.arrays] == ["params.w1", "x"] and r.call.label == "loss(params, x)"
+    assert "not laid out on this mesh, planned replicated (P()): params.w1, x" in r.to_text()
+    r = shell.run_line_magic(
+        "jaxsharding", """--plan "step(params, batch)" --mesh mesh8 --specs "(None, P('data'))" -o"""
+    )
+    assert [c.kind for c in r.plan.collectives] == ["all-reduce"]
+    assert r.plan.collectives[0].source.startswith("In["), r.plan.collectives[
+        0
+    ].source  # the cell, by its number
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ('--plan "wrong(params, batch)" --mesh mesh8', "JAX could not trace wrong: TypeError"),
+        (
+            """--plan "step(params, batch)" --mesh mesh8 --specs "(None, P('batch'))\"""",
+            "unknown mesh axis 'batch'; the mesh has axes 'data'",
+        ),
+        ('--plan "step(params, batch)"', "pass mesh="),
+        ('--plan "step(params, nothing)" --mesh mesh8', "could not evaluate"),
+        ('--plan "step" --mesh mesh8', "needs a call"),
+        ('x --plan "step(params, batch)" --mesh mesh8', "takes the call and --mesh/--specs only"),
+        ("""x --specs "(None,)\"""", "--specs goes with --plan"),
+    ],
+)
+def test_jaxsharding_plan_mode_bad_input(shell, line, message):
+    shell.run_cell(PLAN_SETUP)
+    ns_before = set(shell.user_ns)
+    w1 = shell.user_ns["params"]["w1"]
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("jaxsharding", line)
+    assert set(shell.user_ns) == ns_before and shell.user_ns["params"]["w1"] is w1 and not w1.is_deleted()

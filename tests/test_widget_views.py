@@ -276,3 +276,120 @@ def test_loop_widget_sends_formatted_values_and_stop_ends_the_python_loop():
         "rows": [["inner", "6 / 6", "8", "—"]],
     }
     assert dict(last["stats"])["reported every"] == "2 steps"
+
+
+# -- plan mode: the inputs of a call, and its plan for the layout shown -------------------------
+
+TRACES: list[int] = []
+
+
+def _loss(params, x):
+    TRACES.append(1)  # runs when JAX traces the call, never when it runs
+    return jnp.mean(jnp.tanh(x @ params["w1"]) @ params["w2"])
+
+
+STEP = jax.jit(jax.grad(_loss))
+
+
+def _inputs():
+    params = {"w1": jnp.ones((64, 128)), "w2": jnp.ones((128, 16))}
+    return params, jax.ShapeDtypeStruct((32, 64), jnp.float32)
+
+
+def _drawn(plan):
+    """What the explorer draws for ``plan`` (a PlanReport), in %jaxplan's own formatting."""
+    from jaxmagic.render.memory import _MEM_ROWS, _collective_rows
+
+    return {
+        "peak": fmt_bytes(plan.peak),
+        "memory": [[label, fmt_bytes(plan.memory[key])] for label, key in _MEM_ROWS],
+        "collectives": _collective_rows(plan),
+    }
+
+
+def _sent(w):
+    return {k: w.plan[k] for k in ("peak", "memory", "collectives")}
+
+
+def test_plan_mode_replans_on_a_spec_edit_as_jaxmagic_plan_does():
+    from jaxmagic.memories.plan import plan
+
+    mesh8 = jax.make_mesh((8,), ("data",))
+    params, x = _inputs()
+    w = sharding(fn=STEP, args=(params, x), mesh=mesh8, specs=(None, P("data"))).explore()
+    assert [a["name"] for a in w.data["arrays"]] == ["params.w1", "params.w2", "x"]
+    dp = plan(STEP, params, x, mesh=mesh8, specs=(None, P("data")))
+    assert _sent(w) == _drawn(dp) and w.plan["title"] == "Plan of _loss(params, x) for this layout"
+    assert [c.kind for c in dp.collectives] == ["all-reduce"]
+
+    w.spec_request = {"name": "params.w1", "entries": ["data", ""], "n": 1}  # the editor's texts
+    assert w.error == "" and w.view["spec_text"] == "P('data', None)"
+    fsdp = plan(STEP, params, x, mesh=mesh8, specs=({"w1": P("data", None), "w2": None}, P("data")))
+    assert _sent(w) == _drawn(fsdp)
+    assert fsdp.peak < dp.peak and "all-gather" in [c.kind for c in fsdp.collectives]
+    # the layout the grid draws is the one planned: per-device bytes of w1 split 8 ways
+    row = next(a for a in w.data["arrays"] if a["name"] == "params.w1")
+    assert row["per_device"] == fmt_bytes(64 * 128 * 4 // 8)
+    # nothing ran and no object of the caller changed
+    assert not params["w1"].is_deleted() and float(params["w1"].sum()) == 64 * 128
+
+    w.spec_request = {"name": "params.w1", "reset": True, "n": 2}
+    assert _sent(w) == _drawn(dp)
+    html = w._repr_mimebundle_()[0]["text/html"]  # the static snapshot shows the last plan
+    assert "Collectives XLA inserted (1," in html and "all-reduce" in html
+    assert w.report.to_dict()["plan"]["memory"]["peak_bytes"] == dp.peak
+
+
+def test_plan_mode_bad_spec_changes_nothing_and_runs_nothing():
+    mesh8 = jax.make_mesh((8,), ("data",))
+    params, x = _inputs()
+    w = sharding(fn=STEP, args=(params, x), mesh=mesh8).explore()
+    before, traces = (w.data_json, w.plan_json), len(TRACES)
+    w.spec_request = {"name": "x", "entries": ["batch", ""], "n": 1}  # no axis 'batch' on this mesh
+    assert "batch" in w.error and "data" in w.error, w.error
+    assert (w.data_json, w.plan_json) == before and len(TRACES) == traces  # not even traced
+    w.spec_request = {"name": "x", "entries": ["data", "data"], "n": 2}
+    assert "mesh axis 'data' is used in dimensions 0 and dimension 1" in w.error
+    assert (w.data_json, w.plan_json) == before and not params["w1"].is_deleted()
+    from jaxmagic.shardings.spec import SpecError
+
+    with pytest.raises(SpecError, match="'batch'"):
+        sharding(fn=STEP, args=(params, x), mesh=mesh8, specs=(None, P("batch")))
+
+
+def test_plan_mode_call_that_does_not_trace():
+    from jaxmagic.ir import NotTraceableError
+
+    mesh8 = jax.make_mesh((8,), ("data",))
+    params, x = _inputs()
+
+    def wrong(params, x):
+        return params["w2"] @ x  # (128, 16) @ (32, 64)
+
+    with pytest.raises(NotTraceableError, match="JAX could not trace wrong: TypeError"):
+        sharding(fn=wrong, args=(params, x), mesh=mesh8)
+    assert not params["w1"].is_deleted()
+    with pytest.raises(ValueError, match="pass mesh="):
+        sharding(fn=STEP, args=({"w1": jnp.ones((4, 4))}, jnp.ones(4)))
+    with pytest.raises(ValueError, match="plan mode"):
+        sharding(params, fn=STEP, args=(params, x), mesh=mesh8)
+
+
+def test_plan_mode_output_is_updated_so_a_saved_notebook_shows_the_last_plan(ip):
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    mesh8 = jax.make_mesh((8,), ("data",))
+    params, x = _inputs()
+    w = sharding(fn=STEP, args=(params, x), mesh=mesh8, specs=(None, P("data"))).explore()
+    with capture_output() as cap:
+        display(w)
+        w.spec_request = {"name": "params.w1", "entries": ["data", ""], "n": 1}
+        w.spec_request = {"name": "x", "entries": ["nope", ""], "n": 2}  # invalid: no update
+    assert len(cap.outputs) == 2  # the display, then one update of it
+    first, last = (o.data for o in cap.outputs)
+    assert (
+        first["application/vnd.jupyter.widget-view+json"] == last["application/vnd.jupyter.widget-view+json"]
+    )
+    assert "all-gather" not in first["text/html"] and "all-gather" in last["text/html"]
+    assert "all-gather" in last["text/plain"] and "nope" in w.error

@@ -112,6 +112,7 @@ class ProfileMagics(Magics):
             error=_describe(error),
             trace=tracer.summary() if tracer is not None else None,
             cell_label=partial(cell_label, shell),
+            extra_roots=_value_root(shell, result, args, transformed),
         )
         if args.json:
             _write_json(report, args.json)
@@ -128,6 +129,19 @@ class ProfileMagics(Magics):
                 display(result)  # the cell's own value is still shown
             return report
         return result
+
+
+def _value_root(shell: Any, result: Any, args: Any, source: str) -> tuple:
+    """The cell's displayed value as an owner for the memory section: IPython stores it as
+    ``Out[n]`` once the magic returns (with ``-o`` it is only shown, and then freed)."""
+    if result is None or _ends_with_semicolon(source):
+        return ()
+    from jaxmagic.memories.live import RESET_OUT
+    from jaxmagic.memories.owners import Root
+
+    if args.output:
+        return (Root("the cell's value (shown, not kept)", "history", result),)
+    return (Root(f"Out[{shell.execution_count}]", "history", result, RESET_OUT),)
 
 
 def _ends_with_semicolon(source: str) -> bool:

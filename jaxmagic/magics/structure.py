@@ -9,7 +9,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from jaxmagic.magics._args import evaluate, evaluate_path_or_expression, parse, show
+from jaxmagic.magics._args import (
+    cell_label,
+    evaluate,
+    evaluate_call,
+    evaluate_path_or_expression,
+    parse,
+    show,
+)
 
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
 
@@ -74,6 +81,20 @@ class StructureMagics(Magics):
     @argument("--dims", default=None, help="the two array dimensions drawn as the grid, e.g. 0,2")
     @argument("--static", action="store_true", help="show the static report instead of the explorer widget")
     @argument(
+        "--plan",
+        default=None,
+        metavar="CALL",
+        help='plan mode: lay out the inputs of a call, e.g. --plan "step(state, batch)", and show its '
+        "per-device peak memory and collectives for the layout, planned again on every spec edit "
+        "(compiled, never run); needs --mesh unless the inputs are on one",
+    )
+    @argument(
+        "--specs",
+        default=None,
+        help="with --plan: expression, one PartitionSpec (or None, or a pytree of specs) per "
+        "positional argument, e.g. '(None, P(\"data\"))'",
+    )
+    @argument(
         "-o", "--output", action="store_true", help="return the ShardingReport instead of displaying it"
     )
     @argument("-q", "--quiet", action="store_true", help="display nothing")
@@ -82,9 +103,14 @@ class StructureMagics(Magics):
     def jaxsharding(self, line: str = "") -> Any:
         """Show where every shard lives on the mesh, interactively (edit a spec, pick dims).
 
-        Example: ``%jaxsharding state`` or ``%jaxsharding mesh --shape 8,16 --spec "data, model"``
+        Example: ``%jaxsharding state`` or ``%jaxsharding mesh --shape 8,16 --spec "data, model"``;
+        plan mode: ``%jaxsharding --plan "step(state, batch)" --mesh mesh --specs specs``.
         """
         args, expr = parse(self.jaxsharding, line)
+        if args.plan is not None:
+            return self._plan_mode(args, expr)
+        if args.specs is not None:
+            raise UsageError("%jaxsharding: --specs goes with --plan CALL (for one array, use --spec)")
         given = bool(expr)
         obj = evaluate(self.shell, "jaxsharding", expr) if given else None
         mesh = evaluate(self.shell, "jaxsharding", args.mesh) if args.mesh else None
@@ -119,6 +145,39 @@ class StructureMagics(Magics):
         view = None
         if not (args.static or args.quiet or args.output) and result.arrays:
             view = result.explore()
+        return show(result, args, view)
+
+    def _plan_mode(self, args: Any, expr: str) -> Any:
+        if expr or args.shape or args.spec:
+            raise UsageError(
+                f"%jaxsharding --plan takes the call and --mesh/--specs only, not {expr or '--shape/--spec'!r}"
+            )
+        fn, call_args, call_kwargs = evaluate_call(self.shell, "jaxsharding", args.plan)
+        mesh = evaluate(self.shell, "jaxsharding", args.mesh, "a mesh") if args.mesh else None
+        specs = (
+            evaluate(self.shell, "jaxsharding", args.specs, "a tuple of PartitionSpecs")
+            if args.specs
+            else None
+        )
+        try:
+            dims = tuple(int(s) for s in args.dims.split(",")) if args.dims else None
+        except ValueError:
+            raise UsageError(f"--dims takes comma-separated integers, got {args.dims!r}") from None
+        from jaxmagic.shardings import sharding
+
+        try:
+            result = sharding(
+                fn=fn,
+                args=call_args,
+                kwargs=call_kwargs,
+                mesh=mesh,
+                specs=specs,
+                dims=dims,
+                label_file=lambda f: cell_label(self.shell, f),
+            )
+        except _USER_ERRORS as e:  # NotTraceableError and SpecError are ValueErrors
+            raise UsageError(f"%jaxsharding --plan {args.plan}: {e}") from None
+        view = result.explore() if not (args.static or args.quiet or args.output) else None
         return show(result, args, view)
 
     @magic_arguments()

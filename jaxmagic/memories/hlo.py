@@ -336,3 +336,45 @@ def _permute_axes(
             if x != y:
                 moved.add(i)
     return tuple(names[i] for i in sorted(moved))
+
+
+_LAYOUT = re.compile(r"entry_computation_layout=\{\((.*?)\)->(.*?)\}(?:, [a-z_]+=|$)")
+_ALIAS = re.compile(r"\{(\d*)\}:\s*\((\d+),")
+_TYPE = re.compile(r"[a-z][a-z0-9]*\[[\d,]*\](?:\{[^}]*\})?")
+
+
+def entry_types(hlo: str) -> tuple[list[str], list[str], dict[int, int]] | None:
+    """``(parameter types, output types, {output index: parameter it aliases})`` of the entry
+    computation, per device (``f32[2,64]{1,0}``), from the module's first line; ``None`` when
+    that line does not say."""
+    head = hlo.split("\n", 1)[0]
+    m = _LAYOUT.search(head)
+    if not m:
+        return None
+    params, outs = _TYPE.findall(m.group(1)), _TYPE.findall(m.group(2))
+    aliased: dict[int, int] = {}
+    start = head.find("input_output_alias={")
+    if start >= 0:
+        body = head[start : head.find("}, entry_computation_layout", start)]
+        for out, param in _ALIAS.findall(body):
+            aliased[int(out or 0)] = int(param)
+    return params, outs, aliased
+
+
+def donatable_bytes(hlo: str) -> int | None:
+    """Bytes per device that donating the call's arguments could let its outputs reuse: each
+    output not aliased yet, matched one to one with a parameter of the same type and layout
+    that is not donated yet (XLA reuses a donated buffer only for an output of its exact type).
+    ``None`` when the module's signature cannot be read."""
+    types = entry_types(hlo)
+    if types is None:
+        return None
+    params, outs, aliased = types
+    free = [t for i, t in enumerate(params) if i not in set(aliased.values())]
+    total = 0
+    for i, t in enumerate(outs):
+        if i in aliased or t not in free:
+            continue
+        free.remove(t)
+        total += type_bytes(t)
+    return total

@@ -78,24 +78,33 @@ def _device_id(device: Any, known: Iterable[int]) -> int | None:
     return int(m.group(1))
 
 
-def _layouts() -> Any:
+def failed(a: Any) -> bool:
+    """True when the computation of ``a`` failed (an out-of-memory error raised asynchronously,
+    say): it holds no buffer, and reading its buffer address would abort the process. Waits
+    for ``a`` if it is still being computed."""
+    try:
+        a.block_until_ready()
+        return False
+    except Exception:
+        return True
 
+
+@functools.lru_cache(maxsize=16384)
+def device_layout(
+    sharding: Any, shape: tuple, dtype: Any, local: frozenset
+) -> tuple[tuple[tuple[int, int], ...], str]:
+    """``(((device id, bytes), ...), spec text)`` of an array on the ``local`` devices (cached:
+    arrays of one model share a few shardings and shapes)."""
     from jaxmagic.shardings.layout import layout_from_sharding
 
-    @functools.cache
-    def per_device(
-        sharding: Any, shape: tuple, dtype: Any, local: frozenset
-    ) -> tuple[tuple[tuple[int, int], ...], str]:
-        layout = layout_from_sharding(sharding, shape, dtype)
-        nbytes = layout.device_bytes()
-        devs = tuple((d, int(b)) for d, b in zip(layout.device_ids, nbytes) if d in local)
-        return devs, layout.spec_text
-
-    return per_device
+    layout = layout_from_sharding(sharding, shape, dtype)
+    nbytes = layout.device_bytes()
+    devs = tuple((d, int(b)) for d, b in zip(layout.device_ids, nbytes) if d in local)
+    return devs, layout.spec_text
 
 
 @functools.lru_cache(maxsize=4096)
-def _type_str(shape: tuple, dtype: Any) -> str:
+def type_str(shape: tuple, dtype: Any) -> str:
     from jaxmagic._format import shape_str
 
     return shape_str(shape, dtype)
@@ -162,18 +171,22 @@ def _memory(
         raise ValueError(f"top must be a non-negative integer, got {top!r}")
     local = {d.id: d for d in jax.local_devices()}
     dev = _device_id(device, local)
-    live = {}
+    live, n_failed = {}, 0
     for a in jax.live_arrays():
         try:
-            if not a.is_deleted():
-                live[id(a)] = a
+            if a.is_deleted():
+                continue
         except Exception:
             continue
+        if failed(a):
+            n_failed += 1
+            continue
+        live[id(a)] = a
     ns = namespace if isinstance(namespace, dict) else dict(namespace)
     owners = find_owners(
         namespace_roots(ns, hidden, hidden_ns), live, max_objects=max_objects, max_items=max_items
     )
-    per_device = _layouts()
+    per_device = device_layout
     local_ids = frozenset(local)
     seen_buffers: dict[tuple[int, int], tuple[str, str, str, int]] = {}  # -> owner, root, kind, mask
     records: list[ArrayRecord] = []
@@ -220,7 +233,7 @@ def _memory(
                 owner=owner,
                 root=root,
                 kind=kind,
-                type_str=_type_str(tuple(arr.shape), arr.dtype),
+                type_str=type_str(tuple(arr.shape), arr.dtype),
                 nbytes=sum(b for _, b in charged),
                 devices=tuple(charged),
                 sharding=sharding,
@@ -234,6 +247,11 @@ def _memory(
     records = [records[i] for i in ranked]
     masks = [masks[i] for i in ranked]
     notes = list(owners.notes)
+    if n_failed:
+        notes.append(
+            f"{n_failed} array(s) whose computation failed (e.g. an out-of-memory error raised "
+            "asynchronously) are left out: they hold no device memory"
+        )
     n_unowned = sum(r.kind == "unowned" for r in records)
     if n_unowned:
         notes.append(
@@ -311,20 +329,31 @@ def _suggestions(records: list[ArrayRecord], masks: list[int], roots: list[Root]
     """For each set of statements some arrays need to be freed (``del a``, ``%reset -f out``,
     ...), the bytes that set frees: every array whose holders it all drops."""
     by_mask: dict[int, int] = defaultdict(int)
+    dev_mask: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for r, m in zip(records, masks):
         if m:
             by_mask[m] += r.nbytes
+            for d, b in r.devices:
+                dev_mask[m][d] += b
     needs: dict[frozenset, int] = defaultdict(int)  # statements needed -> bytes needing exactly them
+    needs_dev: dict[frozenset, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     history_of: dict[frozenset, set[str]] = defaultdict(set)
     for m, b in by_mask.items():
         holders = [roots[i] for i in range(len(roots)) if m >> i & 1]
         key = frozenset(r.free or f"del {r.label}" for r in holders)
         needs[key] += b
+        for d, db in dev_mask[m].items():
+            needs_dev[key][d] += db
         history_of[key].update(r.label for r in holders if r.kind == "history")
     order = {r.label: i for i, r in enumerate(roots)}
     out: list[Suggestion] = []
     for key in needs:
         frees = sum(b for k, b in needs.items() if k <= key)
+        per_dev: dict[int, int] = defaultdict(int)
+        for k, devs in needs_dev.items():
+            if k <= key:
+                for d, db in devs.items():
+                    per_dev[d] += db
         dels = sorted(
             (a[4:] for a in key if a.startswith("del ") and "user_ns_hidden" not in a),
             key=lambda name: order.get(name, 0),
@@ -351,6 +380,6 @@ def _suggestions(records: list[ArrayRecord], masks: list[int], roots: list[Root]
             why = "the output history holds some of them too"
         else:
             why = "no other name holds these arrays" if len(dels) == 1 else "these names share the arrays"
-        out.append(Suggestion(action, frees, why))
+        out.append(Suggestion(action, frees, why, max(per_dev.values(), default=0)))
     out.sort(key=lambda s: (-s.frees, s.action))
     return tuple(out[:8])

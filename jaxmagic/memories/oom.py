@@ -13,6 +13,7 @@ from typing import Any
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
+from jaxmagic.memories.remedies import Remedy
 from jaxmagic.memories.report import MemoryReport, Suggestion
 
 # How XLA's allocators word the size: "Out of memory allocating 1099511627776 bytes.",
@@ -55,9 +56,11 @@ class OOMReport(Result):
     call: str | None  # the call on that line, for %jaxplan
     memory: MemoryReport
     program: Any  # PlanReport of the failing call, traced and compiled again (not run), or None
-    fixes: tuple[Suggestion, ...]  # most bytes first
-    remedies: tuple[str, ...]  # changes to the computation (no byte count without a plan)
+    fixes: tuple[Suggestion, ...]  # names to free, most bytes first
+    # every fix, names to free included, ranked by the bytes per device it saves (unknown last)
+    remedies: tuple[Remedy, ...]
     limit: int | None  # the device's bytes_limit where the backend reports it
+    findings: tuple[str, ...] = ()  # what the sizes say (the request alone exceeds the device, ...)
 
     def summary(self) -> str:
         asked = (
@@ -76,6 +79,10 @@ class OOMReport(Result):
         return oom_html(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """Keys: ``error``, ``requested``, ``where``, ``source``, ``call``, ``memory`` (see
+        ``MemoryReport.to_dict``), ``program`` (``PlanReport.to_dict`` or ``None``), ``fixes``
+        (names to free), ``remedies`` (every fix ranked: ``action``, ``saves`` bytes per device
+        or ``None`` when unknown, ``why``, ``kind``), ``limit``, ``findings``."""
         return {
             "error": self.error,
             "requested": self.requested,
@@ -85,8 +92,9 @@ class OOMReport(Result):
             "memory": self.memory.to_dict(),
             "program": self.program.to_dict() if self.program is not None else None,
             "fixes": [f.to_dict() for f in self.fixes],
-            "remedies": list(self.remedies),
+            "remedies": [r.to_dict() for r in self.remedies],
             "limit": self.limit,
+            "findings": list(self.findings),
         }
 
 
@@ -106,18 +114,25 @@ def _user_frames(tb: Any, label_file: Any = None) -> tuple[tuple[str | None, str
     return (where, (inner.line or "").strip() or None), (outer.line or "").strip() or None
 
 
-def _call_in(source: str | None) -> str | None:
-    """The outermost call on ``source`` (``step(state, batch)`` in ``loss = step(state, batch)``)."""
+def _calls_in(source: str | None) -> list[str]:
+    """The calls on ``source``, outermost first (``float(step(state, batch))`` gives both)."""
     if not source:
-        return None
+        return []
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            return ast.get_source_segment(source, node) or ast.unparse(node)
-    return None
+        return []
+    return [
+        ast.get_source_segment(source, node) or ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    ]
+
+
+def _call_in(source: str | None) -> str | None:
+    """The outermost call on ``source`` (``step(state, batch)`` in ``loss = step(state, batch)``)."""
+    calls = _calls_in(source)
+    return calls[0] if calls else None
 
 
 def _jax_callable(fn: Any) -> bool:
@@ -127,9 +142,20 @@ def _jax_callable(fn: Any) -> bool:
     return callable(fn) and module.split(".")[0] in ("jax", "jaxlib", "flax")
 
 
-def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
-    """Compile (never run) ``call`` when it is ``f(a, b, k=c)`` with plain names bound in
-    ``namespace`` and ``f`` a JAX/Flax-compiled function; ``None`` otherwise or on any error."""
+@dataclass(frozen=True)
+class FailingCall:
+    """``fn(*args, **kwargs)`` as the failing line wrote it, its values read from the namespace."""
+
+    fn: Any
+    args: tuple
+    kwargs: dict
+    arg_names: tuple[str, ...]  # the positional arguments' names, as written
+
+
+def resolve_call(call: str | None, namespace: Mapping[str, Any]) -> FailingCall | None:
+    """``call`` when it is ``f(a, b, k=c)`` with plain names bound in ``namespace`` and ``f`` a
+    JAX/Flax-compiled function (so compiling it runs no user code beyond tracing); else ``None``.
+    Names are read with ``dict.get``: nothing is evaluated."""
     if not call:
         return None
     try:
@@ -146,14 +172,29 @@ def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
         return None
     missing = object()
     fn = dict.get(namespace, node.func.id, missing) if isinstance(namespace, dict) else missing
-    args = [dict.get(namespace, a.id, missing) for a in node.args]
-    kwargs = {k.arg: dict.get(namespace, k.value.id, missing) for k in node.keywords}
+    args = [dict.get(namespace, a.id, missing) for a in node.args] if isinstance(namespace, dict) else []
+    kwargs = (
+        {k.arg: dict.get(namespace, k.value.id, missing) for k in node.keywords}
+        if isinstance(namespace, dict)
+        else {}
+    )
     if fn is missing or missing in args or missing in kwargs.values() or not _jax_callable(fn):
         return None
+    return FailingCall(fn, tuple(args), kwargs, tuple(a.id for a in node.args))
+
+
+def plan_failing_call(call: str | None, namespace: Mapping[str, Any]) -> Any:
+    """Compile (never run) ``call`` (see :func:`resolve_call`); its ``PlanReport``, or ``None``
+    when it is not such a call or on any error."""
+    failing = resolve_call(call, namespace)
+    return _plan(failing) if failing is not None else None
+
+
+def _plan(failing: FailingCall) -> Any:
     from jaxmagic.memories.plan import plan
 
     try:
-        return plan(fn, *args, **kwargs)
+        return plan(failing.fn, *failing.args, **failing.kwargs)
     except Exception:  # the explanation must never fail because a re-compile did
         return None
 
@@ -196,25 +237,28 @@ def explain_oom(
     first = message.splitlines()[0] if message else type(oom).__name__
     asked = requested_bytes(message)
     (where, source), outer = _user_frames(tb if tb is not None else exc.__traceback__, label_file)
-    call = _call_in(outer)
     report = memory(namespace, hidden=hidden, top=10)
     if namespace is None:
         from jaxmagic.memories.live import _user_namespace
 
         namespace = _user_namespace()[0]
-    program = plan_failing_call(call, namespace)
+    # the first call on the line that is a jitted function's (``step`` in ``float(step(s, b))``)
+    calls = _calls_in(outer)
+    resolved = [(c, f) for c in calls if (f := resolve_call(c, namespace)) is not None]
+    call, failing = resolved[0] if resolved else (calls[0] if calls else None, None)
+    program = _plan(failing) if failing is not None else None
     limits = [d.stats.get("bytes_limit") for d in report.devices if d.stats and d.stats.get("bytes_limit")]
     limit = min(limits) if limits else None
     fixes = tuple(report.suggestions)
     freeable = sum(a.nbytes for a in report.arrays if a.kind != "unowned")
-    remedies = []
+    findings = []
     if asked is not None and limit is not None and asked > limit:
-        remedies.append(
+        findings.append(
             f"the allocation alone ({fmt_bytes(asked)}) is larger than the device "
             f"({fmt_bytes(limit)}): freeing live arrays cannot help; the computation must shrink"
         )
     elif asked is not None and asked > freeable:
-        remedies.append(
+        findings.append(
             f"the allocation ({fmt_bytes(asked)}) is more than all named live arrays together "
             f"({fmt_bytes(freeable)}): freeing them will not be enough; the computation must shrink"
         )
@@ -228,22 +272,19 @@ def explain_oom(
             ),
             key=lambda t: t[1],
         )
-        remedies.insert(
+        findings.insert(
             0,
             f"{program.name}'s program needs {fmt_bytes(m['peak_bytes'])} per device, most of "
             f"it {biggest[0]} ({fmt_bytes(biggest[1])}): shrink those first",
         )
     if call:
-        remedies.append(
+        findings.append(
             f"see its memory before running it: %jaxplan {call} (compiles only; "
             "--device h100 tells whether it fits)"
         )
-    remedies += [
-        "use a smaller batch (activations and temporaries scale with it)",
-        "rematerialise activations with jax.checkpoint (nnx.remat) to trade compute for memory",
-        "donate the state you replace (jax.jit(..., donate_argnums=...)) so outputs reuse its buffers",
-        "shard the largest arrays over more devices (a PartitionSpec on the batch or model axis)",
-    ]
+    from jaxmagic.memories.remedies import rank_remedies
+
+    remedies = rank_remedies(fixes, failing, program)
     return OOMReport(
         error=first,
         requested=asked,
@@ -255,4 +296,5 @@ def explain_oom(
         fixes=fixes,
         remedies=tuple(remedies),
         limit=limit,
+        findings=tuple(findings),
     )

@@ -135,7 +135,9 @@ def _state_items(d: dict, prefix: str, depth: int) -> Iterator[tuple[str, Any]]:
 
 
 class _Walker:
-    def __init__(self, live: Mapping[int, Any], max_objects: int, max_items: int) -> None:
+    def __init__(
+        self, live: Mapping[int, Any], max_objects: int, max_items: int, until_found: bool = False
+    ) -> None:
         import jax
 
         from jaxmagic._internals import NNX_BOOKKEEPING_PREFIXES, InternalsChanged, transparent_slots
@@ -163,6 +165,9 @@ class _Walker:
         self.changed: list[int] = []
         self.objects = 0
         self.stopped = False
+        # with until_found, the walk ends once every live array has its (shortest) path
+        self.until_found = until_found
+        self.found = 0
 
     # -- edges of one object, through C-level access only --------------------------------
     def edges(self, x: Any) -> Iterator[tuple[str, Any]]:
@@ -229,11 +234,13 @@ class _Walker:
     def walk(self, roots: list[Root]) -> None:
         # Variables first, then history: an array a variable reaches is owned by the variable.
         for phase in ("variable", "history"):
+            if self.done():
+                return
             queue: deque[tuple[Any, int]] = deque()
             for i, root in enumerate(roots):
                 if root.kind == phase:
                     self.visit(root.value, -1 - i, "", queue)
-            while queue and not self.stopped:
+            while queue and not self.stopped and not self.done():
                 x, node = queue.popleft()
                 count = 0
                 try:
@@ -245,6 +252,9 @@ class _Walker:
                         self.visit(child, node, label, queue)
                 except RuntimeError:  # another thread resized a dict or set while we read it
                     self.changed.append(node)
+
+    def done(self) -> bool:
+        return self.until_found and self.found >= len(self.live)
 
     def kind_of(self, cls: type) -> int:
         """0: nothing to find inside; 1: a jax.Array; 2: a wrapper or container to walk."""
@@ -286,7 +296,9 @@ class _Walker:
         if parent >= 0:
             self.children.setdefault(parent, []).append(nid)
         if kind == 1:
-            if nid not in self.live:
+            if nid in self.live:
+                self.found += 1
+            else:
                 try:
                     if x.is_deleted():
                         self.deleted.append(nid)
@@ -340,6 +352,7 @@ def find_owners(
     max_objects: int = MAX_OBJECTS,
     max_items: int = MAX_ITEMS,
     other_paths: int = 3,
+    until_found: bool = False,
 ) -> Owners:
     """Walk ``roots`` and attribute every array of ``live`` (``id -> array``) that they reach.
 
@@ -349,6 +362,8 @@ def find_owners(
         max_objects: stop after visiting this many objects (a note says so).
         max_items: look at no more than this many items of one container (a note says so).
         other_paths: how many further paths to keep per array.
+        until_found: end the walk once every array of ``live`` has its path (paths stay the
+            shortest; further paths and the roots reaching an array may then be incomplete).
 
     Returns:
         :class:`Owners`.
@@ -356,7 +371,7 @@ def find_owners(
     roots = list(roots)
     if len(roots) == 0:
         return Owners([], {}, {}, {}, {}, [], [], 0)
-    w = _Walker(live, max_objects, max_items)
+    w = _Walker(live, max_objects, max_items, until_found)
     w.walk(roots)
     mask = w.masks()
     found = [nid for nid in w.parent if nid in live]

@@ -15,7 +15,7 @@ from typing import Any
 
 from jaxmagic._format import fmt_bytes
 from jaxmagic._result import Result
-from jaxmagic.memories.hlo import Collective, collectives
+from jaxmagic.memories.hlo import Collective, collectives, donatable_bytes
 
 GIB = 1024**3
 # Nominal memory per device (per chip for TPUs). Usable memory is lower: the runtime, its
@@ -90,6 +90,9 @@ class PlanReport(Result):
     capacity: tuple[str, int] | None = None
     sweep: tuple[tuple[int, int], ...] = ()  # (batch size, peak bytes) compiled by --batch-sweep
     max_batch: int | None = None  # the largest batch size that fits ``capacity`` (None: none tried fits)
+    # bytes per device donation could let outputs reuse (arguments matching an output's type,
+    # not donated yet), read from the compiled program; None when it cannot be read
+    donatable: int | None = None
 
     @property
     def peak(self) -> int | None:
@@ -148,6 +151,7 @@ class PlanReport(Result):
             "headroom": self.headroom,
             "sweep": [list(t) for t in self.sweep],
             "max_batch": self.max_batch,
+            "donatable_bytes": self.donatable,
         }
 
 
@@ -300,6 +304,7 @@ def plan(
         capacity=capacity,
         sweep=sweep,
         max_batch=max_batch,
+        donatable=donatable_bytes(report.hlo or ""),
     )
 
 
@@ -317,18 +322,12 @@ def _relabel(c: Collective, label_file: Callable[[str], str | None]) -> Collecti
 def _compile(
     fn: Callable, args: Sequence[Any], mesh: Any, specs: Any, kwargs: dict
 ) -> tuple[Any, dict | None]:
-    from jaxmagic.ir import inspect_call
+    from jaxmagic.ir import inspect_call, peak_bytes
 
     report = inspect_call(fn, *_abstract(args, mesh, specs), stage="hlo", **kwargs)
     memory = dict(report.memory) if report.memory is not None else None
     if memory is not None:
-        memory["peak_bytes"] = (
-            memory["argument_bytes"]
-            + memory["output_bytes"]
-            + memory["temp_bytes"]
-            - memory["alias_bytes"]
-            + memory["generated_code_bytes"]
-        )
+        memory["peak_bytes"] = peak_bytes(memory)
     return report, memory
 
 

@@ -86,14 +86,16 @@ class DeviceMemory:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """One way to free memory and (an upper bound of) the bytes it frees."""
+    """One way to free memory and (an upper bound of) the bytes it frees: ``frees`` over all
+    devices, ``per_device`` on the device where it frees the most."""
 
     action: str  # "%reset -f out", "del model2"
     frees: int
     why: str
+    per_device: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "frees": self.frees, "why": self.why}
+        return {"action": self.action, "frees": self.frees, "why": self.why, "per_device": self.per_device}
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ class Capture:
     sync_s: float = 0.0
     exception: BaseException | None = None
     seq: int = 0
+    # live arrays before and after the block (profile.memory.Snapshot), None when not taken
+    live_before: Any = None
+    live_after: Any = None
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -546,11 +549,14 @@ class Profiler:
             setting is untouched), to learn why each function recompiled.
         sync: wait for every live array when the block ends, so that the wall time
             includes device work dispatched asynchronously by the block.
+        memory: list the live arrays before and after the block (ids, weak references and
+            bytes per device, outside the timed block) for the report's memory section.
     """
 
-    def __init__(self, *, explain_cache_misses: bool = True, sync: bool = True):
+    def __init__(self, *, explain_cache_misses: bool = True, sync: bool = True, memory: bool = True):
         self.capture = Capture()
         self._sync = sync
+        self._memory = memory
         self._hooks = _Hooks(self.capture, explain_cache_misses)
         self._t0 = 0.0
         self._active = False
@@ -558,6 +564,8 @@ class Profiler:
     def __enter__(self) -> Profiler:
         if self._active:
             raise RuntimeError("this Profiler is already running; create a new one to nest")
+        if self._memory:
+            self.capture.live_before = _snapshot()
         self._hooks.install()
         self._active = True
         self._t0 = time.perf_counter()
@@ -574,6 +582,8 @@ class Profiler:
         finally:
             self.capture.wall_s = time.perf_counter() - self._t0
             self.capture.exception = exc
+            if self.capture.live_before is not None:
+                self.capture.live_after = _snapshot()
         return False
 
     def report(self, **kwargs: Any):
@@ -581,6 +591,16 @@ class Profiler:
         from jaxmagic.profile.report import build_report
 
         return build_report(self.capture, **kwargs)
+
+
+def _snapshot() -> Any:
+    """The live arrays now (``profile.memory.snapshot``), or None if they cannot be read."""
+    from jaxmagic.profile.memory import snapshot
+
+    try:
+        return snapshot()
+    except Exception:  # the memory section is a nicety: never break the block for it
+        return None
 
 
 def _wait_for_device_work() -> None:

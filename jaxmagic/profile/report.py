@@ -116,6 +116,14 @@ class FunctionProfile:
             return None
         return self.flops / self.bytes_accessed
 
+    @property
+    def peak_bytes(self) -> int | None:
+        """Peak bytes per device of the last compiled program, from its memory analysis:
+        arguments + outputs + temporaries − aliased + code (``jaxmagic.ir.peak_bytes``)."""
+        from jaxmagic.ir import peak_bytes
+
+        return peak_bytes(self.memory)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data. Keys: ``name``, ``kind`` ("jit" | "eager"), ``defined_at``,
         ``compiles`` (count), ``trace_s``, ``lower_s``, ``backend_compile_s`` (XLA only),
@@ -128,7 +136,8 @@ class FunctionProfile:
         no program: ``jax.eval_shape``, ``make_jaxpr``; not in ``compiles``), ``throughput``
         (``--trace``: ``flops_per_s``, ``bytes_per_s``, ``utilization`` of the device's peak,
         ``executions``, ``devices``, ``note`` saying why a number is ``None``; ``None`` without
-        a trace). Seconds are floats."""
+        a trace). Seconds are floats.
+        ``peak_bytes``: see :attr:`peak_bytes` (``None`` without a memory analysis)."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -166,6 +175,7 @@ class FunctionProfile:
             "const_bytes": self.const_bytes,
             "traced_only": self.traced_only,
             "throughput": None if self.throughput is None else self.throughput.to_dict(),
+            "peak_bytes": self.peak_bytes,
         }
 
 
@@ -200,6 +210,8 @@ class ProfileReport(Result):
     # one device's peak FLOP/s for utilisation under --trace, and where it comes from
     peak_flops: float | None = None
     peak_source: str | None = None
+    # live device memory before/after, arrays created and still alive (profile.memory)
+    memory: Any = None
 
     # -- totals ----------------------------------------------------------------
     @property
@@ -272,7 +284,10 @@ class ProfileReport(Result):
         (op -> count), ``eager_sites``, ``transfers``, ``syncs`` (site -> count), ``trace_dir``,
         ``timeline``, ``notes``, ``unavailable`` (parts not measured; their counts are not 0
         but unknown), ``other_threads``, ``peak_flops`` (one device's peak FLOP/s under
-        ``--trace``, else ``None``) and ``peak_source`` (known by device kind, or measured)."""
+        ``--trace``, else ``None``), ``peak_source`` (known by device kind, or measured) and
+        ``memory`` (live bytes per device before and after, arrays created and still alive with
+        their owner, arrays freed: see ``profile.memory.MemorySection.to_dict``; ``None`` when
+        not measured)."""
         return {
             "version": REPORT_VERSION,
             "environment": environment(),
@@ -299,6 +314,7 @@ class ProfileReport(Result):
             "other_threads": dict(self.other_threads),
             "peak_flops": self.peak_flops,
             "peak_source": self.peak_source,
+            "memory": self.memory.to_dict() if self.memory is not None else None,
         }
 
 
@@ -586,6 +602,8 @@ def build_report(
     trace: dict[str, Any] | None = None,
     cell_label: CellLabel | None = None,
     device: Any = None,
+    namespace: Any = None,
+    extra_roots: Any = (),
 ) -> ProfileReport:
     """Turn a ``Capture`` into a ``ProfileReport`` (JAX objects are dropped here).
 
@@ -602,6 +620,8 @@ def build_report(
         device: whose peak FLOP/s the ``--trace`` utilisation is measured against (default
             ``jax.devices()[0]``); a CPU's peak is measured here, once per process, never
             while the profiled code runs.
+        namespace, extra_roots: where the memory section looks for the owners of arrays the
+            block created (see ``profile.memory.memory_section``).
     """
     from jaxmagic.profile.insights import find_insights, in_innermost_loop
     from jaxmagic.profile.tracing import sanitize
@@ -749,8 +769,16 @@ def build_report(
         peak_source=peak.describe() if peak else None,
     )
     insights = tuple(find_insights(report, cap, per_step=per_step, label=site_label))
+    memory, notes_after = None, report.notes
+    if cap.live_before is not None and cap.live_after is not None:
+        from jaxmagic.profile.memory import memory_section
+
+        try:
+            memory = memory_section(cap.live_before, cap.live_after, namespace, extra_roots=extra_roots)
+        except Exception as e:  # a memory section must never cost the user the report
+            notes_after += (f"memory section not available: {type(e).__name__}: {e}",)
     build_s = time.perf_counter() - t0
-    return dataclasses.replace(report, insights=insights, build_s=build_s)
+    return dataclasses.replace(report, insights=insights, build_s=build_s, memory=memory, notes=notes_after)
 
 
 def _with_throughput(

@@ -194,3 +194,30 @@ def array_view(
         "holds_head": f"device {pinned} holds" if pinned is not None else "",
         "holds": holds_column(report, pinned) if pinned is not None else [],
     }
+
+
+def plan_view(report: ShardingReport) -> dict[str, Any]:
+    """Plan mode: the call's plan for the layout shown, formatted as ``%jaxplan`` formats it
+    (peak per device, the memory rows, the collectives table); ``{}`` outside plan mode."""
+    from jaxmagic.render.memory import _COLL_HEAD, _ESTIMATE, _MEM_ROWS, _collective_rows, _donation_line
+
+    p = report.plan
+    if p is None:
+        return {}
+    coll = p.collectives
+    return {
+        "title": f"Plan of {report.call.label} for this layout",
+        "subtitle": f"compiled only, nothing ran · {p.mesh or p.devices}",
+        "peak": fmt_bytes(p.peak) if p.peak is not None else "n/a",
+        "memory": [[label, fmt_bytes(p.memory[key])] for label, key in _MEM_ROWS] if p.memory else [],
+        "donation": _donation_line(p),
+        "collectives_title": (
+            f"Collectives XLA inserted ({len(coll)}, {fmt_bytes(p.communication_bytes())} per device per call)"
+            if coll
+            else "No collectives: every device computes alone"
+        ),
+        "collectives_head": list(_COLL_HEAD),
+        "collectives": _collective_rows(p),
+        "collectives_numeric": [2, 4],  # group size, bytes: right-aligned
+        "notes": list(report.call.notes) + [_ESTIMATE.format(backend=p.backend)],
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from jaxmagic._format import fmt_bytes, plural
@@ -219,7 +220,7 @@ def oom_text(report: Any, *, width: int = 100) -> str:
             f"  {report.program.name}'s program (traced and compiled again, not run): peak {fmt_bytes(pm['peak_bytes'])}"
             f" per device = arguments {fmt_bytes(pm['argument_bytes'])} + outputs "
             f"{fmt_bytes(pm['output_bytes'])} + temporaries {fmt_bytes(pm['temp_bytes'])}"
-            f" − aliased {fmt_bytes(pm['alias_bytes'])}"
+            f" − aliased {fmt_bytes(pm['alias_bytes'])} + code {fmt_bytes(pm['generated_code_bytes'])}"
         )
     m = report.memory
     note = _stats_note(m)
@@ -230,13 +231,29 @@ def oom_text(report: Any, *, width: int = 100) -> str:
             + ", ".join(f"{o.root} {fmt_bytes(o.nbytes)}" for o in m.owners[:6])
             + (" …" if len(m.owners) > 6 else "")
         )
-    if report.fixes:
-        out.append("fixes, most bytes first:")
-        out += _suggestion_lines(report.fixes, "frees up to", width)
+    out += [T.wrap(f, width=width, first="  - ", indent="    ") for f in report.findings]
     if report.remedies:
-        out.append("shrink the computation:" if not report.fixes else "or shrink the computation:")
-        out += [T.wrap(r, width=width, first="  - ", indent="    ") for r in report.remedies]
+        out.append("fixes, most bytes saved per device first (? = cannot be computed here):")
+        out += _remedy_lines(report.remedies, width)
     return "\n".join(out)
+
+
+def _saves(r: Any) -> str:
+    return "?" if r.saves is None else fmt_bytes(r.saves)
+
+
+def _remedy_lines(remedies: Any, width: int) -> list[str]:
+    """``  action  saves 8.0 MiB  why``, aligned; an action or line too long wraps."""
+    short = [len(r.action) for r in remedies if len(r.action) <= 48]
+    w = max(short, default=0)
+    out = []
+    for r in remedies:
+        head = f"  {r.action.ljust(w)}  saves {_saves(r):>9}"
+        if len(head) + 2 + len(r.why) <= width:
+            out.append(f"{head}  {r.why}")
+        else:
+            out += [head, T.wrap(r.why, width=width, indent="      ")]
+    return out
 
 
 def oom_html(report: Any) -> str:
@@ -279,21 +296,22 @@ def oom_html(report: Any) -> str:
             for o in m.owners[:10]
         ]
         parts += ["<h4>Alive, by owner</h4>", H.table(["owner", "held as", "bytes", ""], rows, numeric=(2,))]
-    if report.fixes:
-        parts.append(
-            "<h4>Fixes, most bytes first</h4>"
-            + "".join(
-                f"<div class='jm-insight jm-sev-info'><code>{H.esc(s.action)}</code> frees up to "
-                f"<b>{H.esc(fmt_bytes(s.frees))}</b> <span class='jm-muted'>· {H.esc(s.why)}</span></div>"
-                for s in report.fixes
-            )
-        )
+    if report.findings:
+        parts.append("<ul>" + "".join(f"<li>{H.esc(f)}</li>" for f in report.findings) + "</ul>")
     if report.remedies:
-        parts.append(
-            "<h4>Shrink the computation</h4><ul>"
-            + "".join(f"<li>{H.esc(r)}</li>" for r in report.remedies)
-            + "</ul>"
-        )
+        rows = [
+            [
+                f"<code>{H.esc(r.action)}</code>",
+                (H.esc(_saves(r)), -1 if r.saves is None else r.saves),
+                H.esc(r.why),
+            ]
+            for r in report.remedies
+        ]
+        parts += [
+            "<h4>Fixes, most bytes saved per device first</h4>",
+            H.table(["fix", "saves", "how we know"], rows, numeric=(1,), cls="jm-remedies"),
+            "<div class='jm-muted'>? = cannot be computed here</div>",
+        ]
     return H.document("".join(parts))
 
 
@@ -355,6 +373,8 @@ def plan_text(report: Any, *, width: int = 100) -> str:
     if report.memory:
         out += ["", "memory per device"]
         out += [f"  {label:<58} {fmt_bytes(report.memory[key]):>10}" for label, key in _MEM_ROWS]
+        if _donation_line(report):
+            out.append(T.wrap(_donation_line(report), width=width, first="  ", indent="  "))
     else:
         out.append("memory analysis: not reported by this backend")
     if report.collectives:
@@ -376,6 +396,15 @@ def plan_text(report: Any, *, width: int = 100) -> str:
     return "\n".join(out)
 
 
+def _donation_line(report: Any) -> str:
+    if not report.donatable:
+        return ""
+    return (
+        f"donating the arguments you replace (donate_argnums) would let outputs reuse "
+        f"{fmt_bytes(report.donatable)} per device: arguments of an output's exact type, not donated yet"
+    )
+
+
 def _sweep_line(report: Any) -> str:
     name = report.capacity[0]
     if report.max_batch is None:
@@ -383,10 +412,11 @@ def _sweep_line(report: Any) -> str:
     return f"batch sweep: the largest batch that fits {name} is {report.max_batch} ({len(report.sweep)} compiles)"
 
 
-def plan_html(report: Any) -> str:
-    """A plan as self-contained HTML."""
+def plan_html(report: Any, *, notes: Sequence[str] = ()) -> str:
+    """A plan as self-contained HTML (``notes`` go under the title)."""
     head = _plan_head(report)
     parts = [f"<h3>{H.esc(head[0])}</h3>", f"<div class='jm-totals'>{H.esc(head[1])}</div>"]
+    parts += [f"<div class='jm-muted'>note: {H.esc(n)}</div>" for n in notes]
     if len(head) > 2:
         parts.append(
             f"<div>{H.badge('fits' if report.fits else 'does not fit', 'ok' if report.fits else 'bad')} "
@@ -403,6 +433,8 @@ def plan_html(report: Any) -> str:
             for label, key in _MEM_ROWS
         ]
         parts += ["<h4>Memory per device</h4>", H.table(["", "bytes", ""], rows, numeric=(1,))]
+        if _donation_line(report):
+            parts.append(f"<div class='jm-muted'>{H.esc(_donation_line(report))}</div>")
     if report.collectives:
         parts += [
             f"<h4>Collectives XLA inserted ({len(report.collectives)}, "

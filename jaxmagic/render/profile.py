@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from jaxmagic._format import fmt_bytes, fmt_count, fmt_percent, fmt_seconds, plural
 from jaxmagic.render import html as H
+from jaxmagic.render import profile_memory
 from jaxmagic.render import text as T
 from jaxmagic.render.ir import foldable, highlight
 
@@ -219,6 +220,7 @@ def profile_text(r: ProfileReport, *, width: int = 100) -> str:
         out += ["", "Device→host transfers: " + ", ".join(f"{k} ×{v}" for k, v in r.transfers.items())]
     if others := _other_threads(r):
         out += ["", T.wrap(others, width=width)]
+    out += profile_memory.memory_text(r, width=width)
     if r.insights:
         out += ["", "Insights"]
         for i in r.insights:
@@ -382,6 +384,7 @@ def profile_html(r: ProfileReport) -> str:
         if traced := _traced(r):
             parts.append(_throughput_html(r, traced))
         parts.extend(_function_details(f) for f in jit)
+    parts.append(profile_memory.memory_html(r))
     if eager or r.eager_ops:
         total = _eager_total(r)
         rows = [

@@ -31,6 +31,10 @@ class ShardingReport(Result):
     skipped: tuple[tuple[str, str], ...] = ()
     dims: tuple[int, int] | None = None
     edited: tuple[str, ...] = ()
+    # plan mode: the call whose inputs these are (shardings.planned.PlannedCall) and its
+    # PlanReport for the layouts as they are now (re-planned on every edit)
+    call: Any = None
+    plan: Any = None
 
     # -- aggregates (cached: the report is frozen, and the explorer asks on every edit) --------
     @functools.cached_property
@@ -90,7 +94,8 @@ class ShardingReport(Result):
         """The same report with leaf ``name`` re-laid-out by ``spec`` on its mesh (no data moves).
 
         Raises :class:`SpecError` for a spec the mesh and shape cannot take; ``KeyError``
-        for an unknown leaf name.
+        for an unknown leaf name. In plan mode the call is planned again for the new layout
+        (compiled, not run); an error doing so (``NotTraceableError``, ...) is raised too.
         """
         for i, a in enumerate(self.arrays):
             if a.name == name:
@@ -103,8 +108,13 @@ class ShardingReport(Result):
                     itemsize=a.itemsize,
                 )
                 arrays = self.arrays[:i] + (new,) + self.arrays[i + 1 :]
-                return replace(self, arrays=arrays, edited=tuple(dict.fromkeys(self.edited + (name,))))
+                return self.with_layouts(arrays, tuple(dict.fromkeys(self.edited + (name,))))
         raise KeyError(f"no array named {name!r}; arrays: {', '.join(a.name for a in self.arrays[:10])}")
+
+    def with_layouts(self, arrays: tuple[ArrayLayout, ...], edited: tuple[str, ...]) -> ShardingReport:
+        """The same report with ``arrays`` (and in plan mode their plan)."""
+        plan = self.call.plan(arrays) if self.call is not None else None
+        return replace(self, arrays=arrays, edited=edited, plan=plan)
 
     # -- Result protocol --------------------------------------------------------------
     def summary(self) -> str:
@@ -121,12 +131,25 @@ class ShardingReport(Result):
     def to_text(self, width: int = 100) -> str:
         from jaxmagic.render.sharding import sharding_text
 
-        return sharding_text(self, width=width)
+        text = sharding_text(self, width=width)
+        if self.plan is not None:
+            from jaxmagic.render.memory import plan_text
+
+            notes = "".join(f"\nnote: {n}" for n in self.call.notes)
+            text += f"\n\nplan of {self.call.label} for this layout{notes}\n" + plan_text(
+                self.plan, width=width
+            )
+        return text
 
     def to_html(self) -> str:
         from jaxmagic.render.sharding import sharding_html
 
-        return sharding_html(self)
+        html = sharding_html(self)
+        if self.plan is not None:
+            from jaxmagic.render.memory import plan_html
+
+            html += plan_html(self.plan, notes=self.call.notes)
+        return html
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +163,7 @@ class ShardingReport(Result):
             "device_bytes": {str(d): b for d, b in self.device_bytes().items()},
             "imbalance": self.imbalance(),
             "edited": list(self.edited),
+            "plan": self.plan.to_dict() if self.plan is not None else None,
         }
 
     def explore(self) -> Any:
@@ -212,6 +236,11 @@ def sharding(
     dtype: Any = "float32",
     dims: Sequence[int] | None = None,
     name: str | None = None,
+    fn: Any = None,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    specs: Sequence[Any] | None = None,
+    label_file: Any = None,
 ) -> ShardingReport:
     """Show where every shard of ``obj`` lives on its devices; computes, never moves data.
 
@@ -226,6 +255,13 @@ def sharding(
         dtype: element type for byte counts when only a shape is given.
         dims: the two array dimensions drawn as the grid (others become facets).
         name: title for the report (the magic passes the expression).
+        fn, args, kwargs: plan mode (instead of ``obj``): the inputs of ``fn(*args, **kwargs)``
+            laid out on ``mesh`` (by ``specs``, as for ``jaxmagic.plan``, or by their own
+            shardings), with the call's plan (peak memory per device, collectives) for that
+            layout; ``.explore()`` re-plans on every spec edit. Compiles only, runs nothing.
+        specs: plan mode: one PartitionSpec (or pytree of specs) per positional argument.
+        label_file: plan mode: names a source file for the collectives' lines (the magic
+            passes one that turns a notebook cell's file into ``In[5]``).
 
     Returns:
         A :class:`ShardingReport`; ``.explore()`` gives the interactive widget.
@@ -233,15 +269,29 @@ def sharding(
     Raises:
         SpecError: the spec names an unknown or repeated axis, is longer than the rank, or
             does not divide a dimension.
+        NotTraceableError: plan mode, and the call does not trace.
 
     Example:
         >>> jaxmagic.sharding(shape=(1024, 4096), mesh={"data": 64, "model": 8}, spec=P("data", "model"))
+        >>> jaxmagic.sharding(fn=step, args=(params, x), mesh=mesh, specs=(None, P("data"))).explore()
     """
     import jax
     from jax.sharding import PartitionSpec
 
     d = _check_dims(dims)
     title = name or ""
+    if fn is not None:
+        if obj is not None or spec is not None or shape is not None:
+            raise ValueError("plan mode takes fn=, args=, mesh= and specs=; not obj, spec= or shape=")
+        from jaxmagic.shardings.planned import planned_call
+
+        call, layouts = planned_call(fn, args, kwargs, mesh=mesh, specs=specs, label_file=label_file)
+        report = ShardingReport(
+            title or call.label, "call inputs", tuple(layouts), ("input",) * len(layouts), dims=d, call=call
+        )
+        return report.with_layouts(report.arrays, ())
+    if specs is not None or args or kwargs:
+        raise ValueError("args=, kwargs= and specs= are for plan mode: pass fn= as well")
     is_mesh = isinstance(obj, (jax.sharding.Mesh, jax.sharding.AbstractMesh, dict)) and (
         not isinstance(obj, dict) or (obj and all(isinstance(v, int) for v in obj.values()))
     )

@@ -1,6 +1,6 @@
 // Sharding explorer view (anywidget ES module). Python (render/explorer.py) computes and formats
-// everything: this file only turns `data_json` / `view_json` into DOM and reports what the user
-// does through the `selected`, `dims`, `facet`, `pinned` and `spec_request` traits.
+// everything: this file only turns `data_json` / `view_json` / `plan_json` into DOM and reports
+// what the user does through the `selected`, `dims`, `facet`, `pinned` and `spec_request` traits.
 // Styles: jaxmagic/render/jaxmagic.css (the widget's _css, shared with the HTML reports).
 
 function el(tag, attrs = {}, ...children) {
@@ -101,16 +101,33 @@ function render({ model, el: root }) {
       el("table", { class: "jm-leaves" }, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))), el("tbody", {}, ...body)));
   }
 
+  // Plan mode: the call's plan for the layout shown (Python plans it again on every spec edit).
+  function planPanel(p) {
+    const table = (head, rows, numeric, cls) => el("table", { class: cls },
+      el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c, i) => el("td", numeric.includes(i) ? { class: "num" } : {}, c))))));
+    const panel = el("div", { class: "jm-panel jm-plan" },
+      el("div", {}, el("b", {}, p.title), " ", el("span", { class: "jm-muted" }, p.subtitle)),
+      el("div", { class: "jm-plan-peak" }, "peak per device ", el("b", {}, p.peak)),
+      table(["memory per device", "bytes"], p.memory, [1], "jm-plan-memory"));
+    if (p.donation) panel.append(el("div", { class: "jm-muted" }, p.donation));
+    panel.append(el("div", {}, el("b", {}, p.collectives_title)));
+    if (p.collectives.length) panel.append(table(p.collectives_head, p.collectives, p.collectives_numeric, "jm-plan-collectives"));
+    p.notes.forEach((n) => panel.append(el("div", { class: "jm-muted" }, "note: " + n)));
+    return panel;
+  }
+
   function draw() {
-    const data = json("data_json"), v = json("view_json");
+    const data = json("data_json"), v = json("view_json"), plan = json("plan_json");
     if (!data.arrays || v.index === undefined) { box.replaceChildren("nothing to show"); return; }
     box.replaceChildren(el("h3", {}, `${data.title} `, el("span", { class: "jm-muted" }, data.subtitle)),
       arrayPanel(v), el("div", { class: "jm-row" }, deviceBars(data, v), arrayTable(data, v)));
+    if (plan.title) box.append(planPanel(plan));
     if (data.skipped_note) box.append(el("div", { class: "jm-muted" }, data.skipped_note));
     highlight(hover);
   }
 
-  const events = ["data_json", "view_json", "error", "status"].map((name) => `change:${name}`);
+  const events = ["data_json", "view_json", "plan_json", "error", "status"].map((name) => `change:${name}`);
   events.forEach((e) => model.on(e, draw));
   draw();
   return () => { events.forEach((e) => model.off(e, draw)); box.remove(); };

@@ -7,19 +7,23 @@ Python computes, the browser draws: every layout, grid cell, label and colour co
 only builds DOM from it and reports what the user did through the ``selected``, ``dims``,
 ``facet``, ``pinned`` and ``spec_request`` traits. A bad spec sets ``error`` and never raises
 out of the widget.
+
+Plan mode (``jaxmagic.sharding(fn=..., args=...)``, ``%jaxsharding --plan``): the arrays are
+a call's inputs, and every spec edit plans the call again (compiled, never run) and sends its
+peak memory per device and collectives as ``plan_json``; a spec the call cannot be planned
+with sets ``error`` and leaves the layout and the plan as they were.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from dataclasses import replace
 from typing import Any
 
 import anywidget
 import traitlets
 
-from jaxmagic.render.explorer import array_view, default_dims, fix_dims, report_view
+from jaxmagic.render.explorer import array_view, default_dims, fix_dims, plan_view, report_view
 from jaxmagic.render.html import CSS_PATH
 from jaxmagic.shardings.report import ShardingReport
 from jaxmagic.shardings.spec import normalize_spec, parse_spec_entries
@@ -38,6 +42,7 @@ class ShardingExplorer(anywidget.AnyWidget):
     # buffers, which made a 2,000-leaf tree take about a second to send.
     data_json = traitlets.Unicode("{}").tag(sync=True)  # report_view: changes on spec edits
     view_json = traitlets.Unicode("{}").tag(sync=True)  # array_view: changes on every pick
+    plan_json = traitlets.Unicode("{}").tag(sync=True)  # plan_view (plan mode): changes on spec edits
     # what the browser reports
     selected = traitlets.Int(0).tag(sync=True)
     dims = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
@@ -56,11 +61,13 @@ class ShardingExplorer(anywidget.AnyWidget):
         self._requests = 0
         self._drafts: dict[str, list[str]] = {}
         self._rows: dict[Any, Any] = {}  # formatted table rows per layout (report_view's cache)
+        self._handles: list[Any] = []  # where _ipython_display_ showed this widget
         self._quiet = True  # no observer work until the first views are in place
         biggest = max(range(len(report.arrays)), key=lambda i: report.arrays[i].nbytes)
         super().__init__(selected=biggest, dims=default_dims(report, report.arrays[biggest]), **kwargs)
         self._quiet = False
         self.data_json = json.dumps(report_view(report, self._rows))
+        self.plan_json = json.dumps(plan_view(report))
         self._refresh_view()
 
     @property
@@ -72,6 +79,11 @@ class ShardingExplorer(anywidget.AnyWidget):
     def view(self) -> dict[str, Any]:
         """The selected array's part of what the browser draws (decoded from ``view_json``)."""
         return json.loads(self.view_json)
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """Plan mode: the plan as drawn (decoded from ``plan_json``; ``{}`` otherwise)."""
+        return json.loads(self.plan_json)
 
     @property
     def report(self) -> ShardingReport:
@@ -167,6 +179,8 @@ class ShardingExplorer(anywidget.AnyWidget):
                 lay = next(a for a in self._report.arrays if a.name == name)
                 self.error, self.status = "", f"{name}: {lay.spec_text}"
             self.data_json = json.dumps(report_view(self._report, self._rows))
+            self.plan_json = json.dumps(plan_view(self._report))
+            self._update_snapshot()
         except Exception as e:  # the widget reports, it never raises into the comm handler
             self.error = f"{e}" if isinstance(e, (ValueError, KeyError)) else f"{type(e).__name__}: {e}"
         self._refresh_view()
@@ -176,9 +190,27 @@ class ShardingExplorer(anywidget.AnyWidget):
             return self._original
         orig = next(a for a in self._original.arrays if a.name == name)
         arrays = tuple(orig if a.name == name else a for a in self._report.arrays)
-        return replace(self._report, arrays=arrays, edited=tuple(e for e in self._report.edited if e != name))
+        return self._report.with_layouts(arrays, tuple(e for e in self._report.edited if e != name))
 
     # -- static faces -----------------------------------------------------------------
+    def _ipython_display_(self) -> None:
+        """Display the widget and keep the output's handle (see ``_update_snapshot``)."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        self._handles.append(display(data, metadata=meta, raw=True, display_id=True))
+
+    def _update_snapshot(self) -> None:
+        """Plan mode: after an edit, the output's text/plain and text/html fallbacks are made
+        again, so a notebook saved (or exported without widget state) shows the last plan."""
+        if self._report.call is None or not self._handles:
+            return
+        bundle = self._repr_mimebundle_()
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        for handle in self._handles:
+            handle.update(data, metadata=meta, raw=True)
+
     def __repr__(self) -> str:
         return f"ShardingExplorer({self._report.summary()})"
 
