@@ -91,6 +91,18 @@ def test_map_dataset_epoch_is_its_length_and_epochs_reshuffle():
     assert t2.step == 12
 
 
+def test_map_dataset_is_not_read_far_past_the_end_of_the_run():
+    from jaxmagic.train.data_state import READ_AHEAD_BATCHES
+
+    src = CountingSource()
+    t = _trainer()
+    t.fit(map_dataset(src), epochs=1, progress=None, steps_per_call=4)
+    assert t.step == 12
+    # Grain's threads may read a bounded buffer ahead; its default (500 elements, each a batch
+    # here) read the endless repeat ~20 epochs ahead of a one-epoch run
+    assert 12 * BATCH <= src.reads <= (12 + READ_AHEAD_BATCHES + 1) * BATCH, src.reads
+
+
 @pytest.mark.parametrize("stop_at", [5, 14, 21])
 def test_map_dataset_interrupt_and_resume_is_bit_identical(tmp_path, stop_at):
     full, resumed, saved = _stop_and_resume(
