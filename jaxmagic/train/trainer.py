@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -38,7 +39,8 @@ from flax import nnx
 
 from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
-from jaxmagic.train import flight
+from jaxmagic.train import divergence as dv
+from jaxmagic.train import flight, recorder
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
@@ -49,6 +51,7 @@ from jaxmagic.train.plan import (
     Boundary,
     EvalPlan,
     FitPlan,
+    choose_guard,
     choose_steps_per_call,
     is_int,
     make_feed,
@@ -59,11 +62,13 @@ from jaxmagic.train.validate import abstract_outputs, check_eval_users
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss or the gradients became NaN/Inf; the model holds the last finite state."""
+    """The loss, the gradients or the updates became NaN/Inf; the model holds the last finite
+    state. ``divergence``: the step, the layers that went non-finite, the last checkpoint (a dict,
+    as in ``History.divergence``); ``trainer.replay_diverged()`` finds the operation."""
 
-    def __init__(self, message: str, step: int, history: History):
+    def __init__(self, message: str, step: int, history: History, divergence: dict[str, Any] | None = None):
         super().__init__(message)
-        self.step, self.history = step, history
+        self.step, self.history, self.divergence = step, history, divergence or {}
 
 
 @dataclasses.dataclass
@@ -74,12 +79,7 @@ class _PendingCall:
     logs: dict[str, Any]
     bad: Any  # first non-finite step, or -1 (a device scalar)
     record_epochs: bool  # record the epochs that end inside it (unless an eval at its end will)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Divergence:
-    step: int
-    loss: float
+    rec: Any = None  # the flight recorder's per-layer sums of squares (device), or None
 
 
 def _default_predict(model: Any, batch: Any) -> Any:
@@ -135,6 +135,20 @@ class Trainer:
       best_mode: ``"min"`` or ``"max"`` for ``keep_best``.
       predict_fn: ``predict_fn(model, batch) -> outputs`` for :meth:`predict`
         (default: ``model(batch[0])`` for tuples, ``model(batch)`` for arrays).
+      wrt: which variables are trained (an NNX filter, default ``nnx.Param``); the others
+        (BatchNorm statistics, RNG state, a frozen layer: ``wrt=nnx.All(nnx.Param,
+        nnx.Not(nnx.PathContains("encoder")))``) are carried through each step, not trained.
+      flight: the flight recorder: per layer, the gradient, update and parameter norms of the
+        first step of every compiled call (on device, read one call behind), in
+        ``History.flight`` and the progress widget's heatmap.
+      guard: how the model is kept at the last finite state when a step goes NaN/Inf.
+        ``"call"``: one check per compiled call (every step's loss, the final state); a call
+        that fails it is rolled back and re-run step by step to find the step. Costs one more
+        copy of the train state in device memory during a call. ``"step"``: the loss and the
+        gradients checked at every step (one more pass over the gradients per step, no copy;
+        an update that turns non-finite from finite gradients shows at the next step's loss).
+        ``"auto"``: ``"call"`` unless the copy would take more than a tenth of the device's
+        memory.
 
     Example:
       >>> trainer = Trainer(model, optax.adam(1e-3), loss_fn, checkpoint_dir="runs/mlp")
@@ -159,6 +173,9 @@ class Trainer:
         keep_best: str | None = None,
         best_mode: str = "min",
         predict_fn: Callable[[Any, Any], Any] | None = None,
+        wrt: Any = nnx.Param,
+        flight: bool = True,
+        guard: str = "auto",
     ):
         if not isinstance(model, nnx.Module):
             hint = ""
@@ -212,10 +229,19 @@ class Trainer:
         self._model_dirty = False
         self._running = False
         self._saving = False  # a checkpoint save is being started (a third Ctrl-C aborts it)
-        self._diverged: _Divergence | None = None
+        self._diverged: dv.Divergence | None = None  # of the running fit
+        self.divergence: dv.Divergence | None = None  # of the last fit, for replay_diverged()
+        self._fits = 0
         self._run: RunRecord | None = None  # the running fit's record (also in history.runs)
+        self.wrt, self.flight = wrt, bool(flight)
 
-        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        try:
+            self.graphdef, params, rest = nnx.split(model, wrt, ...)
+        except Exception as e:
+            raise TypeError(f"wrt must be an NNX filter (e.g. nnx.Param), got {wrt!r}: {e}") from None
+        if not jax.tree.leaves(params):
+            raise ValueError(f"the model has no variables to train: none matches wrt={wrt!r}")
+        self.layers = recorder.Layers.of(params)
         self._param_shardings = dist.state_shardings(params, self.mesh)
         self._rest_shardings = dist.state_shardings(rest, self.mesh)
         params = jax.device_put(params, self._param_shardings)
@@ -232,6 +258,7 @@ class Trainer:
             "bad": jax.device_put(jnp.full((), -1, jnp.int32), rep),
         }
         self._state_shardings = jax.tree.map(lambda x: x.sharding, self._state)
+        self.guard = choose_guard(guard, self._state, self.mesh)
         nnx.update(model, params, rest)
         self._step = 0
 
@@ -271,6 +298,48 @@ class Trainer:
         self._ckpt.wait()
         return self._ckpt.all_steps()
 
+    def replay_diverged(self, *, where: Callable[[str], str | None] | None = None) -> dv.DivergenceReport:
+        """Re-run the step at which the last ``fit`` diverged, under ``checkify``, and say which
+        operation produced the first NaN/inf and on which line of your code.
+
+        The step runs again from the last finite state (the one the model holds, kept by the
+        trainer) on the exact batch of the bad step; nothing is applied or written back: the
+        model, the trainer and JAX's configuration are left as they are, even if the model was
+        changed since (the replay uses the kept state and says so).
+
+        Args:
+          where: ``filename -> label`` for the report's locations (default: ``In[5]`` for
+            notebook cells, found without importing IPython; ``file.py:12`` otherwise).
+
+        Returns:
+          A :class:`~jaxmagic.train.divergence.DivergenceReport` (text, HTML, ``to_dict``):
+          the step, the layers that went non-finite, the faulting operation and its source line.
+
+        Raises:
+          RuntimeError: the last ``fit`` did not diverge, or ``fit`` is running.
+
+        Example:
+          >>> try:
+          ...     trainer.fit(data, steps=1000)
+          ... except TrainingDivergedError:
+          ...     report = trainer.replay_diverged()
+          >>> report.operation, report.source
+          ('log', 'return -jnp.log(p).mean()')
+        """
+        if self._running:
+            raise RuntimeError("replay_diverged() cannot run while fit() is running")
+        d = self.divergence
+        if d is None:
+            last = f"it ended {self.history.status}" if self.history.runs else "no fit() has run yet"
+            raise RuntimeError(
+                f"replay_diverged(): nothing to replay: the last fit() did not diverge ({last})"
+            )
+        if d.batch is None or d.state is None:
+            raise RuntimeError(f"replay_diverged(): no single step of the run went non-finite: {d.what()}")
+        changed = dv.model_changed(nnx.state(self._model, self.wrt), d.state["params"])
+        step = readable(self._fns(gather=False).replay_step, "Trainer.replay_step")
+        return dv.replay(d, step, changed=changed, where=where)
+
     def request_stop(self, reason: str = "stopped") -> None:
         """Stop the running ``fit`` at the next call boundary (thread-safe; used by Stop buttons)."""
         with self._lock:
@@ -288,7 +357,7 @@ class Trainer:
 
     def _sync_from_model(self) -> None:
         """Take parameters from the user's model (it may have been edited between fits)."""
-        graphdef, params, rest = nnx.split(self._model, nnx.Param, ...)
+        graphdef, params, rest = nnx.split(self._model, self.wrt, ...)
         if graphdef != self.graphdef:
             raise ValueError(
                 "the model's structure changed since this Trainer was created; "
@@ -296,6 +365,21 @@ class Trainer:
             )
         self._state["params"] = jax.device_put(params, self._param_shardings)
         self._state["rest"] = jax.device_put(rest, self._rest_shardings)
+        # a run that diverged left its mark: the next calls would skip every step
+        self._state["bad"] = jax.device_put(jnp.full((), -1, jnp.int32), self._state_shardings["bad"])
+
+    def _fns(self, *, gather: bool) -> StepFns:
+        return StepFns(
+            self.graphdef,
+            self.loss_fn,
+            self.tx,
+            self.metrics,
+            gather=gather,
+            wrt=self.wrt,
+            layers=self.layers,
+            guard=self.guard,
+            record=self.flight,
+        )
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(
@@ -433,7 +517,7 @@ class Trainer:
         abstract_batch = spec.treedef.unflatten(
             [jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)]
         )
-        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=feed.on_device)
+        fns = self._fns(gather=feed.on_device)
         abstract_outputs(
             fns,
             self._state["params"],
@@ -497,6 +581,8 @@ class Trainer:
         self._data_position = 0
         self._resume_position = None
         run = self._begin(plan)
+        self._fits += 1
+        self.divergence = None  # replay_diverged() replays the last fit's divergence only
         self._running = True
         error: BaseException | None = None
         prefetcher: Prefetcher | None = None
@@ -576,7 +662,7 @@ class Trainer:
                         chunk.feed,
                         data,
                         donate=True,
-                        out_shardings=(self._state_shardings, None, None),
+                        out_shardings=(self._state_shardings, None, None, None),
                         steps=chunk.length,
                     )
                     t_mark = None
@@ -584,15 +670,15 @@ class Trainer:
                 self.progress.status = "training"
                 if t_mark is None:
                     t_mark = time.perf_counter()
-                self._state, logs, bad = fn(self._state, chunk.feed, data)
+                self._state, logs, bad, rec = fn(self._state, chunk.feed, data)
                 self._model_dirty = True
-                for x in (*jax.tree.leaves(logs), bad):
+                for x in (*jax.tree.leaves(logs), bad, *jax.tree.leaves(rec)):
                     x.copy_to_host_async()
                 if pending is not None:
                     t_mark = self._consume(plan, pending, t_mark)
                 at = plan.boundary(chunk.start, chunk.start + chunk.length)
                 # the epoch record waits for the eval when one is due at the same boundary
-                pending = _PendingCall(chunk, logs, bad, not (at.epoch_end and at.eval_due))
+                pending = _PendingCall(chunk, logs, bad, not (at.epoch_end and at.eval_due), rec)
                 if at.eval_due or at.save_due or self._stop_reason:
                     # these need the state after this call: read it now (the only syncs in the loop)
                     t_mark = self._consume(plan, pending, t_mark)
@@ -604,19 +690,29 @@ class Trainer:
                     self.progress.status = "training"
         finally:
             if pending is not None:  # also when feeding failed: account for the call that ran
-                self._consume(plan, pending, t_mark)
+                # a call to re-run step by step waits for the next fit when an error is on its way
+                self._consume(plan, pending, t_mark, rerun=sys.exc_info()[0] is None)
 
-    def _consume(self, plan: FitPlan, pending: _PendingCall, t_mark: float | None) -> float:
+    def _consume(
+        self, plan: FitPlan, pending: _PendingCall, t_mark: float | None, rerun: bool = True
+    ) -> float:
         """Read one call's metrics (started copying one call ago), record them, detect divergence."""
         chunk, feed = pending.chunk, plan.feed
         host = {k: np.asarray(v) for k, v in pending.logs.items()}
         bad = int(np.asarray(pending.bad))
         now = time.perf_counter()
+        if t_mark is not None:
+            self.progress.train_seconds += now - t_mark
+        checked = False
+        if bad >= 0 and self._diverged is None and plan.fns.guard == "call":
+            # the call went non-finite and handed back its input state: find the step
+            if not rerun:
+                return now  # the model holds the state before this call; nothing of it counts
+            host, bad = self._rerun_checked(plan, chunk)
+            checked, now = True, time.perf_counter()
         n = chunk.length
         if bad >= 0:  # steps from `bad` on were not applied
             n = max(0, bad - 1 - chunk.start)
-        if t_mark is not None:
-            self.progress.train_seconds += now - t_mark
         steps = np.arange(chunk.start + 1, chunk.start + n + 1)
         host_ok = {k: v[:n] for k, v in host.items()}
         if n:
@@ -629,6 +725,8 @@ class Trainer:
             run.examples += n * feed.batch_size
             run.end_step = self._step
             self.history.add_steps(steps, host_ok)
+            if pending.rec is not None and not checked:
+                self._record_flight(chunk.start + 1, pending.rec)
             self.progress.step = self._step
             if feed.steps_per_epoch:
                 self.progress.epoch = (self._step - 1) // feed.steps_per_epoch if self._step else 0
@@ -640,9 +738,85 @@ class Trainer:
                     self._epoch_end(plan, e, {})
         if bad >= 0 and self._diverged is None:
             i = bad - 1 - chunk.start
-            self._diverged = _Divergence(bad, float(host["loss"][i]) if 0 <= i < chunk.length else math.nan)
+            self._diverged = self._diagnose(
+                plan, chunk, i, float(host["loss"][i]) if 0 <= i < chunk.length else math.nan, checked
+            )
             self.request_stop("diverged")
         return now
+
+    def _record_flight(self, step: int, rec: Any) -> None:
+        host = {k: np.asarray(v) for k, v in rec.items()}
+        mem = recorder.memory_peak(
+            [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        )
+        self.history.flight.add(self.layers.names, step, host["grad"], host["update"], host["param"], mem)
+        self.progress.memory_peak = mem
+
+    def _rerun_checked(self, plan: FitPlan, chunk: Chunk) -> tuple[dict[str, np.ndarray], int]:
+        """Re-run a call that went non-finite, every step checked, from its input state (the
+        state now held: the call handed it back, any call launched after it passed it on)."""
+        self.progress.status = "checking"
+        state = {
+            **self._state,
+            "bad": jax.device_put(jnp.full((), -1, jnp.int32), self._state_shardings["bad"]),
+        }
+        data = plan.feed.device_data
+        key = ("train-checked", chunk.length, plan.feed.on_device)
+        fn = self._compile(
+            key,
+            f"train call ({chunk.length} steps, each checked: re-running a call that went non-finite)",
+            readable(plan.fns.checked_call, "Trainer.train_steps_checked"),
+            state,
+            chunk.feed,
+            data,
+            donate=True,
+            out_shardings=(self._state_shardings, None),
+        )
+        self._state, logs = fn(state, chunk.feed, data)
+        bad = int(np.asarray(self._state["bad"]))
+        if bad < 0:
+            # every step finite when checked one by one, though the call's end state was not (float
+            # differences between the two programs): stop here rather than trust either blindly
+            bad = chunk.start + chunk.length + 1
+        return {k: np.asarray(v) for k, v in logs.items()}, bad
+
+    def _diagnose(self, plan: FitPlan, chunk: Chunk, i: int, loss: float, checked: bool) -> dv.Divergence:
+        """The divergence at step ``chunk.start + i + 1``: which layers went non-finite (one
+        unapplied step from the last finite state, on that step's batch), the last checkpoint,
+        and what replay_diverged() needs."""
+        d = dv.Divergence(
+            step=chunk.start + i + 1,
+            loss=loss,
+            grad_layers=[],
+            update_layers=[],
+            layers=list(self.layers.names),
+            found_by="call" if checked or plan.fns.guard == "call" else "step",
+            fit=self._fits,
+        )
+        if 0 <= i < chunk.length:
+            d.batch = dv.batch_of(chunk.feed, i, plan.feed.device_data, plan.fns.gather)
+            d.state = {k: self._state[k] for k in ("params", "rest", "opt")}
+            key = ("diagnose", tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(d.batch)))
+            diag = self._compile(
+                key,
+                "divergence diagnosis (one step, not applied)",
+                readable(plan.fns.diagnose, "Trainer.diagnose_step"),
+                d.state["params"],
+                d.state["rest"],
+                d.state["opt"],
+                d.batch,
+            )
+            d.loss, d.grad_layers, d.update_layers = dv.diagnose(diag, self.layers.names, d.state, d.batch)
+        else:
+            d.note = (
+                "the call's end-of-call check failed, but every step passed when the call was re-run "
+                "step by step (float differences between the two programs); stopped to be safe"
+            )
+        if self._ckpt is not None:
+            done = [c for c in self.history.checkpoints if c["step"] < d.step]
+            if done:
+                d.checkpoint_step, d.checkpoint_path = done[-1]["step"], done[-1]["path"]
+        return d
 
     def _at_boundary(self, plan: FitPlan, at: Boundary) -> None:
         """Evaluate, record the epoch, checkpoint: what is due after the call that ended at ``at.end``."""
@@ -664,7 +838,7 @@ class Trainer:
         assert plan.evaluation is not None
         self.progress.status = "evaluating"
         ev = self._evaluate_batches(
-            StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
+            self._fns(gather=False),
             plan.evaluation.batches,
             plan.evaluation.local,
         )
@@ -717,14 +891,12 @@ class Trainer:
     def _end(self, plan: FitPlan, run: RunRecord, error: BaseException | None) -> History:
         reason = self._stop_reason
         run.notes = _data_notes(plan.feed)
-        if self._diverged is not None:
-            bad, value = self._diverged.step, self._diverged.loss
+        diverged = self._diverged
+        if diverged is not None:
             self._diverged = None
-            status = "diverged"
-            msg = (
-                f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
-                f"model holds the last finite state, after step {bad - 1}"
-            )
+            self.divergence = diverged
+            self.history.divergence = diverged.to_dict()
+            status, msg = "diverged", diverged.message()
         elif isinstance(error, KeyboardInterrupt) or reason == "interrupted":
             status, msg = "interrupted", f"interrupted at step {self._step}"
             if self._ckpt is not None and not isinstance(error, KeyboardInterrupt):
@@ -761,8 +933,8 @@ class Trainer:
             if error is None:
                 error = cb_error
         self._stop_reason = None
-        if status == "diverged":
-            raise TrainingDivergedError(msg, bad, self.history)
+        if diverged is not None:
+            raise TrainingDivergedError(msg, diverged.step, self.history, diverged.to_dict())
         if error is not None:
             raise error
         return self.history
@@ -874,9 +1046,9 @@ class Trainer:
         return compiled
 
     def _train_call_fn(self, fns: StepFns) -> Callable:
-        def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any]:
-            new, logs = fns.train_call(state, feed, data)
-            return new, logs, new["bad"] + 0
+        def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any, Any]:
+            new, logs, rec = fns.train_call(state, feed, data)
+            return new, logs, new["bad"] + 0, rec
 
         return readable(call, "Trainer.train_steps")
 
@@ -965,7 +1137,7 @@ class Trainer:
             raise RuntimeError("evaluate() cannot run while fit() is running")
         self._sync_from_model()
         batches, local = self._host_batches(data, batch_size, "evaluation data")
-        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False)
+        fns = self._fns(gather=False)
         abstract_outputs(
             fns,
             self._state["params"],
