@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/trainer_call_ab.py --width 1024 --steps 20 --repeats 25
 
-Compares the trainer's scanned step (`StepFns.train_call`) with on-device gathering, the same
-step over pre-stacked batches, and the hand-written `lax.scan` body from trainer_speed.py.
+Compares the trainer's scanned step (`StepFns.train_call`) with on-device gathering (per-call
+non-finite guard, recorder on: the defaults; recorder off; the per-step guard), the same step over
+pre-stacked batches, and the hand-written `lax.scan` body from trainer_speed.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sklearn.datasets import load_digits
 sys.path.insert(0, os.path.dirname(__file__))
 from trainer_speed import MLP, loss_fn  # noqa: E402
 
+from jaxmagic.train.recorder import Layers  # noqa: E402
 from jaxmagic.train.step import StepFns  # noqa: E402
 
 
@@ -52,11 +54,16 @@ def main() -> None:
             "bad": jnp.int32(-1),
         }
 
-    g, _ = fresh()
-    gather = StepFns(g, loss_fn, tx, {}, gather=True)
-    stacked = StepFns(g, loss_fn, tx, {}, gather=False)
-    gather_call = jax.jit(lambda s, f, d: gather.train_call(s, f, d), donate_argnums=0)
-    stacked_call = jax.jit(lambda s, f: stacked.train_call(s, f, None), donate_argnums=0)
+    g, s0 = fresh()
+    layers = Layers.of(s0["params"])
+
+    def trainer_call(gather: bool, **kw):
+        fns = StepFns(g, loss_fn, tx, {}, gather=gather, layers=layers, **kw)
+        if gather:
+            f = jax.jit(lambda s, fe, d: fns.train_call(s, fe, d), donate_argnums=0)
+            return lambda s: f(s, idx, data)[0]
+        f = jax.jit(lambda s, fe: fns.train_call(s, fe, None), donate_argnums=0)
+        return lambda s: f(s, (xs, ys))[0]
 
     def hand_body(c, b):
         def lf(p):
@@ -68,8 +75,10 @@ def main() -> None:
 
     hand_call = jax.jit(lambda c, x, yy: jax.lax.scan(hand_body, c, (x, yy)), donate_argnums=0)
     variants = {
-        "trainer step, on-device gather": lambda s: gather_call(s, idx, data)[0],
-        "trainer step, stacked batches": lambda s: stacked_call(s, (xs, ys))[0],
+        "trainer, gather, call guard, rec on": trainer_call(True, guard="call", record=True),
+        "trainer, gather, call guard, rec off": trainer_call(True, guard="call", record=False),
+        "trainer, gather, step guard, rec off": trainer_call(True, guard="step", record=False),
+        "trainer, stacked, call guard, rec on": trainer_call(False, guard="call", record=True),
         "hand lax.scan body": lambda s: hand_call(s, xs, ys)[0],
     }
     states = {}
@@ -78,8 +87,10 @@ def main() -> None:
         states[name] = fn((s["params"], s["opt"]) if name.startswith("hand") else s)
     jax.block_until_ready(states)
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.repeats):
-        for name, fn in variants.items():
+    names = list(variants)
+    for r in range(args.repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+            fn = variants[name]
             t = time.perf_counter()
             states[name] = fn(states[name])
             jax.block_until_ready(states[name])
@@ -88,7 +99,11 @@ def main() -> None:
     print(f"MLP 64-{args.width}-{args.width}-10, {K} steps per call, batch {B}, {args.repeats} repeats")
     for name, ts in times.items():
         rate = K / statistics.median(ts)
-        print(f"{name:34s} {rate:8.0f} steps/s  {rate / ref:5.2f}x")
+        print(f"{name:38s} {rate:8.0f} steps/s  {rate / ref:5.3f}x")
+    on, off = times["trainer, gather, call guard, rec on"], times["trainer, gather, call guard, rec off"]
+    print(
+        f"recorder on / off (same call otherwise): {statistics.median(off) / statistics.median(on):.3f}x speed"
+    )
 
 
 if __name__ == "__main__":

@@ -139,23 +139,30 @@ def main() -> None:
             float(nstep(model, opt, x_list[i], y_list[i]))
         return time.perf_counter() - t
 
-    def run_trainer():
-        model = MLP(args.width, nnx.Rngs(0))
-        tr = Trainer(model, tx, loss_fn, devices=dev)
-        buf = io.StringIO()
-        # Warm up with a run of the same length: the automatic steps-per-call depends on the run
-        # length, so a shorter warm-up would leave the timed run's program uncompiled.
-        warm = N
-        tr.fit((X, y), steps=warm, batch_size=B, progress=TerminalProgress(buf, summary=False))
-        t = time.perf_counter()
-        tr.fit((X, y), steps=warm + N, batch_size=B, progress=TerminalProgress(buf, summary=True))
-        dt = time.perf_counter() - t
-        run_trainer.k = tr.history.config["steps_per_call"]
-        run_trainer.compiles = tr.history.compiles
-        return dt
+    def trainer_loop(**kw):
+        def run_trainer():
+            model = MLP(args.width, nnx.Rngs(0))
+            tr = Trainer(model, tx, loss_fn, devices=dev, **kw)
+            buf = io.StringIO()
+            # Warm up with a run of the same length: the automatic steps-per-call depends on the run
+            # length, so a shorter warm-up would leave the timed run's program uncompiled.
+            warm = N
+            tr.fit((X, y), steps=warm, batch_size=B, progress=TerminalProgress(buf, summary=False))
+            t = time.perf_counter()
+            tr.fit((X, y), steps=warm + N, batch_size=B, progress=TerminalProgress(buf, summary=True))
+            dt = time.perf_counter() - t
+            run_trainer.k = tr.history.config["steps_per_call"]
+            run_trainer.compiles = tr.history.compiles
+            run_trainer.guard = tr.guard
+            return dt
 
+        return run_trainer
+
+    run_trainer = trainer_loop()
     loops = {
         "trainer (progress on)": run_trainer,
+        "trainer, recorder off": trainer_loop(flight=False),
+        "trainer, guard=step": trainer_loop(guard="step"),
         "hand jax.jit split/merge": run_hand_jit,
         f"hand lax.scan x{K}": run_hand_scan,
         "naive @nnx.jit + float(loss)": run_naive,
@@ -169,12 +176,19 @@ def main() -> None:
     ref = rate[f"hand lax.scan x{K}"]
     print(
         f"MLP 64-{args.width}-{args.width}-10, batch {B}, {N} steps, {args.repeats} interleaved repeats, "
-        f"backend {jax.default_backend()}, trainer steps_per_call={run_trainer.k}"
+        f"backend {jax.default_backend()}, trainer steps_per_call={run_trainer.k}, guard={run_trainer.guard}"
     )
     print(f"{'loop':34s} {'steps/s (median)':>16s} {'vs hand scan':>12s}   all runs (steps/s)")
     for k, v in rate.items():
         runs = ", ".join(f"{N / t:.0f}" for t in times[k])
         print(f"{k:34s} {v:16.0f} {v / ref:11.2f}x   {runs}")
+    on, off = times["trainer (progress on)"], times["trainer, recorder off"]
+    paired = [b / a for a, b in zip(on, off)]  # each repeat's pair ran back to back
+    print(
+        f"flight recorder cost: recorder on runs at {statistics.median(off) / statistics.median(on):.3f}x "
+        f"the speed of recorder off (ratio of medians; median of per-repeat ratios "
+        f"{statistics.median(paired):.3f}x)"
+    )
     end_to_end(args, X, y, idx, step)
 
     # ---- memory: compiled call of the trainer vs the hand scan loop ---------------------------
@@ -213,10 +227,10 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
     x_host, y_host = X[idx], y[idx]  # [N, B, ...] on the host, in the trainer's order
     batch_list = [(x_host[i], y_host[i]) for i in range(N)]
 
-    def trainer_on(data, **kw):
+    def trainer_on(data, trainer_kw=None, **kw):
         def run():
             t = time.perf_counter()
-            tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev)
+            tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev, **(trainer_kw or {}))
             tr.fit(data, progress=TerminalProgress(io.StringIO(), summary=True), **kw)
             jax.block_until_ready(tr._state)
             return time.perf_counter() - t
@@ -252,6 +266,7 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
     loops = {
         "trainer, arrays": trainer_on((X, y), steps=N, batch_size=B),
         "trainer, list of batches": trainer_on(batch_list, steps=N),
+        "trainer, arrays, recorder off": trainer_on((X, y), {"flight": False}, steps=N, batch_size=B),
         f"hand lax.scan x{K}, list of batches": hand_scan,
     }
     try:

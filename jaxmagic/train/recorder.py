@@ -10,9 +10,12 @@ copied to the host with the loss one call behind; no extra sync):
 
 - gradient norm ``‖g‖`` of each layer,
 - update norm ``‖p₁ − p₀‖``: the change the step made to the layer's parameters (equal to the
-  optimizer's update up to float rounding), read from the call's input and the carry of the
-  second step, so the update never has to be materialised,
+  optimizer's update up to float rounding), read from the new parameters and the call's input,
+  so the update never has to be materialised,
 - parameter norm ``‖p₀‖`` before the step.
+
+The three come from one reduction per leaf, inside a conditional taken at the call's first step
+only: the recorder adds no pass over the state to the other steps.
 
 The host adds the device's memory high-water (``peak_bytes_in_use`` where the backend
 reports it; ``None`` on CPU).
@@ -91,6 +94,32 @@ class Layers:
         return self._per_layer(
             tree, lambda x: jnp.sum(jnp.square(x.astype(jnp.float32))), jnp.add, jnp.float32(0)
         )
+
+    def step_sq_norms(self, grads: Any, new_params: Any, params: Any) -> jax.Array:
+        """``f32[3, layers]``: per layer, the sums of squares of the gradients, of the update
+        (``new_params - params``) and of the parameters before it, in one variadic reduction
+        per leaf (one kernel reads the three arrays once: compile time on XLA:CPU grows with
+        the number of kernels)."""
+
+        def add3(a: Any, b: Any) -> Any:
+            return tuple(x + y for x, y in zip(a, b))
+
+        def leaf_sums(g: Any, new: Any, old: Any) -> tuple[Any, Any, Any]:
+            g, new, old = (x.astype(jnp.float32) for x in (g, new, old))
+            zero = jnp.float32(0)
+            return jax.lax.reduce(
+                (g * g, (new - old) * (new - old), old * old), (zero, zero, zero), add3, tuple(range(g.ndim))
+            )
+
+        leaves = [
+            leaf_sums(*x)
+            for x in zip(jax.tree.leaves(grads), jax.tree.leaves(new_params), jax.tree.leaves(params))
+        ]
+        acc: list[Any] = [None] * len(self.names)
+        for v, i in zip(leaves, self.leaf_layer):
+            acc[i] = v if acc[i] is None else add3(acc[i], v)
+        zeros = (jnp.float32(0),) * 3
+        return jnp.stack([jnp.stack(a if a is not None else zeros) for a in acc], axis=1)
 
     def sums(self, tree: Any) -> jax.Array:
         """``f32[layers]``: each layer's plain sum, finite iff every element is (barring overflow

@@ -8,11 +8,12 @@ Non-finite guard, two designs (``guard=``); either way the state the host sees i
 finite one, without a copy the host has to manage:
 
 - ``"call"``: the steps run unchecked; at the end of the call one check covers every step's
-  loss and the final state (parameters, optimizer state and the rest: a NaN gradient poisons
-  them for good). A call that fails it returns its *input* state, marked (``bad`` = its first
-  step), and the host re-runs it with :meth:`StepFns.checked_call` to find the step. The cost:
-  the input state stays alive during the call (one more copy of the train state in device
-  memory), no per-step pass over the gradients.
+  loss and the final parameters (a NaN gradient reaches the parameters in the step it appears
+  and stays). A call that fails it returns its *input* state, marked (``bad`` = its first
+  step), and the host re-runs it with :meth:`StepFns.checked_call` (loss, gradients and new
+  state checked at every step) to find the step. The cost: the input state stays alive during
+  the call (one more copy of the train state in device memory); no per-step pass over the
+  gradients.
 - ``"step"``: every step checks its loss and gradients (one reduction over the gradients per
   step) and a bad step is not applied, nor any later one of the call; ``bad`` records it.
 
@@ -189,26 +190,21 @@ class StepFns:
         return jax.eval_shape(readable(check_loss_fn, "Trainer.check_loss_fn"), params, rest, batch)
 
     # -- the recorder ---------------------------------------------------------------------
-    def _record(self, i: Any, grads: Any, params: Any, p_in: Any) -> dict[str, Any] | None:
-        """Inside the scan: the first step's gradient sums of squares (at ``i == 0``) and, at
-        ``i == 1``, the first step's update as the change of the parameters since the call's
-        input. Conditionals over values the step holds anyway: the update is never
-        materialised, so recording costs one reduction per call, not per step."""
+    def _record(self, i: Any, grads: Any, new_params: Any, p_in: Any) -> Any:
+        """Inside the scan, at the call's first step (``i == 0``): per layer, the sums of squares
+        of the gradients, of the update (the new parameters minus the call's input) and of the
+        parameters before it. A conditional over values the step holds anyway (the input stays
+        alive for the rollback): the update is never materialised and the other steps pay nothing."""
         if not self.record:
             return None
-        zeros = jnp.zeros((len(self.layers),), jnp.float32)
-        g = jax.lax.cond(i == 0, lambda: self.layers.sq_norms(grads), lambda: zeros)
-        u = jax.lax.cond(
-            i == 1, lambda: self.layers.sq_norms(jax.tree.map(jnp.subtract, params, p_in)), lambda: zeros
-        )
-        return {"grad": g, "update": u}
+        zeros = jnp.zeros((3, len(self.layers)), jnp.float32)
+        return jax.lax.cond(i == 0, lambda: self.layers.step_sq_norms(grads, new_params, p_in), lambda: zeros)
 
-    def _record_out(self, rec: dict[str, Any] | None, p_in: Any, p_out: Any, n: int) -> dict[str, Any] | None:
+    @staticmethod
+    def _record_out(rec: Any) -> dict[str, Any] | None:
         if rec is None:
             return None
-        # a one-step call: the first step's update is the call's whole change
-        update = rec["update"][1] if n > 1 else self.layers.sq_norms(jax.tree.map(jnp.subtract, p_out, p_in))
-        return {"grad": rec["grad"][0], "update": update, "param": self.layers.sq_norms(p_in)}
+        return {"grad": rec[0, 0], "update": rec[0, 1], "param": rec[0, 2]}
 
     # -- one step, three ways ---------------------------------------------------------------
     def _plain_step(self, carry: TrainState, batch: Any, i: Any, p_in: Any) -> tuple[TrainState, Any]:
@@ -217,7 +213,7 @@ class StepFns:
         loss, aux, new_rest, grads = self._grads(params, rest, batch)
         new_params, new_opt = self._apply(params, opt, grads)
         new = {**carry, "params": new_params, "rest": new_rest, "opt": new_opt, "step": carry["step"] + 1}
-        return new, (self._metrics(loss, aux, batch), self._record(i, grads, params, p_in))
+        return new, (self._metrics(loss, aux, batch), self._record(i, grads, new_params, p_in))
 
     def _guarded_step(self, carry: TrainState, batch: Any, i: Any, p_in: Any) -> tuple[TrainState, Any]:
         """Loss and gradients checked; a bad step (and every later one) is not applied."""
@@ -243,7 +239,7 @@ class StepFns:
             "step": carry["step"] + ok.astype(jnp.int32),
             "bad": jnp.where(ok | (carry["bad"] >= 0), carry["bad"], carry["step"] + 1),
         }
-        return new, (self._metrics(loss, aux, batch), self._record(i, grads, params, p_in))
+        return new, (self._metrics(loss, aux, batch), self._record(i, grads, new_params, p_in))
 
     def _checked_step(self, carry: TrainState, batch: Any, i: Any, p_in: Any) -> tuple[TrainState, Any]:
         """Everything checked: loss, gradients and the new state (re-running a call that went
@@ -280,16 +276,13 @@ class StepFns:
 
         Returns ``(state, logs, record)``: per-step metrics (``[n]`` each) and the recorder's
         per-layer sums of squares of the first step (``None`` unless ``record``)."""
-        n = jax.tree.leaves(feed)[0].shape[0]
         step = self._guarded_step if self.guard == "step" else self._plain_step
         new, (logs, rec) = self._scan(step, carry, feed, data)
-        rec = self._record_out(rec, carry["params"], new["params"], n)
+        rec = self._record_out(rec)
         if self.guard == "call":
-            ok = (
-                jnp.all(jnp.isfinite(logs["loss"]))
-                & all_finite((new["params"], new["opt"], new["rest"]))
-                & (carry["bad"] < 0)
-            )
+            # every step's loss and the final parameters: a NaN gradient reaches the parameters in
+            # the step it appears and stays (NaN is sticky), so one look at the end sees it
+            ok = jnp.all(jnp.isfinite(logs["loss"])) & all_finite(new["params"]) & (carry["bad"] < 0)
             marked = {**carry, "bad": jnp.where(carry["bad"] >= 0, carry["bad"], carry["step"] + 1)}
             new = jax.lax.cond(ok, lambda: new, lambda: marked)
         return new, logs, rec

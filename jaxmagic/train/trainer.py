@@ -142,8 +142,8 @@ class Trainer:
         first step of every compiled call (on device, read one call behind), in
         ``History.flight`` and the progress widget's heatmap.
       guard: how the model is kept at the last finite state when a step goes NaN/Inf.
-        ``"call"``: one check per compiled call (every step's loss, the final state); a call
-        that fails it is rolled back and re-run step by step to find the step. Costs one more
+        ``"call"``: one check per compiled call (every step's loss, the final parameters); a
+        call that fails it is rolled back and re-run step by step to find the step. Costs one more
         copy of the train state in device memory during a call. ``"step"``: the loss and the
         gradients checked at every step (one more pass over the gradients per step, no copy;
         an update that turns non-finite from finite gradients shows at the next step's loss).
@@ -1010,6 +1010,22 @@ class Trainer:
                 }
             )
 
+    def _flops_per_step(self, compiled: Any, steps: int) -> float | None:
+        """FLOPs per step of a compiled train call; probing the backend's cost-analysis
+        convention (once per process) compiles a tiny scan, listed in ``History.compiles``."""
+        device = self.mesh.devices.flat[0]
+        probing = not flight.convention_known(device)
+        t0 = time.perf_counter()
+        per_trip = flight.counts_per_trip(device)
+        if probing:
+            self.history.compiles.append(
+                {
+                    "what": "cost analysis convention (a tiny scan, probed once per process)",
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        return flight.flops_per_step(compiled, steps, per_trip)
+
     def _compile(
         self,
         key: Any,
@@ -1030,7 +1046,7 @@ class Trainer:
             compiled = lowered.compile()
             seconds = time.perf_counter() - t0
             if steps is not None:
-                self.progress.flops_per_step = flight.flops_per_step(lowered, compiled, steps)
+                self.progress.flops_per_step = self._flops_per_step(compiled, steps)
                 if self.progress.flops_per_step and self.progress.peak_flops is None:
                     self._record_peak(self.mesh.devices.flat[0])
             entry: dict[str, Any] = {"what": what, "seconds": seconds}
