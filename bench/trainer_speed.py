@@ -60,7 +60,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scan", type=int, default=50)
+    ap.add_argument(
+        "--sections",
+        default="steady,e2e,memory",
+        help="which parts to run: steady, e2e, memory (comma-separated)",
+    )
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
     N, B, K = args.steps, args.batch, args.scan
     N -= N % K
 
@@ -159,6 +165,18 @@ def main() -> None:
         return run_trainer
 
     run_trainer = trainer_loop()
+    if "steady" in sections:
+        steady(args, run_trainer, trainer_loop, run_hand_jit, run_hand_scan, run_naive)
+    if "e2e" in sections:
+        end_to_end(args, X, y, idx, step)
+    if "memory" in sections:
+        memory(args, X, y, fresh, jit_scan, x_chunks, y_chunks)
+
+
+def steady(args, run_trainer, trainer_loop, run_hand_jit, run_hand_scan, run_naive) -> None:
+    """Steady state: every loop compiled and warmed up first, interleaved repeats."""
+    N, B, K = args.steps, args.batch, args.scan
+    N -= N % K
     loops = {
         "trainer (progress on)": run_trainer,
         "trainer, recorder off": trainer_loop(flight=False),
@@ -183,18 +201,21 @@ def main() -> None:
         runs = ", ".join(f"{N / t:.0f}" for t in times[k])
         print(f"{k:34s} {v:16.0f} {v / ref:11.2f}x   {runs}")
     on, off = times["trainer (progress on)"], times["trainer, recorder off"]
-    paired = [b / a for a, b in zip(on, off)]  # each repeat's pair ran back to back
+    paired = [b / a for a, b in zip(on, off)]  # the two ran in the same round of each repeat
     print(
         f"flight recorder cost: recorder on runs at {statistics.median(off) / statistics.median(on):.3f}x "
-        f"the speed of recorder off (ratio of medians; median of per-repeat ratios "
+        f"the speed of recorder off (ratio of medians; median of per-round ratios "
         f"{statistics.median(paired):.3f}x)"
     )
-    end_to_end(args, X, y, idx, step)
 
-    # ---- memory: compiled call of the trainer vs the hand scan loop ---------------------------
+
+def memory(args, X, y, fresh, jit_scan, x_chunks, y_chunks) -> None:
+    """The compiled call's memory (memory_analysis) of the trainer and the hand scan loop."""
+    B, K = args.batch, args.scan
+    tx = optax.adam(1e-3)
+    dev = jax.devices()[:1]
     _, p, o = fresh()
     hand = jit_scan.lower(p, o, x_chunks[0], y_chunks[0]).compile().memory_analysis()
-    tr_entry = [c for c in run_trainer.compiles if c["what"].startswith("train call")][0]
     state_bytes = sum(x.nbytes for x in jax.tree.leaves((p, o)))
 
     def peak(m):
@@ -205,6 +226,7 @@ def main() -> None:
     model = MLP(args.width, nnx.Rngs(0))
     tr = Trainer(model, tx, loss_fn, devices=dev)
     tr.fit((X, y), steps=K, batch_size=B, progress=None, steps_per_call=K)
+    tr_entry = [c for c in tr.history.compiles if c["what"].startswith("train call")][0]
     key = next(k for k in tr._compiled if k[0] == "train")
     tm = tr._compiled[key].memory_analysis()
     print(
@@ -215,6 +237,13 @@ def main() -> None:
     print(
         f"donation: trainer aliases {tm.alias_size_in_bytes / 2**20:.2f} MiB of a {state_bytes / 2**20:.2f} MiB "
         f"train state ({tr_entry['alias_bytes'] >= state_bytes and 'state aliased' or 'NOT fully aliased'})"
+    )
+    step_tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev, guard="step")
+    step_tr.fit((X, y), steps=K, batch_size=B, progress=None, steps_per_call=K)
+    sm = step_tr._compiled[next(k for k in step_tr._compiled if k[0] == "train")].memory_analysis()
+    print(
+        f"memory with guard='{tr.guard}': {peak(tm) / 2**20:.2f} MiB; with guard='step' (no rollback copy of "
+        f"the state): {peak(sm) / 2**20:.2f} MiB = {peak(sm) / peak(hand):.2f}x the hand scan"
     )
 
 
@@ -267,6 +296,7 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
         "trainer, arrays": trainer_on((X, y), steps=N, batch_size=B),
         "trainer, list of batches": trainer_on(batch_list, steps=N),
         "trainer, arrays, recorder off": trainer_on((X, y), {"flight": False}, steps=N, batch_size=B),
+        "trainer, arrays, guard=step": trainer_on((X, y), {"guard": "step"}, steps=N, batch_size=B),
         f"hand lax.scan x{K}, list of batches": hand_scan,
     }
     try:

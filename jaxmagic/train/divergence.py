@@ -2,7 +2,7 @@
 
 When the non-finite guard stops a run, the trainer keeps a :class:`Divergence`: the first bad
 step, its loss, the layers whose gradients or optimizer updates were non-finite at that step
-(one diagnostic step from the last finite state, on the same batch), the last checkpoint, and
+(the recorder's probe: one unapplied step from the last finite state, on the same batch), the last checkpoint, and
 what a replay needs — that one batch (a slice of the call's device input) and references to
 the last finite state, which the model holds too. Nothing is copied on the way.
 
@@ -122,14 +122,13 @@ def batch_of(feed: Any, index: int, data: Any, gather: bool) -> Any:
     return jax.tree.map(lambda x: x[index], feed)
 
 
-def diagnose(
-    diag: Callable, layers: tuple[str, ...], state: dict[str, Any], batch: Any
-) -> tuple[float, list[str], list[str]]:
-    """``(loss, grad_layers, update_layers)`` of one unapplied step from ``state`` on ``batch``."""
-    out = jax.device_get(diag(state["params"], state["rest"], state["opt"], batch))
-    bad_g = [n for n, ok in zip(layers, np.asarray(out["grad_finite"])) if not ok]
-    bad_u = [n for n, ok in zip(layers, np.asarray(out["update_finite"])) if not ok]
-    return float(out["loss"]), bad_g, bad_u
+def diagnosed(layers: tuple[str, ...], probe: dict[str, Any]) -> tuple[float, list[str], list[str]]:
+    """``(loss, grad_layers, update_layers)`` from a probe of the bad step (host values): the
+    layers whose gradients or updates hold a NaN or an inf (their sum of squares is not finite;
+    so is one of a value beyond ~1.8e19, as good as diverged)."""
+    bad_g = [n for n, v in zip(layers, np.asarray(probe["grad_sq"])) if not np.isfinite(v)]
+    bad_u = [n for n, v in zip(layers, np.asarray(probe["update_sq"])) if not np.isfinite(v)]
+    return float(probe["loss"]), bad_g, bad_u
 
 
 def _cell_where() -> Callable[[str], str | None] | None:

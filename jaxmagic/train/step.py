@@ -18,8 +18,10 @@ finite one, without a copy the host has to manage:
   step) and a bad step is not applied, nor any later one of the call; ``bad`` records it.
 
 A call whose input is already marked does nothing (the host launched it before it read the
-mark). The flight recorder (``record=True``, :mod:`jaxmagic.train.recorder`) carries per-layer
-norms of the call's first step out of the scan.
+mark). The flight recorder's per-layer norms come from :meth:`StepFns.probe`, a separate
+program: on XLA:CPU any second reader of the weight gradients inside the scan (even of one
+element) slowed every step by 5-12% (measured), where one unapplied probe step per hundred
+steps costs about 1%.
 """
 
 from __future__ import annotations
@@ -103,7 +105,6 @@ class StepFns:
       wrt: the filter of the trained variables (the rest of the state is carried, not trained).
       layers: the trained state's layers (for the recorder and divergence reports).
       guard: ``"call"`` or ``"step"`` (see the module docstring).
-      record: carry the flight recorder's per-layer norms out of each call.
     """
 
     def __init__(
@@ -117,14 +118,11 @@ class StepFns:
         wrt: Any = nnx.Param,
         layers: Any = None,
         guard: str = "call",
-        record: bool = False,
     ):
         if guard not in GUARDS:
             raise ValueError(f"guard must be one of {GUARDS}, got {guard!r}")
-        if record and layers is None:
-            raise ValueError("record=True needs layers")
         self.graphdef, self.loss_fn, self.tx, self.gather = graphdef, loss_fn, tx, gather
-        self.wrt, self.layers, self.guard, self.record = wrt, layers, guard, record
+        self.wrt, self.layers, self.guard = wrt, layers, guard
         self.metric_fns: dict[str, Callable] = {}
         for name, m in metrics.items():
             if isinstance(m, (nnx.Module, nnx.metrics.Metric)):
@@ -189,33 +187,16 @@ class StepFns:
 
         return jax.eval_shape(readable(check_loss_fn, "Trainer.check_loss_fn"), params, rest, batch)
 
-    # -- the recorder ---------------------------------------------------------------------
-    def _record(self, i: Any, grads: Any, new_params: Any, p_in: Any) -> Any:
-        """Inside the scan, at the call's first step (``i == 0``): per layer, the sums of squares
-        of the gradients, of the update (the new parameters minus the call's input) and of the
-        parameters before it. A conditional over values the step holds anyway (the input stays
-        alive for the rollback): the update is never materialised and the other steps pay nothing."""
-        if not self.record:
-            return None
-        zeros = jnp.zeros((3, len(self.layers)), jnp.float32)
-        return jax.lax.cond(i == 0, lambda: self.layers.step_sq_norms(grads, new_params, p_in), lambda: zeros)
-
-    @staticmethod
-    def _record_out(rec: Any) -> dict[str, Any] | None:
-        if rec is None:
-            return None
-        return {"grad": rec[0, 0], "update": rec[0, 1], "param": rec[0, 2]}
-
     # -- one step, three ways ---------------------------------------------------------------
-    def _plain_step(self, carry: TrainState, batch: Any, i: Any, p_in: Any) -> tuple[TrainState, Any]:
+    def _plain_step(self, carry: TrainState, batch: Any) -> tuple[TrainState, Any]:
         """No check (``guard="call"``: the call checks once, at its end)."""
         params, rest, opt = carry["params"], carry["rest"], carry["opt"]
         loss, aux, new_rest, grads = self._grads(params, rest, batch)
         new_params, new_opt = self._apply(params, opt, grads)
         new = {**carry, "params": new_params, "rest": new_rest, "opt": new_opt, "step": carry["step"] + 1}
-        return new, (self._metrics(loss, aux, batch), self._record(i, grads, new_params, p_in))
+        return new, self._metrics(loss, aux, batch)
 
-    def _guarded_step(self, carry: TrainState, batch: Any, i: Any, p_in: Any) -> tuple[TrainState, Any]:
+    def _guarded_step(self, carry: TrainState, batch: Any) -> tuple[TrainState, Any]:
         """Loss and gradients checked; a bad step (and every later one) is not applied."""
         params, rest, opt = carry["params"], carry["rest"], carry["opt"]
         loss, aux, new_rest, grads = self._grads(params, rest, batch)
@@ -239,9 +220,9 @@ class StepFns:
             "step": carry["step"] + ok.astype(jnp.int32),
             "bad": jnp.where(ok | (carry["bad"] >= 0), carry["bad"], carry["step"] + 1),
         }
-        return new, (self._metrics(loss, aux, batch), self._record(i, grads, new_params, p_in))
+        return new, self._metrics(loss, aux, batch)
 
-    def _checked_step(self, carry: TrainState, batch: Any, i: Any, p_in: Any) -> tuple[TrainState, Any]:
+    def _checked_step(self, carry: TrainState, batch: Any) -> tuple[TrainState, Any]:
         """Everything checked: loss, gradients and the new state (re-running a call that went
         non-finite, to find its first bad step; speed does not matter here)."""
         params, rest, opt = carry["params"], carry["rest"], carry["opt"]
@@ -256,56 +237,44 @@ class StepFns:
             "step": carry["step"] + ok.astype(jnp.int32),
             "bad": jnp.where(ok | (carry["bad"] >= 0), carry["bad"], carry["step"] + 1),
         }
-        return new, (self._metrics(loss, aux, batch), None)
+        return new, self._metrics(loss, aux, batch)
+
+    def _batch(self, item: Any, data: Any) -> Any:
+        # gather one batch per step: the same speed as gathering the whole call up front
+        # (measured), with a batch instead of a call's worth of batches in temporary memory
+        return jax.tree.map(lambda d: d[item], data) if self.gather else item
 
     def _scan(self, step: Callable, carry: TrainState, feed: Any, data: Any) -> tuple[TrainState, Any]:
-        p_in = carry["params"]
-        n = jax.tree.leaves(feed)[0].shape[0]
+        return jax.lax.scan(lambda c, item: step(c, self._batch(item, data)), carry, feed)
 
-        def body(c: TrainState, x: Any) -> tuple[TrainState, Any]:
-            item, i = x
-            # gather one batch per step: the same speed as gathering the whole call up front
-            # (measured), with a batch instead of a call's worth of batches in temporary memory
-            batch = jax.tree.map(lambda d: d[item], data) if self.gather else item
-            return step(c, batch, i, p_in)
-
-        return jax.lax.scan(body, carry, (feed, jnp.arange(n, dtype=jnp.int32)))
-
-    def train_call(self, carry: TrainState, feed: Any, data: Any) -> tuple[TrainState, dict[str, Any], Any]:
+    def train_call(self, carry: TrainState, feed: Any, data: Any) -> tuple[TrainState, dict[str, Any]]:
         """``len(feed)`` steps fused with ``lax.scan``; ``feed`` is stacked batches or indices.
 
-        Returns ``(state, logs, record)``: per-step metrics (``[n]`` each) and the recorder's
-        per-layer sums of squares of the first step (``None`` unless ``record``)."""
+        Returns ``(state, logs)``: the state and per-step metrics (``[n]`` each)."""
         step = self._guarded_step if self.guard == "step" else self._plain_step
-        new, (logs, rec) = self._scan(step, carry, feed, data)
-        rec = self._record_out(rec)
+        new, logs = self._scan(step, carry, feed, data)
         if self.guard == "call":
             # every step's loss and the final parameters: a NaN gradient reaches the parameters in
             # the step it appears and stays (NaN is sticky), so one look at the end sees it
             ok = jnp.all(jnp.isfinite(logs["loss"])) & all_finite(new["params"]) & (carry["bad"] < 0)
             marked = {**carry, "bad": jnp.where(carry["bad"] >= 0, carry["bad"], carry["step"] + 1)}
             new = jax.lax.cond(ok, lambda: new, lambda: marked)
-        return new, logs, rec
+        return new, logs
 
     def checked_call(self, carry: TrainState, feed: Any, data: Any) -> tuple[TrainState, dict[str, Any]]:
         """The call again, every step checked: the state after its last finite step, ``bad``
         set to its first non-finite step (``-1`` if none is)."""
-        new, (logs, _) = self._scan(self._checked_step, carry, feed, data)
-        return new, logs
+        return self._scan(self._checked_step, carry, feed, data)
 
-    # -- divergence ---------------------------------------------------------------------------
-    def diagnose(self, params: Any, rest: Any, opt: Any, batch: Any) -> dict[str, Any]:
-        """One step from ``params`` on ``batch``, not applied: the loss and, per layer, whether
-        its gradients and its optimizer updates are finite (and their sums of squares)."""
+    # -- the flight recorder and divergence --------------------------------------------------
+    def probe(self, params: Any, rest: Any, opt: Any, feed: Any, data: Any, index: Any) -> dict[str, Any]:
+        """Step ``index`` of a call's input, from ``params``/``rest``/``opt``, not applied: its
+        loss and, per layer, the sums of squares of the gradients, of the optimizer's updates and
+        of the parameters (:meth:`~jaxmagic.train.recorder.Layers.probe_sums`)."""
+        batch = self._batch(jax.tree.map(lambda f: f[index], feed), data)
         loss, _, _, grads = self._grads(params, rest, batch)
         updates, _ = self.tx.update(grads, opt, params)
-        return {
-            "loss": loss.astype(jnp.float32),
-            "grad_finite": self.layers.finite(grads),
-            "update_finite": self.layers.finite(updates),
-            "grad_sq": self.layers.sq_norms(grads),
-            "update_sq": self.layers.sq_norms(updates),
-        }
+        return {"loss": loss.astype(jnp.float32), **self.layers.probe_sums(grads, updates, params)}
 
     def replay_step(self, params: Any, rest: Any, opt: Any, batch: Any) -> tuple[Any, Any, Any]:
         """One whole training step, for ``checkify``: ``(loss, grads, updates)``."""

@@ -79,7 +79,7 @@ class _PendingCall:
     logs: dict[str, Any]
     bad: Any  # first non-finite step, or -1 (a device scalar)
     record_epochs: bool  # record the epochs that end inside it (unless an eval at its end will)
-    rec: Any = None  # the flight recorder's per-layer sums of squares (device), or None
+    rec: Any = None  # the flight recorder's probe of the call's first step (device), or None
 
 
 def _default_predict(model: Any, batch: Any) -> Any:
@@ -139,8 +139,11 @@ class Trainer:
         (BatchNorm statistics, RNG state, a frozen layer: ``wrt=nnx.All(nnx.Param,
         nnx.Not(nnx.PathContains("encoder")))``) are carried through each step, not trained.
       flight: the flight recorder: per layer, the gradient, update and parameter norms of the
-        first step of every compiled call (on device, read one call behind), in
-        ``History.flight`` and the progress widget's heatmap.
+        first step of a compiled call at least every ``FLIGHT_EVERY`` (100) steps (an int: every
+        that many steps; ``False``: off), probed on device and read one call behind, in
+        ``History.flight`` and the progress widget's heatmap. Each record runs that step once
+        more, unapplied (~1% of the compute at the default); its program compiles beside the
+        train call, on another thread.
       guard: how the model is kept at the last finite state when a step goes NaN/Inf.
         ``"call"``: one check per compiled call (every step's loss, the final parameters); a
         call that fails it is rolled back and re-run step by step to find the step. Costs one more
@@ -174,7 +177,7 @@ class Trainer:
         best_mode: str = "min",
         predict_fn: Callable[[Any, Any], Any] | None = None,
         wrt: Any = nnx.Param,
-        flight: bool = True,
+        flight: bool | int = True,
         guard: str = "auto",
     ):
         if not isinstance(model, nnx.Module):
@@ -233,7 +236,14 @@ class Trainer:
         self.divergence: dv.Divergence | None = None  # of the last fit, for replay_diverged()
         self._fits = 0
         self._run: RunRecord | None = None  # the running fit's record (also in history.runs)
-        self.wrt, self.flight = wrt, bool(flight)
+        if flight is not True and flight is not False and (not is_int(flight) or flight < 1):
+            raise ValueError(
+                f"flight must be True, False or a positive int (steps between records), got {flight!r}"
+            )
+        self.wrt = wrt
+        self.flight_every = recorder.FLIGHT_EVERY if flight is True else int(flight or 0)
+        self._next_record = 0  # the step from which the next record is due
+        self._index0 = jax.device_put(np.int32(0), dist.replicated(self.mesh))  # the probed step
 
         try:
             self.graphdef, params, rest = nnx.split(model, wrt, ...)
@@ -378,7 +388,6 @@ class Trainer:
             wrt=self.wrt,
             layers=self.layers,
             guard=self.guard,
-            record=self.flight,
         )
 
     # -- fit ----------------------------------------------------------------------------------
@@ -582,6 +591,7 @@ class Trainer:
         self._resume_position = None
         run = self._begin(plan)
         self._fits += 1
+        self._next_record = 0  # every fit records its first call
         self.divergence = None  # replay_diverged() replays the last fit's divergence only
         self._running = True
         error: BaseException | None = None
@@ -654,6 +664,8 @@ class Trainer:
                 key = ("train", chunk.length, feed.on_device)
                 if key not in self._compiled:
                     self.progress.status = "compiling"
+                    # the recorder's probe compiles on another thread meanwhile
+                    probe_done = self._start_probe_compile(plan, chunk) if self.flight_every else None
                     self._compile(
                         key,
                         f"train call ({chunk.length} steps)",
@@ -662,17 +674,20 @@ class Trainer:
                         chunk.feed,
                         data,
                         donate=True,
-                        out_shardings=(self._state_shardings, None, None, None),
+                        out_shardings=(self._state_shardings, None, None),
                         steps=chunk.length,
                     )
+                    if probe_done is not None:
+                        probe_done()
                     t_mark = None
                 fn = self._compiled[key]
                 self.progress.status = "training"
                 if t_mark is None:
                     t_mark = time.perf_counter()
-                self._state, logs, bad, rec = fn(self._state, chunk.feed, data)
+                rec = self._probe(plan, chunk) if self.flight_every else None
+                self._state, logs, bad = fn(self._state, chunk.feed, data)
                 self._model_dirty = True
-                for x in (*jax.tree.leaves(logs), bad, *jax.tree.leaves(rec)):
+                for x in (*jax.tree.leaves(logs), bad):
                     x.copy_to_host_async()
                 if pending is not None:
                     t_mark = self._consume(plan, pending, t_mark)
@@ -725,8 +740,6 @@ class Trainer:
             run.examples += n * feed.batch_size
             run.end_step = self._step
             self.history.add_steps(steps, host_ok)
-            if pending.rec is not None and not checked:
-                self._record_flight(chunk.start + 1, pending.rec)
             self.progress.step = self._step
             if feed.steps_per_epoch:
                 self.progress.epoch = (self._step - 1) // feed.steps_per_epoch if self._step else 0
@@ -736,6 +749,10 @@ class Trainer:
             if spe and pending.record_epochs:  # epochs that ended inside this call
                 for e in range(chunk.start // spe + 1, self._step // spe + 1):
                     self._epoch_end(plan, e, {})
+        # a probe pairs the state before the call with its first batch: valid unless an earlier
+        # divergence left the call a state from before it
+        if pending.rec is not None and (bad < 0 or bad > chunk.start):
+            self._record_flight(chunk.start + 1, pending.rec)
         if bad >= 0 and self._diverged is None:
             i = bad - 1 - chunk.start
             self._diverged = self._diagnose(
@@ -749,8 +766,73 @@ class Trainer:
         mem = recorder.memory_peak(
             [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
         )
-        self.history.flight.add(self.layers.names, step, host["grad"], host["update"], host["param"], mem)
+        self.history.flight.add(
+            self.layers.names, step, host["grad_sq"], host["update_sq"], host["param_sq"], mem
+        )
         self.progress.memory_peak = mem
+
+    def _probe_key(self, plan: FitPlan, chunk: Chunk) -> tuple:
+        return ("probe", chunk.length, plan.feed.on_device)
+
+    def _probe_args(self, plan: FitPlan, chunk: Chunk, index: int) -> tuple:
+        s = self._state
+        i = self._index0 if index == 0 else jax.device_put(np.int32(index), dist.replicated(self.mesh))
+        return (s["params"], s["rest"], s["opt"], chunk.feed, plan.feed.device_data, i)
+
+    def _probe_fn(self, plan: FitPlan) -> Callable:
+        return readable(plan.fns.probe, "Trainer.flight_probe")
+
+    def _start_probe_compile(self, plan: FitPlan, chunk: Chunk) -> Callable[[], None] | None:
+        """Lower the recorder's probe here (tracing stays on this thread) and compile it on
+        another, beside the train call; returns the function that waits for it and lists it."""
+        key = self._probe_key(plan, chunk)
+        if key in self._compiled:
+            return None
+        t0 = time.perf_counter()
+        jitted = jax.jit(self._probe_fn(plan), out_shardings=dist.replicated(self.mesh))
+        lowered = jitted.lower(*self._probe_args(plan, chunk, 0))
+        lower_s = time.perf_counter() - t0
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            t = time.perf_counter()
+            try:
+                box["compiled"] = lowered.compile()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the training thread
+                box["error"] = e
+            box["seconds"] = time.perf_counter() - t
+
+        thread = threading.Thread(target=work, name="jaxmagic-compile", daemon=True)
+        thread.start()
+
+        def done() -> None:
+            waited = time.perf_counter()
+            thread.join()
+            self.progress.compile_seconds += time.perf_counter() - waited  # only what it added
+            if "error" in box:
+                raise box["error"]
+            self._compiled[key] = box["compiled"]
+            self.history.compiles.append(
+                {
+                    "what": f"flight recorder probe (one step of a {chunk.length}-step call, not applied; "
+                    "compiled beside the train call)",
+                    "seconds": lower_s + box["seconds"],
+                }
+            )
+
+        return done
+
+    def _probe(self, plan: FitPlan, chunk: Chunk) -> Any:
+        """Dispatch the probe of the call's first step when a record is due (and its program is
+        there: a call of another length goes unrecorded rather than compile for it)."""
+        compiled = self._compiled.get(self._probe_key(plan, chunk))
+        if compiled is None or chunk.start + 1 < self._next_record:
+            return None
+        rec = compiled(*self._probe_args(plan, chunk, 0))
+        for x in jax.tree.leaves(rec):
+            x.copy_to_host_async()
+        self._next_record = chunk.start + 1 + self.flight_every
+        return rec
 
     def _rerun_checked(self, plan: FitPlan, chunk: Chunk) -> tuple[dict[str, np.ndarray], int]:
         """Re-run a call that went non-finite, every step checked, from its input state (the
@@ -796,17 +878,15 @@ class Trainer:
         if 0 <= i < chunk.length:
             d.batch = dv.batch_of(chunk.feed, i, plan.feed.device_data, plan.fns.gather)
             d.state = {k: self._state[k] for k in ("params", "rest", "opt")}
-            key = ("diagnose", tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(d.batch)))
-            diag = self._compile(
-                key,
-                "divergence diagnosis (one step, not applied)",
-                readable(plan.fns.diagnose, "Trainer.diagnose_step"),
-                d.state["params"],
-                d.state["rest"],
-                d.state["opt"],
-                d.batch,
+            probe = self._compile(
+                self._probe_key(plan, chunk),
+                f"flight recorder probe (one step of a {chunk.length}-step call, not applied)",
+                self._probe_fn(plan),
+                *self._probe_args(plan, chunk, i),
+                out_shardings=dist.replicated(self.mesh),
             )
-            d.loss, d.grad_layers, d.update_layers = dv.diagnose(diag, self.layers.names, d.state, d.batch)
+            out = jax.device_get(probe(*self._probe_args(plan, chunk, i)))
+            d.loss, d.grad_layers, d.update_layers = dv.diagnosed(self.layers.names, out)
         else:
             d.note = (
                 "the call's end-of-call check failed, but every step passed when the call was re-run "
@@ -1062,9 +1142,9 @@ class Trainer:
         return compiled
 
     def _train_call_fn(self, fns: StepFns) -> Callable:
-        def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any, Any]:
-            new, logs, rec = fns.train_call(state, feed, data)
-            return new, logs, new["bad"] + 0, rec
+        def call(state: dict, feed: Any, data: Any) -> tuple[dict, dict, Any]:
+            new, logs = fns.train_call(state, feed, data)
+            return new, logs, new["bad"] + 0
 
         return readable(call, "Trainer.train_steps")
 

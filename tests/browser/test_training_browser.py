@@ -26,7 +26,7 @@ def loss_fn(m, b):
 class Slow(Callback):
     def on_steps(self, trainer, steps, logs): time.sleep(0.05)
 """
-SHORT = """short = Trainer(M(nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=jax.devices()[:1])
+SHORT = """short = Trainer(M(nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=jax.devices()[:1], flight=5)
 h1 = short.fit((X, y), steps=60, batch_size=32, eval_data=(X[:64], y[:64]), eval_every=20, steps_per_call=5,
                callbacks=[Slow()])"""
 LONG = """long = Trainer(M(nnx.Rngs(1)), optax.adam(1e-3), loss_fn, devices=jax.devices()[:1])
@@ -63,7 +63,7 @@ def test_progress_widget_runs_to_the_end_and_stop_button_stops(lab, page, artifa
     assert len(points) >= 30
     assert short.locator("circle").count() >= 3  # eval points
     painted_text(short, "step 60 / 60")
-    # the snapshot keeps the heatmap: 12 records (one per 5-step call) by 2 layers, decoded
+    # the snapshot keeps the heatmap: 12 records (flight=5: one per 5-step call) by 2 layers, decoded
     heat = short.locator(".jm .jm-heat img.jm-heat-img")
     assert heat.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight]") == [True, 12, 2]
     painted_text(short, "Gradient norm per layer", "memory peak")
