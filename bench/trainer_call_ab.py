@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/trainer_call_ab.py --width 1024 --steps 20 --repeats 25
 
-Compares the trainer's scanned step (`StepFns.train_call`) with on-device gathering, the same
-step over pre-stacked batches, and the hand-written `lax.scan` body from trainer_speed.py.
+Compares the trainer's scanned step (`StepFns.train_call`) with on-device gathering (per-call
+non-finite guard: the default; the same call preceded by the flight recorder's probe of its first
+step, as when every call is recorded; the per-step guard), the same step over pre-stacked
+batches, and the hand-written `lax.scan` body from trainer_speed.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sklearn.datasets import load_digits
 sys.path.insert(0, os.path.dirname(__file__))
 from trainer_speed import MLP, loss_fn  # noqa: E402
 
+from jaxmagic.train.recorder import Layers  # noqa: E402
 from jaxmagic.train.step import StepFns  # noqa: E402
 
 
@@ -52,11 +55,24 @@ def main() -> None:
             "bad": jnp.int32(-1),
         }
 
-    g, _ = fresh()
-    gather = StepFns(g, loss_fn, tx, {}, gather=True)
-    stacked = StepFns(g, loss_fn, tx, {}, gather=False)
-    gather_call = jax.jit(lambda s, f, d: gather.train_call(s, f, d), donate_argnums=0)
-    stacked_call = jax.jit(lambda s, f: stacked.train_call(s, f, None), donate_argnums=0)
+    g, s0 = fresh()
+    layers = Layers.of(s0["params"])
+
+    def trainer_call(gather: bool, probe: bool = False, **kw):
+        fns = StepFns(g, loss_fn, tx, {}, gather=gather, layers=layers, **kw)
+        if gather:
+            f = jax.jit(lambda s, fe, d: fns.train_call(s, fe, d), donate_argnums=0)
+            p = jax.jit(fns.probe)
+            zero = jnp.int32(0)
+
+            def run(s):
+                if probe:  # dispatched before the call, on the state the call then donates
+                    p(s["params"], s["rest"], s["opt"], idx, data, zero)
+                return f(s, idx, data)[0]
+
+            return run
+        f = jax.jit(lambda s, fe: fns.train_call(s, fe, None), donate_argnums=0)
+        return lambda s: f(s, (xs, ys))[0]
 
     def hand_body(c, b):
         def lf(p):
@@ -68,8 +84,10 @@ def main() -> None:
 
     hand_call = jax.jit(lambda c, x, yy: jax.lax.scan(hand_body, c, (x, yy)), donate_argnums=0)
     variants = {
-        "trainer step, on-device gather": lambda s: gather_call(s, idx, data)[0],
-        "trainer step, stacked batches": lambda s: stacked_call(s, (xs, ys))[0],
+        "trainer, gather, guard=call": trainer_call(True, guard="call"),
+        "trainer, gather, guard=call + probe": trainer_call(True, probe=True, guard="call"),
+        "trainer, gather, guard=step": trainer_call(True, guard="step"),
+        "trainer, stacked, guard=call": trainer_call(False, guard="call"),
         "hand lax.scan body": lambda s: hand_call(s, xs, ys)[0],
     }
     states = {}
@@ -78,8 +96,10 @@ def main() -> None:
         states[name] = fn((s["params"], s["opt"]) if name.startswith("hand") else s)
     jax.block_until_ready(states)
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.repeats):
-        for name, fn in variants.items():
+    names = list(variants)
+    for r in range(args.repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+            fn = variants[name]
             t = time.perf_counter()
             states[name] = fn(states[name])
             jax.block_until_ready(states[name])
@@ -88,7 +108,12 @@ def main() -> None:
     print(f"MLP 64-{args.width}-{args.width}-10, {K} steps per call, batch {B}, {args.repeats} repeats")
     for name, ts in times.items():
         rate = K / statistics.median(ts)
-        print(f"{name:34s} {rate:8.0f} steps/s  {rate / ref:5.2f}x")
+        print(f"{name:38s} {rate:8.0f} steps/s  {rate / ref:5.3f}x")
+    on, off = times["trainer, gather, guard=call + probe"], times["trainer, gather, guard=call"]
+    print(
+        f"a call with the recorder's probe / without: {statistics.median(off) / statistics.median(on):.3f}x "
+        "speed (the default records one call per 100+ steps)"
+    )
 
 
 if __name__ == "__main__":

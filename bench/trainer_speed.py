@@ -60,7 +60,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scan", type=int, default=50)
+    ap.add_argument(
+        "--sections",
+        default="steady,e2e,memory",
+        help="which parts to run: steady, e2e, memory (comma-separated)",
+    )
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
     N, B, K = args.steps, args.batch, args.scan
     N -= N % K
 
@@ -139,23 +145,42 @@ def main() -> None:
             float(nstep(model, opt, x_list[i], y_list[i]))
         return time.perf_counter() - t
 
-    def run_trainer():
-        model = MLP(args.width, nnx.Rngs(0))
-        tr = Trainer(model, tx, loss_fn, devices=dev)
-        buf = io.StringIO()
-        # Warm up with a run of the same length: the automatic steps-per-call depends on the run
-        # length, so a shorter warm-up would leave the timed run's program uncompiled.
-        warm = N
-        tr.fit((X, y), steps=warm, batch_size=B, progress=TerminalProgress(buf, summary=False))
-        t = time.perf_counter()
-        tr.fit((X, y), steps=warm + N, batch_size=B, progress=TerminalProgress(buf, summary=True))
-        dt = time.perf_counter() - t
-        run_trainer.k = tr.history.config["steps_per_call"]
-        run_trainer.compiles = tr.history.compiles
-        return dt
+    def trainer_loop(**kw):
+        def run_trainer():
+            model = MLP(args.width, nnx.Rngs(0))
+            tr = Trainer(model, tx, loss_fn, devices=dev, **kw)
+            buf = io.StringIO()
+            # Warm up with a run of the same length: the automatic steps-per-call depends on the run
+            # length, so a shorter warm-up would leave the timed run's program uncompiled.
+            warm = N
+            tr.fit((X, y), steps=warm, batch_size=B, progress=TerminalProgress(buf, summary=False))
+            t = time.perf_counter()
+            tr.fit((X, y), steps=warm + N, batch_size=B, progress=TerminalProgress(buf, summary=True))
+            dt = time.perf_counter() - t
+            run_trainer.k = tr.history.config["steps_per_call"]
+            run_trainer.compiles = tr.history.compiles
+            run_trainer.guard = tr.guard
+            return dt
 
+        return run_trainer
+
+    run_trainer = trainer_loop()
+    if "steady" in sections:
+        steady(args, run_trainer, trainer_loop, run_hand_jit, run_hand_scan, run_naive)
+    if "e2e" in sections:
+        end_to_end(args, X, y, idx, step)
+    if "memory" in sections:
+        memory(args, X, y, fresh, jit_scan, x_chunks, y_chunks)
+
+
+def steady(args, run_trainer, trainer_loop, run_hand_jit, run_hand_scan, run_naive) -> None:
+    """Steady state: every loop compiled and warmed up first, interleaved repeats."""
+    N, B, K = args.steps, args.batch, args.scan
+    N -= N % K
     loops = {
         "trainer (progress on)": run_trainer,
+        "trainer, recorder off": trainer_loop(flight=False),
+        "trainer, guard=step": trainer_loop(guard="step"),
         "hand jax.jit split/merge": run_hand_jit,
         f"hand lax.scan x{K}": run_hand_scan,
         "naive @nnx.jit + float(loss)": run_naive,
@@ -169,18 +194,28 @@ def main() -> None:
     ref = rate[f"hand lax.scan x{K}"]
     print(
         f"MLP 64-{args.width}-{args.width}-10, batch {B}, {N} steps, {args.repeats} interleaved repeats, "
-        f"backend {jax.default_backend()}, trainer steps_per_call={run_trainer.k}"
+        f"backend {jax.default_backend()}, trainer steps_per_call={run_trainer.k}, guard={run_trainer.guard}"
     )
     print(f"{'loop':34s} {'steps/s (median)':>16s} {'vs hand scan':>12s}   all runs (steps/s)")
     for k, v in rate.items():
         runs = ", ".join(f"{N / t:.0f}" for t in times[k])
         print(f"{k:34s} {v:16.0f} {v / ref:11.2f}x   {runs}")
-    end_to_end(args, X, y, idx, step)
+    on, off = times["trainer (progress on)"], times["trainer, recorder off"]
+    paired = [b / a for a, b in zip(on, off)]  # the two ran in the same round of each repeat
+    print(
+        f"flight recorder cost: recorder on runs at {statistics.median(off) / statistics.median(on):.3f}x "
+        f"the speed of recorder off (ratio of medians; median of per-round ratios "
+        f"{statistics.median(paired):.3f}x)"
+    )
 
-    # ---- memory: compiled call of the trainer vs the hand scan loop ---------------------------
+
+def memory(args, X, y, fresh, jit_scan, x_chunks, y_chunks) -> None:
+    """The compiled call's memory (memory_analysis) of the trainer and the hand scan loop."""
+    B, K = args.batch, args.scan
+    tx = optax.adam(1e-3)
+    dev = jax.devices()[:1]
     _, p, o = fresh()
     hand = jit_scan.lower(p, o, x_chunks[0], y_chunks[0]).compile().memory_analysis()
-    tr_entry = [c for c in run_trainer.compiles if c["what"].startswith("train call")][0]
     state_bytes = sum(x.nbytes for x in jax.tree.leaves((p, o)))
 
     def peak(m):
@@ -191,6 +226,7 @@ def main() -> None:
     model = MLP(args.width, nnx.Rngs(0))
     tr = Trainer(model, tx, loss_fn, devices=dev)
     tr.fit((X, y), steps=K, batch_size=B, progress=None, steps_per_call=K)
+    tr_entry = [c for c in tr.history.compiles if c["what"].startswith("train call")][0]
     key = next(k for k in tr._compiled if k[0] == "train")
     tm = tr._compiled[key].memory_analysis()
     print(
@@ -201,6 +237,13 @@ def main() -> None:
     print(
         f"donation: trainer aliases {tm.alias_size_in_bytes / 2**20:.2f} MiB of a {state_bytes / 2**20:.2f} MiB "
         f"train state ({tr_entry['alias_bytes'] >= state_bytes and 'state aliased' or 'NOT fully aliased'})"
+    )
+    step_tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev, guard="step")
+    step_tr.fit((X, y), steps=K, batch_size=B, progress=None, steps_per_call=K)
+    sm = step_tr._compiled[next(k for k in step_tr._compiled if k[0] == "train")].memory_analysis()
+    print(
+        f"memory with guard='{tr.guard}': {peak(tm) / 2**20:.2f} MiB; with guard='step' (no rollback copy of "
+        f"the state): {peak(sm) / 2**20:.2f} MiB = {peak(sm) / peak(hand):.2f}x the hand scan"
     )
 
 
@@ -213,10 +256,10 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
     x_host, y_host = X[idx], y[idx]  # [N, B, ...] on the host, in the trainer's order
     batch_list = [(x_host[i], y_host[i]) for i in range(N)]
 
-    def trainer_on(data, **kw):
+    def trainer_on(data, trainer_kw=None, **kw):
         def run():
             t = time.perf_counter()
-            tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev)
+            tr = Trainer(MLP(args.width, nnx.Rngs(0)), tx, loss_fn, devices=dev, **(trainer_kw or {}))
             tr.fit(data, progress=TerminalProgress(io.StringIO(), summary=True), **kw)
             jax.block_until_ready(tr._state)
             return time.perf_counter() - t
@@ -252,6 +295,8 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
     loops = {
         "trainer, arrays": trainer_on((X, y), steps=N, batch_size=B),
         "trainer, list of batches": trainer_on(batch_list, steps=N),
+        "trainer, arrays, recorder off": trainer_on((X, y), {"flight": False}, steps=N, batch_size=B),
+        "trainer, arrays, guard=step": trainer_on((X, y), {"guard": "step"}, steps=N, batch_size=B),
         f"hand lax.scan x{K}, list of batches": hand_scan,
     }
     try:

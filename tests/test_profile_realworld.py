@@ -280,6 +280,7 @@ def test_jaxmagics_own_trainer_profiles_clean_with_readable_names(monkeypatch):
         "Trainer.check_loss_fn",
         "Trainer.check_metrics",
         "Trainer.measure_peak_flops",
+        "Trainer.flight_probe",
     }
     assert not [f.name for f in r.functions if f.kind == "eager" and "Trainer" in f.name]
 

@@ -180,6 +180,17 @@ def _history_diverged() -> Result:
     return trainer.history
 
 
+def _divergence_replay() -> Result:
+    from jaxmagic.train import Trainer, TrainingDivergedError
+
+    X, y = dataset(64)
+    X[20:] = np.nan  # the second batch's loss is NaN
+    trainer = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=one_device())
+    with pytest.raises(TrainingDivergedError):
+        trainer.fit((X, y), steps=4, batch_size=16, shuffle=False, progress=None, steps_per_call=2)
+    return trainer.replay_diverged()
+
+
 # type name -> {variant: builder}. Builders that take an argument get a fresh ``tmp_path``.
 def _memory() -> Result:
     from jaxmagic.memories.live import memory
@@ -289,6 +300,7 @@ BUILDERS: dict[str, dict[str, Callable[..., Result]]] = {
     },
     "DevicesReport": {"devices": _devices},
     "History": {"fit": _history, "diverged": _history_diverged},
+    "DivergenceReport": {"replay": _divergence_replay},
     "MemoryReport": {"live": _memory},
     "OOMReport": {"oom": _oom},
     "PlanReport": {"data-parallel": _plan},

@@ -14,7 +14,7 @@ from flax import nnx
 
 from jaxmagic import devicepeak
 from jaxmagic.render.training import progress_view
-from jaxmagic.train import TerminalProgress, Trainer
+from jaxmagic.train import TerminalProgress, Trainer, flight
 from jaxmagic.train.history import RunRecord
 from tests.helpers import TinyMLP, batches, dataset, loss_fn, one_device
 
@@ -117,3 +117,19 @@ def test_measuring_the_peak_is_a_listed_compile_under_a_readable_name(monkeypatc
     assert any("peak" in c["what"] for c in t.history.compiles)
     names = {f.name for f in prof.report().functions if f.kind == "jit"}
     assert "Trainer.measure_peak_flops" in names and not any("lambda" in n for n in names)
+
+
+def test_the_cost_analysis_probe_agrees_with_the_known_cpu_convention_and_is_a_listed_compile(monkeypatch):
+    from tests.fingerprint import CompileCounter
+
+    monkeypatch.setattr(flight, "_per_trip", {})  # a backend not known: probed once
+    assert flight.counts_per_trip(one_device()[0]) is False  # CPU counts a loop body once
+    monkeypatch.setattr(flight, "_per_trip", {})
+    X, y = dataset(640)
+    t = Trainer(TinyMLP(DIN, WIDTH, DOUT, rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device())
+    counter = CompileCounter()
+    with counter.listening():
+        t.fit((X, y), steps=20, batch_size=B, steps_per_call=10, progress=None)
+    assert len(t.history.compiles) == counter.total
+    assert any("cost analysis convention" in c["what"] for c in t.history.compiles)
+    assert _matmul_flops_per_step() <= t.history.runs[-1].flops_per_step <= 1.35 * _matmul_flops_per_step()

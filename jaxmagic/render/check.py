@@ -66,6 +66,13 @@ def check_html(r) -> str:
     """Self-contained HTML: verdict badge, one insight-style block per finding."""
     from jaxmagic.render import html as H
 
+    return H.document(check_body(r))
+
+
+def check_body(r) -> str:
+    """The report's HTML without the document wrapper (for reports that embed it)."""
+    from jaxmagic.render import html as H
+
     checks = ", ".join(r.checks) + (f"; skipped: {', '.join(r.skipped)}" if r.skipped else "")
     badge = (
         H.badge("nothing checked", "bad")
@@ -96,4 +103,4 @@ def check_html(r) -> str:
     parts.append(f"<div class='jm-muted'>returned: <code>{H.esc(r.output)}</code></div>")
     for n in r.notes:
         parts.append(f"<div class='jm-muted'>note: {H.esc(n)}</div>")
-    return H.document("".join(parts))
+    return "".join(parts)

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxmagic._format import fmt_count, fmt_percent, fmt_seconds
+from jaxmagic._format import fmt_bytes, fmt_count, fmt_percent, fmt_seconds
 from jaxmagic.render import html as H
 from jaxmagic.render import text as T
+from jaxmagic.render.flight import flight_html, flight_text, heatmap_html
 
 _SPARK = "▁▂▃▄▅▆▇█"
 _STATUS_KIND = {
@@ -187,6 +188,12 @@ def run_summary_text(history: Any, width: int = 100) -> str:
         f"{history.last_step} steps · {fmt_count(t['steps_per_second'])} steps/s · "
         f"{fmt_count(t['examples_per_second'])} examples/s · train {fmt_seconds(t['train_seconds'])} · "
         f"compile {fmt_seconds(t['compile_seconds'])}"
+        + (f" · MFU {fmt_percent(t['mfu'])}" if math.isfinite(t["mfu"]) else "")
+        + (
+            f" · data-wait {fmt_percent(t['data_wait_fraction'])}"
+            if math.isfinite(t["data_wait_fraction"])
+            else ""
+        )
     )
     if history.checkpoints:
         c = history.checkpoints[-1]
@@ -209,8 +216,14 @@ def history_text(history: Any, width: int = 100) -> str:
         lines.append(
             f"  {name:<12} {fmt_metric(float(ok[0])):>9} → {fmt_metric(float(ok[-1])):<9} {sparkline(ys, 40)}"
         )
+    if history.divergence:
+        from jaxmagic.train.divergence import summary_line
+
+        lines.append(T.wrap(summary_line(history.divergence), width=width, indent="  ", first="  "))
     lines.append("")
     lines.append(run_summary_text(history, width))
+    if history.flight.steps:
+        lines.append(flight_text(history.flight, width=width))
     if history.compiles:
         comp = ", ".join(f"{c['what']} {fmt_seconds(c['seconds'])}" for c in history.compiles[:6])
         lines.append(T.wrap(f"compiled: {comp}", width=width))
@@ -275,6 +288,12 @@ def history_html(history: Any, progress: Any = None) -> str:
         ("train time", fmt_seconds(t["train_seconds"])),
         ("compile", fmt_seconds(t["compile_seconds"])),
     ]
+    if math.isfinite(t["mfu"]):
+        stats.append(("MFU", fmt_percent(t["mfu"])))
+    if math.isfinite(t["data_wait_fraction"]):
+        stats.append(("data wait", fmt_percent(t["data_wait_fraction"])))
+    if history.flight.steps:
+        stats.append(("memory peak", fmt_bytes(t["memory_peak_bytes"])))
     metrics = history.metrics
     if "loss" in metrics and len(metrics["loss"]):
         stats.append(("loss", fmt_metric(float(metrics["loss"][-1]))))
@@ -286,6 +305,7 @@ def history_html(history: Any, progress: Any = None) -> str:
             _series(history), x_max=progress.target if progress is not None and progress.target else None
         )
     )
+    body.append(flight_html(history.flight))
     body.append(metrics_table_html(history))
     body.append(checkpoints_html(history))
     cfg = history.config
@@ -327,6 +347,8 @@ def progress_view(progress: Any, history: Any) -> dict[str, Any]:
         stats.append(["MFU", fmt_percent(progress.mfu)])
     if math.isfinite(progress.data_wait_fraction):
         stats.append(["data wait", fmt_percent(progress.data_wait_fraction)])
+    if history.flight.steps:
+        stats.append(["memory peak", fmt_bytes(progress.memory_peak)])
     stats += [
         [k, fmt_metric(v)] for k, v in progress.last.items() if isinstance(v, float) and math.isfinite(v)
     ]
@@ -348,6 +370,7 @@ def progress_view(progress: Any, history: Any) -> dict[str, Any]:
         "message": progress.message,
         "stats": stats,
         "chart": svg_chart(_series(history), x_max=progress.target or None),
+        "heatmap": heatmap_html(history.flight),
         "table": {"headers": headers, "rows": rows},
         "checkpoints": ckpt,
     }

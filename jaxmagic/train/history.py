@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxmagic._format import fmt_count
 from jaxmagic._result import Result
+from jaxmagic.train.recorder import FlightLog
 
 
 def _clean(v: Any) -> Any:
@@ -72,6 +73,10 @@ class History(Result):
       compiles: one dict per compilation (``what``, ``seconds``).
       runs: one :class:`RunRecord` per ``fit`` and per resume (steps, status, message, timings).
       config: how the last run was set up (batch size, steps per call, devices, ...).
+      flight: the flight recorder's per-layer gradient, update and parameter norms and memory
+        high-water, one record per compiled call (:class:`~jaxmagic.train.recorder.FlightLog`).
+      divergence: the last divergence (step, layers that went non-finite, last checkpoint), or
+        ``None``.
 
     Example:
       >>> history = trainer.fit((X, y), epochs=3, batch_size=64)
@@ -88,6 +93,8 @@ class History(Result):
         self.compiles: list[dict[str, Any]] = []
         self.runs: list[RunRecord] = []
         self.config: dict[str, Any] = {}
+        self.flight = FlightLog()
+        self.divergence: dict[str, Any] | None = None
 
     # -- recording ------------------------------------------------------------------------
     def add_steps(self, steps: np.ndarray, logs: dict[str, np.ndarray]) -> None:
@@ -152,6 +159,7 @@ class History(Result):
             else math.nan
         )
         peak = next((r.peak_flops for r in reversed(counted) if r.peak_flops), None)
+        mem = [m for m in self.flight.memory_peak if m is not None]
         return {
             "steps": steps,
             "train_seconds": train_s,
@@ -162,6 +170,7 @@ class History(Result):
             "data_wait_fraction": wait_s / train_s if train_s > 0 else math.nan,
             "flops_per_second": flops_s,
             "mfu": flops_s / peak if peak else math.nan,
+            "memory_peak_bytes": max(mem) if mem else None,
         }
 
     # -- result protocol ------------------------------------------------------------------
@@ -197,6 +206,8 @@ class History(Result):
                 "compiles": self.compiles,
                 "runs": [r.to_dict() for r in self.runs],
                 "config": self.config,
+                "flight": self.flight.to_dict(),
+                "divergence": self.divergence,
                 "totals": self._totals(),
                 "status": self.status,
             }
@@ -214,6 +225,8 @@ class History(Result):
             setattr(h, name, [dict(x) for x in d.get(name, [])])
         h.runs = [RunRecord.from_dict(r) for r in d.get("runs", [])]
         h.config = dict(d.get("config", {}))
+        h.flight = FlightLog.from_dict(d.get("flight"))
+        h.divergence = dict(d["divergence"]) if d.get("divergence") else None
         return h
 
     def truncate(self, step: int) -> None:
@@ -225,3 +238,4 @@ class History(Result):
         self.evals = [e for e in self.evals if e["step"] <= step]
         self.epochs = [e for e in self.epochs if e["step"] <= step]
         self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
+        self.flight.truncate(step)

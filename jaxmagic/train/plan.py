@@ -122,6 +122,37 @@ class FitPlan:
         }
 
 
+GUARD_MEMORY_SHARE = 0.1  # guard="auto" keeps a rollback copy of the state up to this share
+
+
+def state_bytes_per_device(state: Any) -> int:
+    """Bytes of ``state`` on one device (each array's shard, by its sharding)."""
+    total = 0
+    for x in jax.tree.leaves(state):
+        n = int(np.prod(np.shape(x)))
+        shard = int(np.prod(x.sharding.shard_shape(x.shape))) if hasattr(x, "sharding") else n
+        total += int(getattr(x, "nbytes", 0)) * shard // max(n, 1)
+    return total
+
+
+def choose_guard(guard: str, state: Any, mesh: Any) -> str:
+    """``guard=`` -> ``"call"`` or ``"step"``. ``"auto"``: ``"call"`` (no per-step pass over the
+    gradients) unless its rollback copy of the train state would take more than
+    ``GUARD_MEMORY_SHARE`` of a device's memory (where the backend reports its limit)."""
+    if guard in ("call", "step"):
+        return guard
+    if guard != "auto":
+        raise ValueError(f"guard must be 'auto', 'call' or 'step', got {guard!r}")
+    try:
+        stats = mesh.devices.flat[0].memory_stats()
+    except Exception:  # a backend without memory statistics
+        stats = None
+    limit = (stats or {}).get("bytes_limit")
+    if not limit:
+        return "call"
+    return "call" if state_bytes_per_device(state) <= GUARD_MEMORY_SHARE * limit else "step"
+
+
 def choose_steps_per_call(
     steps_per_call: int | str,
     *,

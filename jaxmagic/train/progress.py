@@ -37,6 +37,7 @@ class Progress:
     data_wait_seconds: float = 0.0  # of train_seconds, the loop waited for the next call's input
     flops_per_step: float | None = None  # compiled train call's cost analysis (per device)
     peak_flops: float | None = None  # of one device
+    memory_peak: int | None = None  # device memory high-water, bytes (None: not reported, e.g. CPU)
     wall_start: float = dataclasses.field(default_factory=time.perf_counter)
     status: str = "starting"  # starting | compiling | training | evaluating | saving | <final status>
     message: str = ""

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -39,7 +40,8 @@ from flax import nnx
 from jaxmagic import devicepeak
 from jaxmagic._format import plural
 from jaxmagic.train import distributed as dist
-from jaxmagic.train import flight
+from jaxmagic.train import divergence as dv
+from jaxmagic.train import flight, recorder
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
 from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
@@ -50,6 +52,7 @@ from jaxmagic.train.plan import (
     Boundary,
     EvalPlan,
     FitPlan,
+    choose_guard,
     choose_steps_per_call,
     is_int,
     make_feed,
@@ -60,11 +63,13 @@ from jaxmagic.train.validate import abstract_outputs, check_eval_users
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss or the gradients became NaN/Inf; the model holds the last finite state."""
+    """The loss, the gradients or the updates became NaN/Inf; the model holds the last finite
+    state. ``divergence``: the step, the layers that went non-finite, the last checkpoint (a dict,
+    as in ``History.divergence``); ``trainer.replay_diverged()`` finds the operation."""
 
-    def __init__(self, message: str, step: int, history: History):
+    def __init__(self, message: str, step: int, history: History, divergence: dict[str, Any] | None = None):
         super().__init__(message)
-        self.step, self.history = step, history
+        self.step, self.history, self.divergence = step, history, divergence or {}
 
 
 @dataclasses.dataclass
@@ -75,12 +80,7 @@ class _PendingCall:
     logs: dict[str, Any]
     bad: Any  # first non-finite step, or -1 (a device scalar)
     record_epochs: bool  # record the epochs that end inside it (unless an eval at its end will)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Divergence:
-    step: int
-    loss: float
+    rec: Any = None  # the flight recorder's probe of the call's first step (device), or None
 
 
 def _default_predict(model: Any, batch: Any) -> Any:
@@ -136,6 +136,23 @@ class Trainer:
       best_mode: ``"min"`` or ``"max"`` for ``keep_best``.
       predict_fn: ``predict_fn(model, batch) -> outputs`` for :meth:`predict`
         (default: ``model(batch[0])`` for tuples, ``model(batch)`` for arrays).
+      wrt: which variables are trained (an NNX filter, default ``nnx.Param``); the others
+        (BatchNorm statistics, RNG state, a frozen layer: ``wrt=nnx.All(nnx.Param,
+        nnx.Not(nnx.PathContains("encoder")))``) are carried through each step, not trained.
+      flight: the flight recorder: per layer, the gradient, update and parameter norms of the
+        first step of a compiled call at least every ``FLIGHT_EVERY`` (100) steps (an int: every
+        that many steps; ``False``: off), probed on device and read one call behind, in
+        ``History.flight`` and the progress widget's heatmap. Each record runs that step once
+        more, unapplied (~1% of the compute at the default); its program compiles beside the
+        train call, on another thread.
+      guard: how the model is kept at the last finite state when a step goes NaN/Inf.
+        ``"call"``: one check per compiled call (every step's loss, the final parameters); a
+        call that fails it is rolled back and re-run step by step to find the step. Costs one more
+        copy of the train state in device memory during a call. ``"step"``: the loss and the
+        gradients checked at every step (one more pass over the gradients per step, no copy;
+        an update that turns non-finite from finite gradients shows at the next step's loss).
+        ``"auto"``: ``"call"`` unless the copy would take more than a tenth of the device's
+        memory.
 
     Example:
       >>> trainer = Trainer(model, optax.adam(1e-3), loss_fn, checkpoint_dir="runs/mlp")
@@ -160,6 +177,9 @@ class Trainer:
         keep_best: str | None = None,
         best_mode: str = "min",
         predict_fn: Callable[[Any, Any], Any] | None = None,
+        wrt: Any = nnx.Param,
+        flight: bool | int = True,
+        guard: str = "auto",
     ):
         if not isinstance(model, nnx.Module):
             hint = ""
@@ -213,10 +233,26 @@ class Trainer:
         self._model_dirty = False
         self._running = False
         self._saving = False  # a checkpoint save is being started (a third Ctrl-C aborts it)
-        self._diverged: _Divergence | None = None
+        self._diverged: dv.Divergence | None = None  # of the running fit
+        self.divergence: dv.Divergence | None = None  # of the last fit, for replay_diverged()
+        self._fits = 0
         self._run: RunRecord | None = None  # the running fit's record (also in history.runs)
+        if flight is not True and flight is not False and (not is_int(flight) or flight < 1):
+            raise ValueError(
+                f"flight must be True, False or a positive int (steps between records), got {flight!r}"
+            )
+        self.wrt = wrt
+        self.flight_every = recorder.FLIGHT_EVERY if flight is True else int(flight or 0)
+        self._next_record = 0  # the step from which the next record is due
+        self._index0 = jax.device_put(np.int32(0), dist.replicated(self.mesh))  # the probed step
 
-        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        try:
+            self.graphdef, params, rest = nnx.split(model, wrt, ...)
+        except Exception as e:
+            raise TypeError(f"wrt must be an NNX filter (e.g. nnx.Param), got {wrt!r}: {e}") from None
+        if not jax.tree.leaves(params):
+            raise ValueError(f"the model has no variables to train: none matches wrt={wrt!r}")
+        self.layers = recorder.Layers.of(params)
         self._param_shardings = dist.state_shardings(params, self.mesh)
         self._rest_shardings = dist.state_shardings(rest, self.mesh)
         params = jax.device_put(params, self._param_shardings)
@@ -233,6 +269,7 @@ class Trainer:
             "bad": jax.device_put(jnp.full((), -1, jnp.int32), rep),
         }
         self._state_shardings = jax.tree.map(lambda x: x.sharding, self._state)
+        self.guard = choose_guard(guard, self._state, self.mesh)
         nnx.update(model, params, rest)
         self._step = 0
 
@@ -272,6 +309,48 @@ class Trainer:
         self._ckpt.wait()
         return self._ckpt.all_steps()
 
+    def replay_diverged(self, *, where: Callable[[str], str | None] | None = None) -> dv.DivergenceReport:
+        """Re-run the step at which the last ``fit`` diverged, under ``checkify``, and say which
+        operation produced the first NaN/inf and on which line of your code.
+
+        The step runs again from the last finite state (the one the model holds, kept by the
+        trainer) on the exact batch of the bad step; nothing is applied or written back: the
+        model, the trainer and JAX's configuration are left as they are, even if the model was
+        changed since (the replay uses the kept state and says so).
+
+        Args:
+          where: ``filename -> label`` for the report's locations (default: ``In[5]`` for
+            notebook cells, found without importing IPython; ``file.py:12`` otherwise).
+
+        Returns:
+          A :class:`~jaxmagic.train.divergence.DivergenceReport` (text, HTML, ``to_dict``):
+          the step, the layers that went non-finite, the faulting operation and its source line.
+
+        Raises:
+          RuntimeError: the last ``fit`` did not diverge, or ``fit`` is running.
+
+        Example:
+          >>> try:
+          ...     trainer.fit(data, steps=1000)
+          ... except TrainingDivergedError:
+          ...     report = trainer.replay_diverged()
+          >>> report.operation, report.source
+          ('log', 'return -jnp.log(p).mean()')
+        """
+        if self._running:
+            raise RuntimeError("replay_diverged() cannot run while fit() is running")
+        d = self.divergence
+        if d is None:
+            last = f"it ended {self.history.status}" if self.history.runs else "no fit() has run yet"
+            raise RuntimeError(
+                f"replay_diverged(): nothing to replay: the last fit() did not diverge ({last})"
+            )
+        if d.batch is None or d.state is None:
+            raise RuntimeError(f"replay_diverged(): no single step of the run went non-finite: {d.what()}")
+        changed = dv.model_changed(nnx.state(self._model, self.wrt), d.state["params"])
+        step = readable(self._fns(gather=False).replay_step, "Trainer.replay_step")
+        return dv.replay(d, step, changed=changed, where=where)
+
     def request_stop(self, reason: str = "stopped") -> None:
         """Stop the running ``fit`` at the next call boundary (thread-safe; used by Stop buttons)."""
         with self._lock:
@@ -289,7 +368,7 @@ class Trainer:
 
     def _sync_from_model(self) -> None:
         """Take parameters from the user's model (it may have been edited between fits)."""
-        graphdef, params, rest = nnx.split(self._model, nnx.Param, ...)
+        graphdef, params, rest = nnx.split(self._model, self.wrt, ...)
         if graphdef != self.graphdef:
             raise ValueError(
                 "the model's structure changed since this Trainer was created; "
@@ -297,6 +376,20 @@ class Trainer:
             )
         self._state["params"] = jax.device_put(params, self._param_shardings)
         self._state["rest"] = jax.device_put(rest, self._rest_shardings)
+        # a run that diverged left its mark: the next calls would skip every step
+        self._state["bad"] = jax.device_put(jnp.full((), -1, jnp.int32), self._state_shardings["bad"])
+
+    def _fns(self, *, gather: bool) -> StepFns:
+        return StepFns(
+            self.graphdef,
+            self.loss_fn,
+            self.tx,
+            self.metrics,
+            gather=gather,
+            wrt=self.wrt,
+            layers=self.layers,
+            guard=self.guard,
+        )
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(
@@ -434,7 +527,7 @@ class Trainer:
         abstract_batch = spec.treedef.unflatten(
             [jax.ShapeDtypeStruct((feed.batch_size, *s), d) for s, d in zip(spec.shapes, spec.dtypes)]
         )
-        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=feed.on_device)
+        fns = self._fns(gather=feed.on_device)
         abstract_outputs(
             fns,
             self._state["params"],
@@ -498,6 +591,9 @@ class Trainer:
         self._data_position = 0
         self._resume_position = None
         run = self._begin(plan)
+        self._fits += 1
+        self._next_record = 0  # every fit records its first call
+        self.divergence = None  # replay_diverged() replays the last fit's divergence only
         self._running = True
         error: BaseException | None = None
         prefetcher: Prefetcher | None = None
@@ -569,6 +665,8 @@ class Trainer:
                 key = ("train", chunk.length, feed.on_device)
                 if key not in self._compiled:
                     self.progress.status = "compiling"
+                    # the recorder's probe compiles on another thread meanwhile
+                    probe_done = self._start_probe_compile(plan, chunk) if self.flight_every else None
                     self._compile(
                         key,
                         f"train call ({chunk.length} steps)",
@@ -580,11 +678,14 @@ class Trainer:
                         out_shardings=(self._state_shardings, None, None),
                         steps=chunk.length,
                     )
+                    if probe_done is not None:
+                        probe_done()
                     t_mark = None
                 fn = self._compiled[key]
                 self.progress.status = "training"
                 if t_mark is None:
                     t_mark = time.perf_counter()
+                rec = self._probe(plan, chunk) if self.flight_every else None
                 self._state, logs, bad = fn(self._state, chunk.feed, data)
                 self._model_dirty = True
                 for x in (*jax.tree.leaves(logs), bad):
@@ -593,7 +694,7 @@ class Trainer:
                     t_mark = self._consume(plan, pending, t_mark)
                 at = plan.boundary(chunk.start, chunk.start + chunk.length)
                 # the epoch record waits for the eval when one is due at the same boundary
-                pending = _PendingCall(chunk, logs, bad, not (at.epoch_end and at.eval_due))
+                pending = _PendingCall(chunk, logs, bad, not (at.epoch_end and at.eval_due), rec)
                 if at.eval_due or at.save_due or self._stop_reason:
                     # these need the state after this call: read it now (the only syncs in the loop)
                     t_mark = self._consume(plan, pending, t_mark)
@@ -605,19 +706,29 @@ class Trainer:
                     self.progress.status = "training"
         finally:
             if pending is not None:  # also when feeding failed: account for the call that ran
-                self._consume(plan, pending, t_mark)
+                # a call to re-run step by step waits for the next fit when an error is on its way
+                self._consume(plan, pending, t_mark, rerun=sys.exc_info()[0] is None)
 
-    def _consume(self, plan: FitPlan, pending: _PendingCall, t_mark: float | None) -> float:
+    def _consume(
+        self, plan: FitPlan, pending: _PendingCall, t_mark: float | None, rerun: bool = True
+    ) -> float:
         """Read one call's metrics (started copying one call ago), record them, detect divergence."""
         chunk, feed = pending.chunk, plan.feed
         host = {k: np.asarray(v) for k, v in pending.logs.items()}
         bad = int(np.asarray(pending.bad))
         now = time.perf_counter()
+        if t_mark is not None:
+            self.progress.train_seconds += now - t_mark
+        checked = False
+        if bad >= 0 and self._diverged is None and plan.fns.guard == "call":
+            # the call went non-finite and handed back its input state: find the step
+            if not rerun:
+                return now  # the model holds the state before this call; nothing of it counts
+            host, bad = self._rerun_checked(plan, chunk)
+            checked, now = True, time.perf_counter()
         n = chunk.length
         if bad >= 0:  # steps from `bad` on were not applied
             n = max(0, bad - 1 - chunk.start)
-        if t_mark is not None:
-            self.progress.train_seconds += now - t_mark
         steps = np.arange(chunk.start + 1, chunk.start + n + 1)
         host_ok = {k: v[:n] for k, v in host.items()}
         if n:
@@ -639,11 +750,154 @@ class Trainer:
             if spe and pending.record_epochs:  # epochs that ended inside this call
                 for e in range(chunk.start // spe + 1, self._step // spe + 1):
                     self._epoch_end(plan, e, {})
+        # a probe pairs the state before the call with its first batch: valid unless an earlier
+        # divergence left the call a state from before it
+        if pending.rec is not None and (bad < 0 or bad > chunk.start):
+            self._record_flight(chunk.start + 1, pending.rec)
         if bad >= 0 and self._diverged is None:
             i = bad - 1 - chunk.start
-            self._diverged = _Divergence(bad, float(host["loss"][i]) if 0 <= i < chunk.length else math.nan)
+            self._diverged = self._diagnose(
+                plan, chunk, i, float(host["loss"][i]) if 0 <= i < chunk.length else math.nan, checked
+            )
             self.request_stop("diverged")
         return now
+
+    def _record_flight(self, step: int, rec: Any) -> None:
+        host = {k: np.asarray(v) for k, v in rec.items()}
+        mem = recorder.memory_peak(
+            [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        )
+        self.history.flight.add(
+            self.layers.names, step, host["grad_sq"], host["update_sq"], host["param_sq"], mem
+        )
+        self.progress.memory_peak = mem
+
+    def _probe_key(self, plan: FitPlan, chunk: Chunk) -> tuple:
+        return ("probe", chunk.length, plan.feed.on_device)
+
+    def _probe_args(self, plan: FitPlan, chunk: Chunk, index: int) -> tuple:
+        s = self._state
+        i = self._index0 if index == 0 else jax.device_put(np.int32(index), dist.replicated(self.mesh))
+        return (s["params"], s["rest"], s["opt"], chunk.feed, plan.feed.device_data, i)
+
+    def _probe_fn(self, plan: FitPlan) -> Callable:
+        return readable(plan.fns.probe, "Trainer.flight_probe")
+
+    def _start_probe_compile(self, plan: FitPlan, chunk: Chunk) -> Callable[[], None] | None:
+        """Lower the recorder's probe here (tracing stays on this thread) and compile it on
+        another, beside the train call; returns the function that waits for it and lists it."""
+        key = self._probe_key(plan, chunk)
+        if key in self._compiled:
+            return None
+        t0 = time.perf_counter()
+        jitted = jax.jit(self._probe_fn(plan), out_shardings=dist.replicated(self.mesh))
+        lowered = jitted.lower(*self._probe_args(plan, chunk, 0))
+        lower_s = time.perf_counter() - t0
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            t = time.perf_counter()
+            try:
+                box["compiled"] = lowered.compile()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the training thread
+                box["error"] = e
+            box["seconds"] = time.perf_counter() - t
+
+        thread = threading.Thread(target=work, name="jaxmagic-compile", daemon=True)
+        thread.start()
+
+        def done() -> None:
+            waited = time.perf_counter()
+            thread.join()
+            self.progress.compile_seconds += time.perf_counter() - waited  # only what it added
+            if "error" in box:
+                raise box["error"]
+            self._compiled[key] = box["compiled"]
+            self.history.compiles.append(
+                {
+                    "what": f"flight recorder probe (one step of a {chunk.length}-step call, not applied; "
+                    "compiled beside the train call)",
+                    "seconds": lower_s + box["seconds"],
+                }
+            )
+
+        return done
+
+    def _probe(self, plan: FitPlan, chunk: Chunk) -> Any:
+        """Dispatch the probe of the call's first step when a record is due (and its program is
+        there: a call of another length goes unrecorded rather than compile for it)."""
+        compiled = self._compiled.get(self._probe_key(plan, chunk))
+        if compiled is None or chunk.start + 1 < self._next_record:
+            return None
+        rec = compiled(*self._probe_args(plan, chunk, 0))
+        for x in jax.tree.leaves(rec):
+            x.copy_to_host_async()
+        self._next_record = chunk.start + 1 + self.flight_every
+        return rec
+
+    def _rerun_checked(self, plan: FitPlan, chunk: Chunk) -> tuple[dict[str, np.ndarray], int]:
+        """Re-run a call that went non-finite, every step checked, from its input state (the
+        state now held: the call handed it back, any call launched after it passed it on)."""
+        self.progress.status = "checking"
+        state = {
+            **self._state,
+            "bad": jax.device_put(jnp.full((), -1, jnp.int32), self._state_shardings["bad"]),
+        }
+        data = plan.feed.device_data
+        key = ("train-checked", chunk.length, plan.feed.on_device)
+        fn = self._compile(
+            key,
+            f"train call ({chunk.length} steps, each checked: re-running a call that went non-finite)",
+            readable(plan.fns.checked_call, "Trainer.train_steps_checked"),
+            state,
+            chunk.feed,
+            data,
+            donate=True,
+            out_shardings=(self._state_shardings, None),
+        )
+        self._state, logs = fn(state, chunk.feed, data)
+        bad = int(np.asarray(self._state["bad"]))
+        if bad < 0:
+            # every step finite when checked one by one, though the call's end state was not (float
+            # differences between the two programs): stop here rather than trust either blindly
+            bad = chunk.start + chunk.length + 1
+        return {k: np.asarray(v) for k, v in logs.items()}, bad
+
+    def _diagnose(self, plan: FitPlan, chunk: Chunk, i: int, loss: float, checked: bool) -> dv.Divergence:
+        """The divergence at step ``chunk.start + i + 1``: which layers went non-finite (one
+        unapplied step from the last finite state, on that step's batch), the last checkpoint,
+        and what replay_diverged() needs."""
+        d = dv.Divergence(
+            step=chunk.start + i + 1,
+            loss=loss,
+            grad_layers=[],
+            update_layers=[],
+            layers=list(self.layers.names),
+            found_by="call" if checked or plan.fns.guard == "call" else "step",
+            fit=self._fits,
+        )
+        if 0 <= i < chunk.length:
+            d.batch = dv.batch_of(chunk.feed, i, plan.feed.device_data, plan.fns.gather)
+            d.state = {k: self._state[k] for k in ("params", "rest", "opt")}
+            probe = self._compile(
+                self._probe_key(plan, chunk),
+                f"flight recorder probe (one step of a {chunk.length}-step call, not applied)",
+                self._probe_fn(plan),
+                *self._probe_args(plan, chunk, i),
+                out_shardings=dist.replicated(self.mesh),
+            )
+            out = jax.device_get(probe(*self._probe_args(plan, chunk, i)))
+            d.loss, d.grad_layers, d.update_layers = dv.diagnosed(self.layers.names, out)
+        else:
+            d.note = (
+                "the call's end-of-call check failed, but every step passed when the call was re-run "
+                "step by step (float differences between the two programs); stopped to be safe"
+            )
+        if self._ckpt is not None:
+            done = [c for c in self.history.checkpoints if c["step"] < d.step]
+            if done:
+                d.checkpoint_step, d.checkpoint_path = done[-1]["step"], done[-1]["path"]
+        return d
 
     def _at_boundary(self, plan: FitPlan, at: Boundary) -> None:
         """Evaluate, record the epoch, checkpoint: what is due after the call that ended at ``at.end``."""
@@ -665,7 +919,7 @@ class Trainer:
         assert plan.evaluation is not None
         self.progress.status = "evaluating"
         ev = self._evaluate_batches(
-            StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False),
+            self._fns(gather=False),
             plan.evaluation.batches,
             plan.evaluation.local,
         )
@@ -718,14 +972,12 @@ class Trainer:
     def _end(self, plan: FitPlan, run: RunRecord, error: BaseException | None) -> History:
         reason = self._stop_reason
         run.notes = _data_notes(plan.feed)
-        if self._diverged is not None:
-            bad, value = self._diverged.step, self._diverged.loss
+        diverged = self._diverged
+        if diverged is not None:
             self._diverged = None
-            status = "diverged"
-            msg = (
-                f"loss became {value} at step {bad} (non-finite loss or gradients); training stopped and the "
-                f"model holds the last finite state, after step {bad - 1}"
-            )
+            self.divergence = diverged
+            self.history.divergence = diverged.to_dict()
+            status, msg = "diverged", diverged.message()
         elif isinstance(error, KeyboardInterrupt) or reason == "interrupted":
             status, msg = "interrupted", f"interrupted at step {self._step}"
             if self._ckpt is not None and not isinstance(error, KeyboardInterrupt):
@@ -762,8 +1014,8 @@ class Trainer:
             if error is None:
                 error = cb_error
         self._stop_reason = None
-        if status == "diverged":
-            raise TrainingDivergedError(msg, bad, self.history)
+        if diverged is not None:
+            raise TrainingDivergedError(msg, diverged.step, self.history, diverged.to_dict())
         if error is not None:
             raise error
         return self.history
@@ -839,6 +1091,22 @@ class Trainer:
                 }
             )
 
+    def _flops_per_step(self, compiled: Any, steps: int) -> float | None:
+        """FLOPs per step of a compiled train call; probing the backend's cost-analysis
+        convention (once per process) compiles a tiny scan, listed in ``History.compiles``."""
+        device = self.mesh.devices.flat[0]
+        probing = not flight.convention_known(device)
+        t0 = time.perf_counter()
+        per_trip = flight.counts_per_trip(device)
+        if probing:
+            self.history.compiles.append(
+                {
+                    "what": "cost analysis convention (a tiny scan, probed once per process)",
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        return flight.flops_per_step(compiled, steps, per_trip)
+
     def _compile(
         self,
         key: Any,
@@ -859,7 +1127,7 @@ class Trainer:
             compiled = lowered.compile()
             seconds = time.perf_counter() - t0
             if steps is not None:
-                self.progress.flops_per_step = flight.flops_per_step(lowered, compiled, steps)
+                self.progress.flops_per_step = self._flops_per_step(compiled, steps)
                 if self.progress.flops_per_step and self.progress.peak_flops is None:
                     self._record_peak(self.mesh.devices.flat[0])
             entry: dict[str, Any] = {"what": what, "seconds": seconds}
@@ -966,7 +1234,7 @@ class Trainer:
             raise RuntimeError("evaluate() cannot run while fit() is running")
         self._sync_from_model()
         batches, local = self._host_batches(data, batch_size, "evaluation data")
-        fns = StepFns(self.graphdef, self.loss_fn, self.tx, self.metrics, gather=False)
+        fns = self._fns(gather=False)
         abstract_outputs(
             fns,
             self._state["params"],

@@ -1,6 +1,6 @@
 // Live training progress (anywidget ES module). Python (render/training.py progress_view) sends
-// every string already formatted and the chart as SVG; this file only places them and reports
-// a click on Stop. Styles: jaxmagic/render/jaxmagic.css (the widget's _css).
+// every string already formatted, the chart and the per-layer heatmap as SVG; this file only
+// places them and reports a click on Stop. Styles: jaxmagic/render/jaxmagic.css (the widget's _css).
 
 function el(tag, cls, text) {
   const n = document.createElement(tag);
@@ -27,11 +27,11 @@ function render({ model, el: host }) {
   const bar = el("div", "jm-progress"), fill = el("div", "jm-progress-fill");
   bar.append(fill); meter.append(bar);
   const label = el("div", "jm-muted"), msg = el("div", "jm-message"), stats = el("div", "jm-totals");
-  const chart = el("div"), table = el("div"), ckpts = el("div", "jm-muted");
-  root.append(head, meter, label, msg, stats, chart, table, ckpts);
+  const chart = el("div"), heat = el("div", "jm-flight"), table = el("div"), ckpts = el("div", "jm-muted");
+  root.append(head, meter, label, msg, stats, chart, heat, table, ckpts);
   host.append(root);
 
-  let svg;
+  let svg, heatSvg;
   function update() {
     const v = model.get("view") || {};
     title.textContent = v.title || "Training"; // a tracked loop (render/loops.py) names itself
@@ -45,6 +45,7 @@ function render({ model, el: host }) {
     stats.replaceChildren(...(v.stats || []).map(([k, value]) => {
       const s = el("span", "jm-stat", `${k} `); s.append(el("b", "", value)); return s; }));
     if (svg !== v.chart) { svg = v.chart; chart.innerHTML = svg || ""; }
+    if (heatSvg !== v.heatmap) { heatSvg = v.heatmap; heat.innerHTML = heatSvg || ""; }
     const t = v.table || { headers: [], rows: [] };
     if (t.rows.length) {
       const tb = el("table", "jm-metrics"), hr = el("tr");

@@ -1,5 +1,6 @@
 """The training widget in a real JupyterLab + Chromium: progress reaches the end, the curve has
-points, the Stop button ends a long run, and the finished widget leaves a static snapshot."""
+points, the flight recorder's heatmap is drawn (live and in the snapshot), the Stop button ends a
+long run, and the finished widget leaves a static snapshot."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def loss_fn(m, b):
 class Slow(Callback):
     def on_steps(self, trainer, steps, logs): time.sleep(0.05)
 """
-SHORT = """short = Trainer(M(nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=jax.devices()[:1])
+SHORT = """short = Trainer(M(nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=jax.devices()[:1], flight=5)
 h1 = short.fit((X, y), steps=60, batch_size=32, eval_data=(X[:64], y[:64]), eval_every=20, steps_per_call=5,
                callbacks=[Slow()])"""
 LONG = """long = Trainer(M(nnx.Rngs(1)), optax.adam(1e-3), loss_fn, devices=jax.devices()[:1])
@@ -49,6 +50,9 @@ def test_progress_widget_runs_to_the_end_and_stop_button_stops(lab, page, artifa
     # the short run: live widget while training (a screenshot of it), then the snapshot
     short = _cell(page, 1)
     short.locator(".jm-progress-widget").wait_for(timeout=180_000)
+    # the flight recorder's heatmap: one row per layer, drawn live from Python's PNG
+    short.locator(".jm-progress-widget .jm-heat img.jm-heat-img").wait_for(timeout=180_000)
+    assert short.locator(".jm-progress-widget .jm-heat-names div").all_inner_texts() == ["a", "b"]
     page.wait_for_timeout(800)
     short.screenshot(path=str(artifacts_dir / "training_live.png"))
     short.locator(".jm .jm-progress[aria-valuenow='100']").wait_for(timeout=180_000)
@@ -59,6 +63,10 @@ def test_progress_widget_runs_to_the_end_and_stop_button_stops(lab, page, artifa
     assert len(points) >= 30
     assert short.locator("circle").count() >= 3  # eval points
     painted_text(short, "step 60 / 60")
+    # the snapshot keeps the heatmap: 12 records (flight=5: one per 5-step call) by 2 layers, decoded
+    heat = short.locator(".jm .jm-heat img.jm-heat-img")
+    assert heat.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight]") == [True, 12, 2]
+    painted_text(short, "Gradient norm per layer", "memory peak")
     short.screenshot(path=str(artifacts_dir / "training_snapshot.png"))
 
     # the long run: click Stop while the cell is busy
