@@ -82,6 +82,19 @@ def test_data_wait_shows_an_input_bound_run():
     assert fast < slow
 
 
+def test_data_wait_of_a_run_that_is_one_call_counts_its_input():
+    """All 16 batches feed one call: the wait for them is the run's data-wait (it was not
+    counted at all, and steps/s reported the compute alone: thousands of steps/s for a
+    pipeline that delivers 20 batches a second)."""
+    t = _fit(16, data=_slow_batches(16, 0.05))
+    run = t.history.runs[-1]
+    assert t.step == 16
+    # the first batch is read before the feeding thread starts; the other 15 sleeps are waited for
+    assert run.data_wait_seconds >= 15 * 0.05 * 0.9, run.data_wait_seconds
+    assert run.train_seconds >= run.data_wait_seconds
+    assert t.history.to_dict()["totals"]["steps_per_second"] <= 16 / (15 * 0.05 * 0.9)
+
+
 def test_terminal_line_and_widget_stats_show_mfu_and_data_wait():
     X, y = dataset(640)
     buf = io.StringIO()
