@@ -188,20 +188,40 @@ def test_heatmap_is_layers_by_records_with_non_finite_cells_marked():
     assert len(cols) == 50 and cols[0] == (1, 4) and grid[0, 0] == 3.0 and grid[0, -1] == 199.0
 
 
-def test_default_cadence_records_a_call_every_hundred_steps_and_lists_its_probe():
-    from jaxmagic.train.recorder import FLIGHT_EVERY
+def test_a_cadence_records_a_call_every_n_steps_and_lists_its_probe():
     from tests.fingerprint import CompileCounter
 
     X, y = dataset(200)
-    t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=one_device())
+    t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, flight=100, devices=one_device())
     counter = CompileCounter()
     with counter.listening():
         h = t.fit((X, y), steps=240, batch_size=16, progress=None, steps_per_call=30)
-    assert FLIGHT_EVERY == 100 and h.flight.steps == [1, 121]  # calls start at 0, 30, ...: 100+ apart
+    assert h.flight.steps == [1, 121]  # calls start at 0, 30, ...: the first ones 100+ steps apart
     assert len(h.compiles) == counter.total  # the probe, compiled beside the train call, is listed
     assert sum("flight recorder probe" in c["what"] for c in h.compiles) == 1
     h2 = t.fit((X, y), steps=300, batch_size=16, progress=None, steps_per_call=30)
     assert h2.flight.steps == [1, 121, 241]  # each fit records its first call
+
+
+def test_the_default_recorder_waits_for_a_long_enough_run(monkeypatch):
+    from jaxmagic.train import recorder
+    from tests.fingerprint import CompileCounter
+
+    X, y = dataset(200)
+    monkeypatch.setattr(recorder, "PROBE_AFTER", 1e9)  # a run that is never long enough
+    t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, devices=one_device())
+    h = t.fit((X, y), steps=60, batch_size=16, progress=None, steps_per_call=10)
+    assert h.flight.steps == [] and not any("probe" in c["what"] for c in h.compiles)
+    monkeypatch.setattr(recorder, "PROBE_AFTER", 0.0)  # long enough at once: compiles on another thread
+    counter, listed = CompileCounter(), len(t.history.compiles)
+    with counter.listening():
+        h = t.fit((X, y), steps=120, batch_size=16, progress=None, steps_per_call=10)
+    assert sum("flight recorder probe" in c["what"] for c in h.compiles) == 1  # ready by the end
+    assert len(h.compiles) - listed == counter.total == 1
+    first = list(h.flight.steps)  # which calls it recorded depends on when the compile finished
+    assert all(s in range(61, 121, 10) for s in first)
+    h = t.fit((X, y), steps=300, batch_size=16, progress=None, steps_per_call=10)
+    assert h.flight.steps == [*first, 121, 221]  # now compiled: from the first call, every 100+ steps
 
 
 def test_flight_must_be_a_bool_or_a_positive_int():

@@ -140,11 +140,13 @@ class Trainer:
         (BatchNorm statistics, RNG state, a frozen layer: ``wrt=nnx.All(nnx.Param,
         nnx.Not(nnx.PathContains("encoder")))``) are carried through each step, not trained.
       flight: the flight recorder: per layer, the gradient, update and parameter norms of the
-        first step of a compiled call at least every ``FLIGHT_EVERY`` (100) steps (an int: every
-        that many steps; ``False``: off), probed on device and read one call behind, in
-        ``History.flight`` and the progress widget's heatmap. Each record runs that step once
-        more, unapplied (~1% of the compute at the default); its program compiles beside the
-        train call, on another thread.
+        first step of a compiled call, probed on device and read one call behind, in
+        ``History.flight`` and the progress widget's heatmap; each record runs that step once
+        more, unapplied. ``True``: a record every 100+ steps (~1% of the compute), from when
+        the run has trained 25x as long as its train call took to compile (the probe compiles
+        on another thread then: a short run is not slowed and has no per-layer records). An int
+        ``n``: a record every ``n``+ steps from the first call on (the probe compiles before it,
+        beside the train call). ``False``: off.
       guard: how the model is kept at the last finite state when a step goes NaN/Inf.
         ``"call"``: one check per compiled call (every step's loss, the final parameters); a
         call that fails it is rolled back and re-run step by step to find the step. Costs one more
@@ -226,6 +228,7 @@ class Trainer:
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
         self._compiled: dict[Any, Any] = {}
+        self._compile_seconds: dict[Any, float] = {}
         self._data_position = 0  # batches of an iterable consumed before this trainer resumed
         self._batches_consumed = 0  # of the running fit's iterable, through the last finished step
         self._resume_position: dict[str, Any] | None = None  # a restored iterator position, for the next fit
@@ -243,6 +246,8 @@ class Trainer:
             )
         self.wrt = wrt
         self.flight_every = recorder.FLIGHT_EVERY if flight is True else int(flight or 0)
+        self._probe_eager = flight is not True  # a cadence given: record from the first call
+        self._probe_job: tuple[Any, recorder.CompileJob, int] | None = None
         self._next_record = 0  # the step from which the next record is due
         self._index0 = jax.device_put(np.int32(0), dist.replicated(self.mesh))  # the probed step
 
@@ -668,8 +673,8 @@ class Trainer:
                 if key not in self._compiled:
                     compiling = time.perf_counter()
                     self.progress.status = "compiling"
-                    # the recorder's probe compiles on another thread meanwhile
-                    probe_done = self._start_probe_compile(plan, chunk) if self.flight_every else None
+                    if self.flight_every and self._probe_eager:  # compiles meanwhile, on another thread
+                        self._start_probe_compile(plan, chunk)
                     self._compile(
                         key,
                         f"train call ({chunk.length} steps)",
@@ -681,12 +686,12 @@ class Trainer:
                         out_shardings=(self._state_shardings, None, None),
                         steps=chunk.length,
                     )
-                    if probe_done is not None:
-                        probe_done()
+                    if self._probe_job is not None:
+                        self._finish_probe_compile(wait=True)
                     t_mark += time.perf_counter() - compiling  # compile time is not training time
                 fn = self._compiled[key]
                 self.progress.status = "training"
-                rec = self._probe(plan, chunk) if self.flight_every else None
+                rec = self._probe(plan, chunk, key) if self.flight_every else None
                 self._state, logs, bad = fn(self._state, chunk.feed, data)
                 self._model_dirty = True
                 for x in (*jax.tree.leaves(logs), bad):
@@ -706,6 +711,8 @@ class Trainer:
                     t_mark = time.perf_counter()
                     self.progress.status = "training"
         finally:
+            if self._probe_job is not None:  # listed before fit returns: compile counts stay exact
+                self._finish_probe_compile(wait=True)
             if pending is not None:  # also when feeding failed: account for the call that ran
                 # a call to re-run step by step waits for the next fit when an error is on its way
                 self._consume(plan, pending, t_mark, rerun=sys.exc_info()[0] is None)
@@ -784,50 +791,47 @@ class Trainer:
     def _probe_fn(self, plan: FitPlan) -> Callable:
         return readable(plan.fns.probe, "Trainer.flight_probe")
 
-    def _start_probe_compile(self, plan: FitPlan, chunk: Chunk) -> Callable[[], None] | None:
-        """Lower the recorder's probe here (tracing stays on this thread) and compile it on
-        another, beside the train call; returns the function that waits for it and lists it."""
+    def _start_probe_compile(self, plan: FitPlan, chunk: Chunk) -> None:
+        """Lower the recorder's probe here and compile it on another thread."""
         key = self._probe_key(plan, chunk)
-        if key in self._compiled:
-            return None
+        if key in self._compiled or self._probe_job is not None:
+            return
         t0 = time.perf_counter()
         jitted = jax.jit(self._probe_fn(plan), out_shardings=dist.replicated(self.mesh))
         lowered = jitted.lower(*self._probe_args(plan, chunk, 0))
-        lower_s = time.perf_counter() - t0
-        box: dict[str, Any] = {}
+        self._probe_job = (key, recorder.CompileJob(lowered, time.perf_counter() - t0), chunk.length)
 
-        def work() -> None:
-            t = time.perf_counter()
-            try:
-                box["compiled"] = lowered.compile()
-            except BaseException as e:  # noqa: BLE001 - re-raised on the training thread
-                box["error"] = e
-            box["seconds"] = time.perf_counter() - t
+    def _finish_probe_compile(self, wait: bool) -> None:
+        """Take the compiled probe when it is ready (or wait for it) and list it."""
+        assert self._probe_job is not None
+        key, job, length = self._probe_job
+        if not wait and not job.ready():
+            return
+        waited = time.perf_counter()
+        compiled, seconds = job.result()
+        self.progress.compile_seconds += time.perf_counter() - waited  # only the time it held us up
+        self._probe_job = None
+        self._compiled[key] = compiled
+        self.history.compiles.append(
+            {
+                "what": f"flight recorder probe (one step of a {length}-step call, not applied; "
+                "compiled on another thread)",
+                "seconds": seconds,
+            }
+        )
 
-        thread = threading.Thread(target=work, name="jaxmagic-compile", daemon=True)
-        thread.start()
-
-        def done() -> None:
-            waited = time.perf_counter()
-            thread.join()
-            self.progress.compile_seconds += time.perf_counter() - waited  # only what it added
-            if "error" in box:
-                raise box["error"]
-            self._compiled[key] = box["compiled"]
-            self.history.compiles.append(
-                {
-                    "what": f"flight recorder probe (one step of a {chunk.length}-step call, not applied; "
-                    "compiled beside the train call)",
-                    "seconds": lower_s + box["seconds"],
-                }
-            )
-
-        return done
-
-    def _probe(self, plan: FitPlan, chunk: Chunk) -> Any:
-        """Dispatch the probe of the call's first step when a record is due (and its program is
-        there: a call of another length goes unrecorded rather than compile for it)."""
-        compiled = self._compiled.get(self._probe_key(plan, chunk))
+    def _probe(self, plan: FitPlan, chunk: Chunk, train_key: Any) -> Any:
+        """Dispatch the probe of the call's first step when a record is due and the probe is
+        compiled (a call of another length goes unrecorded rather than compile for it); by
+        default, start compiling it once the run has trained long enough."""
+        key = self._probe_key(plan, chunk)
+        if self._probe_job is not None:
+            self._finish_probe_compile(wait=False)
+        elif key not in self._compiled:
+            compile_s = self._compile_seconds.get(train_key, 0.0)
+            if self.progress.train_seconds >= recorder.PROBE_AFTER * compile_s:
+                self._start_probe_compile(plan, chunk)
+        compiled = self._compiled.get(key)
         if compiled is None or chunk.start + 1 < self._next_record:
             return None
         rec = compiled(*self._probe_args(plan, chunk, 0))
@@ -1141,6 +1145,7 @@ class Trainer:
             self.history.compiles.append(entry)
             self.progress.compile_seconds += seconds
             self._compiled[key] = compiled
+            self._compile_seconds[key] = seconds
         return compiled
 
     def _train_call_fn(self, fns: StepFns) -> Callable:
