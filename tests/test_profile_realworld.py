@@ -273,14 +273,14 @@ def test_jaxmagics_own_trainer_profiles_clean_with_readable_names(monkeypatch):
         trainer.fit((X, y), epochs=3, batch_size=32, eval_data=(X[:70], y[:70]), progress=None)
     r = prof.report()
     assert [i.kind for i in r.insights if i.severity == "warn"] == []
-    names = {f.name for f in r.functions if f.kind == "jit"}
+    # the flight recorder's probe compiles only once a run has trained long enough: it may be absent
+    names = {f.name for f in r.functions if f.kind == "jit"} - {"Trainer.flight_probe"}
     assert names == {
         "Trainer.train_steps",
         "Trainer.evaluate",
         "Trainer.check_loss_fn",
         "Trainer.check_metrics",
         "Trainer.measure_peak_flops",
-        "Trainer.flight_probe",
     }
     assert not [f.name for f in r.functions if f.kind == "eager" and "Trainer" in f.name]
 
