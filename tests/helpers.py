@@ -268,6 +268,14 @@ def cell_outputs(nb: Any, tag: str) -> list:
     return [o for c in nb.cells if c.cell_type == "code" and marker in c.source for o in c.outputs]
 
 
+def tagged_text(name: str, tag: str) -> str:
+    """The text of the outputs of ``notebooks/<name>``'s cells tagged ``# test: <tag>`` (the
+    notebook executed once per session); fails when the tag has no output."""
+    outs = cell_outputs(execute(name)[0], tag)
+    assert outs, f"{name}: no outputs for the cell tagged {tag!r}"
+    return text_of(outs)
+
+
 def text_of(outs: list) -> str:
     """All stream, text/plain and text/html text of ``outs``, one part per line.
 

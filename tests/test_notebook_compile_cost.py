@@ -16,9 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def text(tag: str) -> str:
-    outs = nbutil.cell_outputs(nbutil.execute(NB)[0], tag)
-    assert outs, f"no outputs for the cell tagged {tag!r}"
-    return re.sub(r"\x1b\[[0-9;]*m", "", nbutil.text_of(outs))  # rich's colours
+    return re.sub(r"\x1b\[[0-9;]*m", "", nbutil.tagged_text(NB, tag))  # rich's colours
 
 
 def test_runs_clean():

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def text(tag: str) -> str:
-    outs = helpers.cell_outputs(helpers.execute(NB)[0], tag)
-    assert outs, f"no outputs for the cell tagged {tag!r}"
-    return helpers.text_of(outs)
+    return helpers.tagged_text(NB, tag)
 
 
 def test_runs_clean():

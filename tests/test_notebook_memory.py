@@ -14,15 +14,12 @@ pytestmark = pytest.mark.slow
 
 
 def text(tag: str) -> str:
-    outs = nbutil.cell_outputs(nbutil.execute(NB)[0], tag)
-    assert outs, f"no outputs for the cell tagged {tag!r}"
-    return nbutil.text_of(outs)
+    return nbutil.tagged_text(NB, tag)
 
 
-def test_runs_clean_and_fast():
-    nb, seconds = nbutil.execute(NB)
+def test_runs_clean():
+    nb, _ = nbutil.execute(NB)  # its run time is recorded by test_notebooks, never asserted
     assert nbutil.errors(nb) == []
-    assert seconds < 90
 
 
 def test_output_history_leak_found_then_freed():

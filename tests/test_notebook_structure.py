@@ -14,9 +14,8 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 
 @pytest.fixture(scope="module")
 def nb():
-    nb, seconds = helpers.execute(NB)
+    nb, _ = helpers.execute(NB)  # its run time is recorded by test_notebooks, never asserted
     assert helpers.errors(nb) == []
-    assert seconds < 90
     return nb
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from jaxmagic._kernel import in_notebook_kernel
+from jaxmagic._kernel import choose_view
 from jaxmagic.progress.state import LoopRun, ProgressReport
 
 
@@ -83,19 +83,13 @@ class TerminalLoopView(LoopView):
 def resolve_view(progress: Any) -> LoopView | None:
     """``progress=`` -> a view: ``"auto"`` (the widget in a notebook kernel, else the terminal
     line), ``"widget"``, ``"text"``, ``None``/``False`` (silent) or a :class:`LoopView`."""
-    if progress is None or progress is False:
-        return None
-    if isinstance(progress, LoopView):
-        return progress
-    if progress == "auto":
-        progress = "widget" if in_notebook_kernel() else "text"
-    if progress == "widget":
+
+    def widget() -> LoopView:
         from jaxmagic.widgets.loops import LoopWidgetView  # lazy: widget code stays out of capture
 
         return LoopWidgetView()
-    if progress in ("text", "terminal"):
-        return TerminalLoopView()
-    raise ValueError(f"progress must be 'auto', 'widget', 'text', None or a LoopView, got {progress!r}")
+
+    return choose_view(progress, LoopView, widget, TerminalLoopView)
 
 
 def check_progress(progress: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxmagic._format import fmt_count, fmt_percent, fmt_seconds
-from jaxmagic._kernel import in_notebook_kernel as in_notebook_kernel  # shared with jaxmagic.progress
+from jaxmagic._kernel import choose_view
 from jaxmagic.train.callbacks import Callback
 
 
@@ -209,16 +209,10 @@ class TerminalProgress(Callback):
 def resolve_progress(progress: Any) -> Callback | None:
     """``progress=`` -> a view: ``"auto"`` (widget in a notebook kernel, else the terminal line),
     ``"widget"``, ``"text"``, ``None``/``False`` (silent) or a ``Callback`` instance."""
-    if progress is None or progress is False:
-        return None
-    if isinstance(progress, Callback):
-        return progress
-    if progress == "auto":
-        progress = "widget" if in_notebook_kernel() else "text"
-    if progress == "widget":
+
+    def widget() -> Callback:
         from jaxmagic.widgets.progress import WidgetProgress  # lazy: widget code stays out of train/
 
         return WidgetProgress()
-    if progress in ("text", "terminal"):
-        return TerminalProgress()
-    raise ValueError(f"progress must be 'auto', 'widget', 'text', None or a Callback, got {progress!r}")
+
+    return choose_view(progress, Callback, widget, TerminalProgress)

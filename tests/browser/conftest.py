@@ -218,3 +218,10 @@ def painted_text(locator, *needles: str, timeout: float = 30_000) -> str:
     for needle in needles:
         expect(locator).to_contain_text(needle, use_inner_text=True, timeout=timeout)
     return locator.inner_text()
+
+
+def assert_visible(locator) -> None:
+    """Scroll to ``locator`` and check a person would see it: visible and of a real size."""
+    locator.scroll_into_view_if_needed()
+    box = locator.bounding_box()
+    assert locator.is_visible() and box and box["width"] > 200 and box["height"] > 40, box

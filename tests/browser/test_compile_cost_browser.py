@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, painted_text, run_all
+from tests.browser.conftest import (
+    assert_visible,
+    dismiss_dialogs,
+    error_outputs,
+    open_notebook,
+    painted_text,
+    run_all,
+)
 
 pytestmark = pytest.mark.browser
 
 NB = "14_compile_and_cost.ipynb"
-
-
-def _visible(locator) -> None:
-    locator.scroll_into_view_if_needed()
-    box = locator.bounding_box()
-    assert locator.is_visible() and box and box["width"] > 200 and box["height"] > 40, box
 
 
 def _report(page, text: str):
@@ -31,17 +32,17 @@ def test_compile_and_cost_reports_in_jupyterlab(lab, page, artifacts_dir):
     assert error_outputs(page) == []
 
     ledger = _report(page, "normalize compiled 8×")
-    _visible(ledger)
+    assert_visible(ledger)
     painted_text(ledger, "Compile ledger", "normalize", "not configured", "pad inputs")
     ledger.screenshot(path=str(artifacts_dir / "compile-ledger.png"))
 
     hits = _report(page, "6 hits")
-    _visible(hits)
+    assert_visible(hits)
     painted_text(hits, "hit", "whole seconds")
     hits.screenshot(path=str(artifacts_dir / "compile-cache-hits.png"))
 
     table = _report(page, "Per-layer cost")
-    _visible(table)
+    assert_visible(table)
     painted_text(table, "attn/query", "self time", "named_scope")
     table.screenshot(path=str(artifacts_dir / "compile-tabulate.png"))
     # sortable: a click on "params" sorts the rows by parameter count, ascending
@@ -57,13 +58,13 @@ def test_compile_and_cost_reports_in_jupyterlab(lab, page, artifacts_dir):
     table.screenshot(path=str(artifacts_dir / "compile-tabulate-time.png"))
 
     diff = _report(page, "Profile comparison")
-    _visible(diff)
+    assert_visible(diff)
     painted_text(diff, "loss", "changed", "Optimized HLO", "fusions")
     assert diff.locator("table.jm-hlo-diff").count() == 1
     diff.screenshot(path=str(artifacts_dir / "compile-diff-remat.png"))
 
     throughput = _report(page, "Achieved throughput")
-    _visible(throughput)
+    assert_visible(throughput)
     painted_text(throughput, "train_step", "FLOP/s", "measured once per process")
     assert throughput.locator("table.jm-throughput").count() == 1
     throughput.screenshot(path=str(artifacts_dir / "compile-throughput.png"))

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, painted_text, run_all
+from tests.browser.conftest import (
+    assert_visible,
+    dismiss_dialogs,
+    error_outputs,
+    open_notebook,
+    painted_text,
+    run_all,
+)
 
 pytestmark = pytest.mark.browser
 
 NB = "13_memory.ipynb"
-
-
-def _visible(locator) -> None:
-    locator.scroll_into_view_if_needed()
-    box = locator.bounding_box()
-    assert locator.is_visible() and box and box["width"] > 200 and box["height"] > 40, box
 
 
 def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
@@ -29,7 +30,7 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
     assert error_outputs(page) == []
 
     leak = page.locator(".jp-OutputArea-output .jm", has_text="Device memory").first
-    _visible(leak)
+    assert_visible(leak)
     owners = leak.locator("table").first
     painted_text(owners, "Out[", "history")
     painted_text(leak, "%reset -f out")
@@ -41,12 +42,12 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
     assert counts == sorted(counts)
 
     oom = page.locator(".jp-OutputArea-output .jm", has_text="out of memory").first
-    _visible(oom)
+    assert_visible(oom)
     painted_text(oom, "asked for 1.0 TiB", "del optimizer")
     oom.screenshot(path=str(artifacts_dir / "memory-oom.png"))
 
     plan = page.locator(".jp-OutputArea-output .jm", has_text="Collectives XLA inserted").first
-    _visible(plan)
+    assert_visible(plan)
     painted_text(plan, "Collectives XLA inserted", "fits")
     assert plan.locator(".jm-badge.jm-ok", has_text="fits").count() == 1
     assert plan.locator("table", has_text="all-gather").count() == 1
@@ -95,7 +96,7 @@ def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
     ex.screenshot(path=str(artifacts_dir / "memory-explorer-plan-error.png"))
 
     profiled = page.locator(".jp-OutputArea-output .jm", has_text="created in the cell, still alive").first
-    _visible(profiled)
+    assert_visible(profiled)
     painted_text(profiled, "created in the cell, still alive: 4 arrays, 16.0 MiB", "real_params['w1']")
     profiled.locator("h4", has_text="Memory").scroll_into_view_if_needed()
     profiled.screenshot(path=str(artifacts_dir / "memory-profiled-cell.png"))
