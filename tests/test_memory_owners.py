@@ -296,10 +296,8 @@ def test_hostile_objects_are_read_without_running_their_code():
     Hostile.calls = 0
     h = Hostile(jnp.ones(17))
     ns = {"h": h, "keyed": {BadKey(): jnp.ones(18)}}
-    start = time.perf_counter()
     report = memory(ns)
-    assert time.perf_counter() - start < 5  # __getattr__ sleeps 5 s: it was never called
-    assert Hostile.calls == 0
+    assert Hostile.calls == 0  # no hook ran: __getattr__ (which would also sleep 5 s), properties
     owners = {r.owner for r in report.arrays if r.root in ns}
     assert owners == {"h.payload", "keyed[<BadKey>]"}
 
