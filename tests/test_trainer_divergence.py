@@ -182,3 +182,32 @@ def test_non_finite_updates_from_finite_gradients_are_caught_by_the_call_guard()
     assert d["grad_layers"] == [] and d["update_layers"] == ["l1", "l2"]
     assert "updates non-finite in all 2 layers" in d["what"]
     assert all(np.isfinite(p).all() for p in params_of(model))
+
+
+def _loss_nan_on_marked_batches(model, batch):
+    """A NaN loss with finite gradients (a logged term under stop_gradient): the parameters stay
+    finite, so the call launched after the bad one checks out finite on its own."""
+    x, y = batch
+    logits = model(x)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(y, 0)).mean()
+    return ce + jax.lax.stop_gradient(jnp.where(jnp.any(y < 0), jnp.nan, 0.0))
+
+
+@pytest.mark.parametrize("guard", ["call", "step"])
+def test_the_call_after_a_bad_one_counts_for_nothing_even_when_it_checks_out_finite(guard):
+    X, y = dataset(640)
+    data = batches(X, y, 16, 40)
+    marked = list(data)
+    marked[5] = (data[5][0], np.full_like(data[5][1], -1))  # step 6: NaN loss, finite gradients
+    model = TinyMLP(rngs=nnx.Rngs(0))
+    trainer = Trainer(model, optax.adam(1e-2), _loss_nan_on_marked_batches, guard=guard, devices=one_device())
+    with pytest.raises(TrainingDivergedError, match="at step 6"):
+        trainer.fit(marked, progress=None, steps_per_call=4)
+    assert trainer.step == 5 and list(trainer.history.steps) == [1, 2, 3, 4, 5]
+    # the model holds the state after step 5: the same as five steps on the same batches
+    ref = TinyMLP(rngs=nnx.Rngs(0))
+    Trainer(ref, optax.adam(1e-2), _loss_nan_on_marked_batches, guard=guard, devices=one_device()).fit(
+        data[:5], progress=None, steps_per_call=1
+    )
+    for got, want in zip(params_of(model), params_of(ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
