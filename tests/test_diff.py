@@ -38,6 +38,7 @@ def pair():
     return profiled(False), profiled(True, shapes=((32, 32), (16, 32)))
 
 
+@pytest.mark.slow
 def test_per_function_ratios_appeared_and_new_reasons(pair):
     a, b = pair
     r = compare(a, b)

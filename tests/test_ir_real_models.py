@@ -17,6 +17,9 @@ from jaxmagic.check import check_call
 from jaxmagic.ir import NotTraceableError, inspect_call
 from tests.fingerprint import fingerprint, namespace_fingerprint
 
+# compiles the tutorial models under every magic (~15 s): the whole suite runs it, not the fast loop
+pytestmark = pytest.mark.slow
+
 MODELS = """
 import jax, jax.numpy as jnp, optax
 from flax import nnx

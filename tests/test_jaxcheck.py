@@ -195,6 +195,7 @@ def test_quiet_shows_nothing_and_output_returns_report(cip):
         ("--checks user", []),
     ],
 )
+@pytest.mark.slow
 def test_checks_flag_selects_checks(cip, flag, kinds):
     r = cip.run_cell(f"%jaxcheck -o {flag} many(jnp.arange(3.0), 10)").result
     assert [f.kind for f in r.findings] == kinds

@@ -92,6 +92,7 @@ CELLS = [
 ]
 
 
+@pytest.mark.slow
 def test_counts_equal_an_independent_listener(ip):
     ip.run_line_magic("jaxcompiles", "--reset -q")
     with Independent() as mine:
@@ -201,6 +202,7 @@ def test_unload_removes_everything_and_reload_keeps_one_listener(ip):
     assert ip.run_line_magic("jaxcompiles", "-o").count == sum(mine.names.values())
 
 
+@pytest.mark.slow
 def test_thousands_of_compiles_keep_memory_bounded():
     """Backend events through jax.monitoring itself; groups and entries stay bounded and
     totals still count every compile."""

@@ -14,6 +14,7 @@ def run(ip, line):
     return res, cap
 
 
+@pytest.mark.slow
 def test_output_history_leak_found_and_freed(ip):
     ip.run_cell("import jax.numpy as jnp\nweights = jnp.ones((256, 256))")
     res, _ = run(ip, "jnp.ones((12345,))")  # shown as Out[n]: IPython keeps it alive
@@ -67,6 +68,7 @@ def test_bad_input_is_a_usage_error(ip, line, message):
         ip.run_line_magic("jaxmemory", line.split(" ", 1)[1])
 
 
+@pytest.mark.slow
 def test_hidden_copies_of_underscore_that_reset_out_leaves_are_found(ip):
     """IPython pushes ``_``, ``__``, ``___`` into ``user_ns_hidden`` as well, and ``%reset -f out``
     does not clear those copies: the array stays alive. The report names the holder and the

@@ -81,6 +81,7 @@ def _normalise(text):
     return re.sub(r"In\[\d+\]|ipython-input-\d+-[0-9a-f]+", "CELL", text)
 
 
+@pytest.mark.slow
 def test_explanation_under_an_unchanged_traceback_in_a_shell(ip):
     ip.run_line_magic("unload_ext", "jaxmagic")
     try:
@@ -127,6 +128,7 @@ def test_listener_registered_once_and_removed_on_unload(ip):
     assert len(_listeners(ip)) == 1
 
 
+@pytest.mark.slow
 def test_terminal_ipython_process():
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
@@ -183,6 +185,7 @@ def test_calls_that_are_not_plain_names_are_not_compiled():
     assert plan_failing_call("obj.method(x)", ns) is None
 
 
+@pytest.mark.slow
 def test_a_profiled_cell_that_runs_out_is_explained_too(ip):
     ip.run_cell("import jax.numpy as jnp")
     with capture_output() as cap:
@@ -278,6 +281,7 @@ except Exception as e:
 """
 
 
+@pytest.mark.slow
 def test_arrays_whose_computation_failed_are_left_out_not_read():
     # Reading such an array's buffer address aborts the process (a failed CHECK in XLA),
     # hence a separate process here.

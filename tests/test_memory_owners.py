@@ -133,6 +133,7 @@ def namespace():
     return ns
 
 
+@pytest.mark.slow
 def test_every_array_attributed_to_its_path_none_missed(namespace):
     ns = namespace
     report = memory(ns, top=1000)
@@ -185,6 +186,7 @@ def test_every_array_attributed_to_its_path_none_missed(namespace):
     } <= set(by_owner)
 
 
+@pytest.mark.slow
 def test_shared_array_counted_once_with_every_holder(namespace):
     report = memory(namespace, top=1000)
     recs = [r for r in report.arrays if r.owner in ("shared", "alias")]

@@ -65,6 +65,7 @@ def hlo_collectives(text):
 
 
 @pytest.mark.parametrize("shape, names, specs", CASES)
+@pytest.mark.slow
 def test_memory_and_collectives_equal_the_compiled_program(shape, names, specs):
     mesh = mesh_of(shape, names)
     report = plan(step, W, X, mesh=mesh, specs=specs)
@@ -247,6 +248,7 @@ def test_magic_bad_input(shell, line, message):
         shell.run_line_magic("jaxplan", line)
 
 
+@pytest.mark.slow
 def test_batch_sweep_finds_the_largest_batch_that_fits():
     mesh = mesh_of((2, 4), ("data", "model"))
     specs = (P(None, "model"), P("data"))
@@ -264,6 +266,7 @@ def test_batch_sweep_finds_the_largest_batch_that_fits():
         plan(step, W, X, batch_sweep=True)
 
 
+@pytest.mark.slow
 def test_nnx_jit_train_step_with_optimizer_is_planned_not_run():
     import optax
 

@@ -31,6 +31,7 @@ def _block(ns, body):
     return prof.report(namespace=ns)
 
 
+@pytest.mark.slow
 def test_created_arrays_with_owners_and_bytes_counted_by_hand():
     class Model(nnx.Module):
         def __init__(self, rngs):
@@ -91,6 +92,7 @@ def test_donated_argument_counts_as_freed():
     assert m.after_bytes == m.before_bytes
 
 
+@pytest.mark.slow
 def test_sharded_arrays_per_device_and_views_counted_once():
     mesh = Mesh(np.array(jax.devices()), ("d",))
     ns = {"x": jax.device_put(jnp.arange(64.0), NamedSharding(mesh, P("d")))}
@@ -177,6 +179,7 @@ def test_memory_off_and_nothing_left_behind():
 
 
 @pytest.mark.parametrize("n", [0, 1])  # an array created and dropped in the block is no exception
+@pytest.mark.slow
 def test_nothing_created_reads_plainly(n):
     ns = {"a": jnp.ones(4)}
     report = _block(ns, lambda ns: [jnp.ones(2) for _ in range(n)])

@@ -76,6 +76,7 @@ def batch_of(n: int):
     return jnp.ones((n, 4)), jnp.ones((n, 2))
 
 
+@pytest.mark.slow
 def test_nnx_train_step_inputs_and_misses_use_the_users_names():
     model, optimizer = make_model()
     with Compiles() as independent, Profiler() as prof:
@@ -128,6 +129,7 @@ def test_grad_of_a_jitted_function_is_not_a_recompile():
     assert "Cache misses" not in r.to_text()
 
 
+@pytest.mark.slow
 def test_a_real_recompile_is_still_reported():
     model, optimizer = make_model()
 
@@ -144,6 +146,7 @@ def test_a_real_recompile_is_still_reported():
     assert len(rec) == 1 and "3 times" in rec[0].message and "batch[0]" in rec[0].message
 
 
+@pytest.mark.slow
 def test_one_host_read_per_epoch_is_not_a_host_sync_problem():
     model, optimizer = make_model()
     batches = [batch_of(8) for _ in range(5)]
@@ -252,6 +255,7 @@ def test_x64_warning_insight_is_not_cut_mid_sentence():
     assert found.message.endswith("truncated to dtype float32."), found.message
 
 
+@pytest.mark.slow
 def test_jaxmagics_own_trainer_profiles_clean_with_readable_names(monkeypatch):
     from jaxmagic import devicepeak
     from jaxmagic.train import Trainer
@@ -296,6 +300,7 @@ def test_dropout_model_forward_with_rngs_under_the_profiler_leaves_the_model_usa
 
 
 @pytest.mark.parametrize("steps", [50])
+@pytest.mark.slow
 def test_compile_counts_match_an_independent_listener(steps):
     model, optimizer = make_model()
     with Compiles() as independent, Profiler() as prof:
@@ -327,6 +332,7 @@ def test_host_reads_in_a_comprehension_are_per_step():
     assert len(floats) == 25 and "host-sync" in prof.report().insight_kinds()
 
 
+@pytest.mark.slow
 def test_new_model_objects_recompile_with_a_readable_reason():
     first_model, first_optimizer = make_model()
     train_step(first_model, first_optimizer, batch_of(8))

@@ -145,6 +145,7 @@ def test_a_loop_the_cost_analysis_counts_once_shows_na(tmp_path):
     assert "loop: the program has a loop" in r.to_text(width=200)
 
 
+@pytest.mark.slow
 def test_missing_cost_analysis_and_unknown_peak_show_na(tmp_path):
     warm = jax.jit(fresh())
     x = jnp.ones((N, N))

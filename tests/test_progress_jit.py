@@ -59,6 +59,7 @@ def _plain_step(c, x):
 @pytest.mark.parametrize(
     "n,every,reverse", [(1000, None, False), (1000, 300, False), (1000, 300, True), (7, 1, False)]
 )
+@pytest.mark.slow
 def test_scan_matches_lax_scan_and_reports_each_chunk(n, every, reverse):
     xs = jnp.arange(n, dtype=jnp.float32) / 7
     view = Recorder()
@@ -90,6 +91,7 @@ def test_scan_matches_lax_scan_and_reports_each_chunk(n, every, reverse):
     assert steps == tuple(expected) and np.allclose(vals, means, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_pytree_xs_no_xs_and_grad():
     xs = {"a": jnp.ones((250, 2)), "b": jnp.arange(250)}
 

@@ -152,6 +152,7 @@ def test_terminal_line_outside_a_kernel(ip):
     assert "ipy · step 3/3 [####################] 100%" in out.stdout
 
 
+@pytest.mark.slow
 def test_capture_imports_no_ipython_and_a_plain_loop_no_jax():
     import subprocess
     import sys

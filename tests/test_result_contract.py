@@ -35,6 +35,9 @@ import jaxmagic
 from jaxmagic._result import Result
 from tests.helpers import TinyMLP, dataset, loss_fn, one_device, parse_html
 
+# builds every result type from real objects once (~10 s): the whole suite runs it, not the fast loop
+pytestmark = pytest.mark.slow
+
 
 def _profile() -> Result:
     from jaxmagic.profile import Profiler

@@ -138,6 +138,7 @@ def tree_state(mesh):
     return model, opt
 
 
+@pytest.mark.slow
 def test_tree_per_device_bytes_equal_the_buffers(mesh):
     model, opt = tree_state(mesh)
     r = sharding({"model": model, "opt": opt}, name="state")
@@ -153,6 +154,7 @@ def test_tree_per_device_bytes_equal_the_buffers(mesh):
     assert "per-device bytes (imbalance max/mean = 1.00)" in t and "model.w1.kernel" in t
 
 
+@pytest.mark.slow
 def test_what_if_spec_changes_bytes_without_moving_data(mesh):
     model, _ = tree_state(mesh)
     r = sharding(model)

@@ -42,6 +42,7 @@ def whole_call_flops(model, x) -> float:
     return compiled.cost_analysis()["flops"]
 
 
+@pytest.mark.slow
 def test_rows_sum_to_the_whole_call_and_match_each_layers_formula():
     model, x = Net(nnx.Rngs(0)), jnp.ones((8, 16))
     r = tabulate(model, x)
@@ -172,6 +173,7 @@ class WithIdentity(nnx.Module):
         return self.out(self.skip(jax.nn.relu(self.lin(x))))
 
 
+@pytest.mark.slow
 def test_time_rows_are_inclusive_and_add_up_to_the_whole_call(tmp_path):
     from jaxmagic.layercost.timing import RUNS
 
@@ -195,6 +197,7 @@ def test_time_rows_are_inclusive_and_add_up_to_the_whole_call(tmp_path):
     assert "self time" in r.to_html()
 
 
+@pytest.mark.slow
 def test_time_gives_a_layer_without_ops_no_time_and_leaves_the_model_unchanged():
     model = WithIdentity(nnx.Rngs(0))
     r = tabulate(model, jnp.ones((8, 16)), time=True)
@@ -203,6 +206,7 @@ def test_time_gives_a_layer_without_ops_no_time_and_leaves_the_model_unchanged()
     assert r.rows[0].flops == pytest.approx(whole_call_flops(model, jnp.ones((8, 16))), rel=0.01)
 
 
+@pytest.mark.slow
 def test_time_on_dropout_and_batchnorm_leaves_rng_and_statistics_unchanged():
     model = TinyMLP(rngs=nnx.Rngs(0), dropout=0.5, batchnorm=True)
     before = fingerprint(model)
@@ -301,6 +305,7 @@ def _linen_net():
 
 
 @pytest.mark.parametrize("train", [False, True])
+@pytest.mark.slow
 def test_nested_linen_layers_in_training_and_eval_sum_to_the_whole_call(train):
     x = jnp.ones((8, 16))
     model = nnx.bridge.ToNNX(_linen_net(), rngs=nnx.Rngs(0))
@@ -326,6 +331,7 @@ def test_nested_linen_layers_in_training_and_eval_sum_to_the_whole_call(train):
     assert fingerprint(model) == before  # batch statistics and RNG streams untouched
 
 
+@pytest.mark.slow
 def test_time_while_another_trace_runs_says_why_and_keeps_the_costs(tmp_path):
     from jaxmagic.profile.tracing import TraceSession
 

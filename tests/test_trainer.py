@@ -44,6 +44,7 @@ def hand_loop(model, tx, data):
     return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
+@pytest.mark.slow
 def test_iterable_of_batches_matches_hand_written_loop():
     X, y = dataset(160)
     data = batches(X, y, 16, 10)
@@ -63,6 +64,7 @@ def test_iterable_of_batches_matches_hand_written_loop():
     assert train == ["train call (2 steps)", "train call (4 steps)"]
 
 
+@pytest.mark.slow
 def test_model_is_usable_after_fit_and_between_fits():
     X, y = dataset(64)
     model = TinyMLP(rngs=nnx.Rngs(0))
@@ -78,6 +80,7 @@ def test_model_is_usable_after_fit_and_between_fits():
     model(X[:2])
 
 
+@pytest.mark.slow
 def test_array_order_is_deterministic_and_partial_batch_dropped():
     X, y = dataset(100)  # 100 = 6 * 16 + 4: 4 examples dropped each epoch
     runs = []
@@ -94,6 +97,7 @@ def test_array_order_is_deterministic_and_partial_batch_dropped():
     assert [c["what"] for c in h.compiles if c["what"].startswith("train")] == ["train call (12 steps)"]
 
 
+@pytest.mark.slow
 def test_metrics_evaluate_predict_and_history_faces():
     X, y = dataset(128)
     model = TinyMLP(rngs=nnx.Rngs(0))
@@ -128,6 +132,7 @@ def test_compiled_call_donates_the_train_state():
     assert entry["alias_bytes"] >= state_bytes - 8  # everything aliased (the bad flag may be copied)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_restores_last_finite_state():
     X, y = dataset(160)
     data = batches(X, y, 16, 10)
@@ -144,6 +149,7 @@ def test_non_finite_loss_stops_and_restores_last_finite_state():
     assert np.isfinite(np.asarray(model(X[:4]))).all()
 
 
+@pytest.mark.slow
 def test_callbacks_early_stopping_lr_logger_metric_logs(tmp_path):
     X, y = dataset(96)
     sched = optax.linear_schedule(0.1, 0.0, 40)
@@ -279,6 +285,7 @@ def test_auto_call_length_divides_the_run_so_it_compiles_once():
     assert len([c for c in tr.history.compiles if c["what"].startswith("train call")]) == 1
 
 
+@pytest.mark.slow
 def test_learning_rate_logger_feeds_the_live_view():
     import jax
     import numpy as np

@@ -97,6 +97,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_directory_of_a_different_model_is_refused_and_untouched(tmp_path):
     X, y = dataset(64)
     t = Trainer(
@@ -123,6 +124,7 @@ def test_directory_of_a_different_model_is_refused_and_untouched(tmp_path):
     assert before == after
 
 
+@pytest.mark.slow
 def test_leftover_temporary_saves_are_removed_and_retention(tmp_path):
     X, y = dataset(96)
     model = TinyMLP(rngs=nnx.Rngs(0))
@@ -155,6 +157,7 @@ def test_leftover_temporary_saves_are_removed_and_retention(tmp_path):
     assert len(t2.history.evals) == 6 and t2.history.last_step == 36  # metric history came back too
 
 
+@pytest.mark.slow
 def test_iterable_resumes_at_its_data_position(tmp_path):
     X, y = dataset(160)
     data = batches(X, y, 16, 10)

@@ -24,6 +24,7 @@ def _bytes_under(path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_checkpoint_size_does_not_grow_with_the_step_count(tmp_path):
     X, y = dataset(64)
     t = Trainer(
@@ -76,6 +77,7 @@ def _trainer(path, seed=0):
     )
 
 
+@pytest.mark.slow
 def test_history_after_a_resume_equals_an_uninterrupted_runs(tmp_path):
     X, y = dataset(96)
     ev = (X[:32], y[:32])
@@ -99,6 +101,7 @@ def test_history_after_a_resume_equals_an_uninterrupted_runs(tmp_path):
     assert [r.status for r in reread.history.runs] == ["completed", "resumed", "completed", "resumed"]
 
 
+@pytest.mark.slow
 def test_a_log_whose_checkpoints_were_deleted_does_not_leak_into_a_new_run(tmp_path):
     import shutil
 
@@ -121,6 +124,7 @@ def test_a_log_whose_checkpoints_were_deleted_does_not_leak_into_a_new_run(tmp_p
     np.testing.assert_array_equal(again.history.metric("loss"), t.history.metric("loss"))
 
 
+@pytest.mark.slow
 def test_checkpoint_written_before_the_history_log_still_resumes_its_history(tmp_path):
     X, y = dataset(64)
     t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-3), loss_fn, devices=one_device())

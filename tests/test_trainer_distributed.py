@@ -20,6 +20,7 @@ from tests.conftest import ROOT
 from tests.helpers import TinyMLP, dataset, loss_fn, one_device, params_of
 
 
+@pytest.mark.slow
 def test_default_mesh_is_data_parallel_and_matches_one_device():
     X, y = dataset(128)
     single, multi = TinyMLP(rngs=nnx.Rngs(0)), TinyMLP(rngs=nnx.Rngs(0))
@@ -45,6 +46,7 @@ class Annotated(nnx.Module):
         return self.l2(nnx.relu(self.l1(x)))
 
 
+@pytest.mark.slow
 def test_partitioning_annotations_shard_parameters_and_results_match():
     X, y = dataset(128)
     mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))

@@ -58,6 +58,7 @@ def diverged_call():
     return _diverge("call")
 
 
+@pytest.mark.slow
 def test_a_real_divergence_names_the_layer_and_keeps_the_last_finite_state(diverged_call):
     model, trainer, err = diverged_call
     d = err.divergence
@@ -77,6 +78,7 @@ def test_a_real_divergence_names_the_layer_and_keeps_the_last_finite_state(diver
     assert trainer.history.metric("loss")[-1] == pytest.approx(trainer_s.history.metric("loss")[-1], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_replay_names_the_operation_and_the_line_and_changes_nothing(diverged_call):
     model, trainer, err = diverged_call
     before = params_of(model)
@@ -102,6 +104,7 @@ def test_replay_names_the_operation_and_the_line_and_changes_nothing(diverged_ca
     assert (jax.config.jax_debug_nans, jax.config.jax_enable_checks) == config
 
 
+@pytest.mark.slow
 def test_replay_after_the_user_changed_the_model_uses_the_kept_state(diverged_call):
     model, trainer, err = diverged_call
     first = trainer.replay_diverged()
@@ -133,6 +136,7 @@ def _nan_batches():
 
 
 @pytest.mark.parametrize("guard", ["call", "step"])
+@pytest.mark.slow
 def test_a_later_fit_trains_again_and_replay_follows_the_last_fit(guard, tmp_path):
     data, bad = _nan_batches()
     model = TinyMLP(rngs=nnx.Rngs(0))
@@ -171,6 +175,7 @@ def _exploding_tx(at: int) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+@pytest.mark.slow
 def test_non_finite_updates_from_finite_gradients_are_caught_by_the_call_guard():
     data, _ = _nan_batches()
     model = TinyMLP(rngs=nnx.Rngs(0))
@@ -194,6 +199,7 @@ def _loss_nan_on_marked_batches(model, batch):
 
 
 @pytest.mark.parametrize("guard", ["call", "step"])
+@pytest.mark.slow
 def test_the_call_after_a_bad_one_counts_for_nothing_even_when_it_checks_out_finite(guard):
     X, y = dataset(640)
     data = batches(X, y, 16, 40)

@@ -37,6 +37,7 @@ def _fit(steps_per_call, data=None, **kw):
 
 
 @pytest.mark.parametrize("k", [1, 10])
+@pytest.mark.slow
 def test_flops_per_step_match_a_hand_count_for_any_call_length(k):
     t = _fit(k, steps=20, batch_size=B)
     hand = _matmul_flops_per_step()
@@ -45,6 +46,7 @@ def test_flops_per_step_match_a_hand_count_for_any_call_length(k):
     assert hand <= got <= 1.35 * hand, (got, hand)
 
 
+@pytest.mark.slow
 def test_mfu_is_achieved_flops_over_the_measured_peak():
     t = _fit(10, steps=40, batch_size=B)
     run = t.history.runs[-1]
@@ -73,6 +75,7 @@ def _slow_batches(n, sleep):
         yield b
 
 
+@pytest.mark.slow
 def test_data_wait_shows_an_input_bound_run():
     fed = _fit(2, data=_slow_batches(16, 0.05))
     on_device = _fit(2, steps=16, batch_size=B)
@@ -82,6 +85,7 @@ def test_data_wait_shows_an_input_bound_run():
     assert fast < slow
 
 
+@pytest.mark.slow
 def test_data_wait_of_a_run_that_is_one_call_counts_its_input():
     """All 16 batches feed one call: the wait for them is the run's data-wait (it was not
     counted at all, and steps/s reported the compute alone: thousands of steps/s for a
@@ -114,6 +118,7 @@ def test_history_logged_before_the_recorder_still_loads():
     assert r.flops_per_step is None and r.peak_flops is None and r.data_wait_seconds == 0.0
 
 
+@pytest.mark.slow
 def test_measuring_the_peak_is_a_listed_compile_under_a_readable_name(monkeypatch):
     """The first fit of a process measures the CPU peak with a matmul: that compile is in
     History.compiles (equal to an independent count) and profiles as Trainer.*, not <lambda>."""
@@ -132,6 +137,7 @@ def test_measuring_the_peak_is_a_listed_compile_under_a_readable_name(monkeypatc
     assert "Trainer.measure_peak_flops" in names and not any("lambda" in n for n in names)
 
 
+@pytest.mark.slow
 def test_the_cost_analysis_probe_agrees_with_the_known_cpu_convention_and_is_a_listed_compile(monkeypatch):
     from tests.fingerprint import CompileCounter
 

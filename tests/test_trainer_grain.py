@@ -78,6 +78,7 @@ class InterruptAt(Callback):
             trainer.request_stop("interrupted")
 
 
+@pytest.mark.slow
 def test_map_dataset_epoch_is_its_length_and_epochs_reshuffle():
     src = CountingSource()
     t = _trainer()
@@ -104,6 +105,7 @@ def test_map_dataset_is_not_read_far_past_the_end_of_the_run():
 
 
 @pytest.mark.parametrize("stop_at", [5, 14, 21])
+@pytest.mark.slow
 def test_map_dataset_interrupt_and_resume_is_bit_identical(tmp_path, stop_at):
     full, resumed, saved = _stop_and_resume(
         tmp_path, lambda: map_dataset(CountingSource()), stop_at, epochs=3
@@ -121,6 +123,7 @@ def test_map_dataset_interrupt_and_resume_is_bit_identical(tmp_path, stop_at):
     assert resumed.step == 36 and _same(full.model, resumed.model)
 
 
+@pytest.mark.slow
 def test_resume_reads_no_batch_twice(tmp_path):
     target, stop_at = 40, 22
     full_src = CountingSource()
@@ -145,6 +148,7 @@ def test_resume_reads_no_batch_twice(tmp_path):
     assert resumed.step == target and _same(full.model, resumed.model)
 
 
+@pytest.mark.slow
 def test_data_loader_resume_is_bit_identical(tmp_path):
     full, resumed, saved = _stop_and_resume(tmp_path, lambda: data_loader(CountingSource()), 10, steps=30)
     src = CountingSource()
@@ -176,6 +180,7 @@ class Stateful:
         self.i = state["i"]
 
 
+@pytest.mark.slow
 def test_any_iterator_with_get_state_is_restored_without_replay(tmp_path):
     X, y = dataset(320)
     data = batches(X, y, 16, 20)
@@ -206,6 +211,7 @@ def test_elements_that_change_shape_mid_epoch_are_refused():
     assert t.step == 40  # the steps before the bad batch are kept
 
 
+@pytest.mark.slow
 def test_checkpoint_without_position_replays_with_a_warning(tmp_path):
     src = CountingSource()
     ds = map_dataset(src)
@@ -221,6 +227,7 @@ def test_checkpoint_without_position_replays_with_a_warning(tmp_path):
     assert resumed.step == 12 and _same(full.model, resumed.model)
 
 
+@pytest.mark.slow
 def test_position_saved_by_another_process_count_replays_with_a_warning(tmp_path):
     part = _trainer(tmp_path)
     part.fit(map_dataset(CountingSource()), steps=8, progress=None, steps_per_call=4)
@@ -234,6 +241,7 @@ def test_position_saved_by_another_process_count_replays_with_a_warning(tmp_path
     assert resumed.step == 12 and _same(full.model, resumed.model)
 
 
+@pytest.mark.slow
 def test_position_from_another_pipeline_is_refused(tmp_path):
     part = _trainer(tmp_path)
     part.fit(data_loader(CountingSource()), steps=8, progress=None, steps_per_call=4)
@@ -245,6 +253,7 @@ def test_position_from_another_pipeline_is_refused(tmp_path):
     assert resumed.checkpoint_steps == [8]
 
 
+@pytest.mark.slow
 def test_position_that_the_pipeline_rejects_is_refused_clearly(tmp_path):
     part = _trainer(tmp_path)
     part.fit(data_loader(CountingSource(200)), steps=8, progress=None, steps_per_call=4)

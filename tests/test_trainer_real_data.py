@@ -38,6 +38,7 @@ def loader(X, y, batch_size):
 
 # -- short batches ---------------------------------------------------------------------------
 @pytest.mark.parametrize("steps_per_call", ["auto", 4, 1])
+@pytest.mark.slow
 def test_generator_with_a_short_last_batch_trains_every_full_batch(steps_per_call):
     X, y = dataset(164)  # 10 batches of 16, then one of 4
     tx = optax.adam(1e-2)
@@ -58,6 +59,7 @@ def test_generator_with_a_short_last_batch_trains_every_full_batch(steps_per_cal
     )
 
 
+@pytest.mark.slow
 def test_a_short_batch_mid_stream_is_dropped_too_and_a_bigger_one_is_an_error():
     X, y = dataset(200)
     data = batches(X, y, 16, 6)
@@ -84,6 +86,7 @@ def test_arrays_with_a_short_last_batch_train_the_full_batches_and_say_what_was_
     assert "4 of 164 examples per epoch not trained" in h.message and h.runs[-1].notes
 
 
+@pytest.mark.slow
 def test_resuming_a_loader_with_dropped_short_batches_continues_at_its_data_position(tmp_path):
     X, y = dataset(200)
     data = batches(X, y, 16, 8)
@@ -230,6 +233,7 @@ def dict_loss(model, batch):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
 
+@pytest.mark.slow
 def test_dict_batches_with_accuracy_say_which_keys_the_metric_needs():
     X, y = dataset(96)
     model = TinyMLP(rngs=nnx.Rngs(0))

@@ -82,6 +82,7 @@ def _hand_records(model, tx, data, record_steps):
     return names, out
 
 
+@pytest.mark.slow
 def test_norms_per_layer_match_a_hand_computation_of_the_same_step():
     X, y = dataset(200)
     data = batches(X, y, 16, 12)
@@ -108,6 +109,7 @@ def test_norms_per_layer_match_a_hand_computation_of_the_same_step():
     assert float(model.temperature[...]) == 2.0
 
 
+@pytest.mark.slow
 def test_one_step_calls_record_every_step():
     X, y = dataset(200)
     data = batches(X, y, 16, 3)
@@ -124,6 +126,7 @@ def test_one_step_calls_record_every_step():
 
 
 @pytest.mark.parametrize("guard", ["call", "step"])
+@pytest.mark.slow
 def test_both_guards_record_the_same_norms(guard):
     X, y = dataset(200)
     t = Trainer(
@@ -139,6 +142,7 @@ def test_both_guards_record_the_same_norms(guard):
     np.testing.assert_allclose(f.update_norm, g.update_norm, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_history_round_trip_widget_stats_and_text():
     X, y = dataset(200)
     t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, flight=1, devices=one_device())
@@ -188,6 +192,7 @@ def test_heatmap_is_layers_by_records_with_non_finite_cells_marked():
     assert len(cols) == 50 and cols[0] == (1, 4) and grid[0, 0] == 3.0 and grid[0, -1] == 199.0
 
 
+@pytest.mark.slow
 def test_a_cadence_records_a_call_every_n_steps_and_lists_its_probe():
     from tests.fingerprint import CompileCounter
 
@@ -203,6 +208,7 @@ def test_a_cadence_records_a_call_every_n_steps_and_lists_its_probe():
     assert h2.flight.steps == [1, 121, 241]  # each fit records its first call
 
 
+@pytest.mark.slow
 def test_the_default_recorder_waits_for_a_long_enough_run(monkeypatch):
     from jaxmagic.train import recorder
     from tests.fingerprint import CompileCounter
@@ -230,6 +236,7 @@ def test_flight_must_be_a_bool_or_a_positive_int():
             Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, flight=bad, devices=one_device())
 
 
+@pytest.mark.slow
 def test_recorder_off_records_nothing():
     X, y = dataset(200)
     t = Trainer(TinyMLP(rngs=nnx.Rngs(0)), optax.adam(1e-2), loss_fn, flight=False, devices=one_device())

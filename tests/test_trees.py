@@ -255,6 +255,7 @@ def test_html_is_self_contained_and_escaped():
     assert "details" in p.tags and "table" in p.tags
 
 
+@pytest.mark.slow
 def test_big_model_stays_fast_and_small():
     class Deep(nnx.Module):
         def __init__(self, n, rngs):

@@ -134,6 +134,7 @@ def test_dims_facets_and_pinning_are_computed_in_python(mesh):
         w.selected = 3
 
 
+@pytest.mark.slow
 def test_explorer_build_stays_small(mesh):
     tree = {
         f"l{i}": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(mesh, P("data", None)))
@@ -145,6 +146,7 @@ def test_explorer_build_stays_small(mesh):
     assert len(w.data["arrays"]) == 2000
 
 
+@pytest.mark.slow
 def test_progress_widget_sends_formatted_values_and_stop_reaches_the_trainer():
     import optax
     from flax import nnx

@@ -13,6 +13,7 @@ from tests.realworld.models import VAE, create_train_state
 pytestmark = pytest.mark.realworld
 
 
+@pytest.mark.slow
 def test_fingerprint_sees_rng_counts_values_attributes_and_structure():
     vae = VAE(rngs=nnx.Rngs(0, noise=1))
     base = fingerprint(vae)
@@ -30,6 +31,7 @@ def test_fingerprint_sees_rng_counts_values_attributes_and_structure():
     assert fingerprint(vae) != base
 
 
+@pytest.mark.slow
 def test_fingerprint_of_train_state_sees_its_bytes_and_differences_name_them():
     ns = {"state": create_train_state(), "x": jnp.ones(3)}
     before = fingerprint_all(ns, ["state", "x"])
