@@ -77,20 +77,17 @@ def _array_rows(report: Any) -> list[list[str]]:
     return rows
 
 
-def _suggestion_lines(suggestions: Any, verb: str, width: int) -> list[str]:
-    """``  action  frees 8.0 MiB  why``, aligned; a line too wide puts ``why`` on its own lines."""
-    w = (
-        max(len(s.action) for s in suggestions if len(s.action) <= 40)
-        if any(len(s.action) <= 40 for s in suggestions)
-        else 0
-    )
+def _action_lines(rows: list[tuple[str, str, str]], width: int, longest: int) -> list[str]:
+    """``  action  frees 8.0 MiB  why`` per ``(action, amount, why)``, aligned on the actions of
+    at most ``longest`` characters; a line too wide puts ``why`` on its own lines."""
+    w = max((len(action) for action, _, _ in rows if len(action) <= longest), default=0)
     out = []
-    for s in suggestions:
-        head = f"  {s.action.ljust(w)}  {verb} {fmt_bytes(s.frees):>10}"
-        if len(head) + 2 + len(s.why) <= width:
-            out.append(f"{head}  {s.why}")
+    for action, amount, why in rows:
+        head = f"  {action.ljust(w)}  {amount}"
+        if len(head) + 2 + len(why) <= width:
+            out.append(f"{head}  {why}")
         else:
-            out += [head, T.wrap(s.why, width=width, indent="      ")]
+            out += [head, T.wrap(why, width=width, indent="      ")]
     return out
 
 
@@ -122,7 +119,8 @@ def memory_text(report: Any, *, width: int = 100) -> str:
         ]
     if report.suggestions:
         out += ["", "to free memory (up to; arrays something outside the namespace holds stay alive)"]
-        out += _suggestion_lines(report.suggestions, "frees", width)
+        rows = [(x.action, f"frees {fmt_bytes(x.frees):>10}", x.why) for x in report.suggestions]
+        out += _action_lines(rows, width, longest=40)
     if report.deleted:
         out += [
             "",
@@ -234,26 +232,13 @@ def oom_text(report: Any, *, width: int = 100) -> str:
     out += [T.wrap(f, width=width, first="  - ", indent="    ") for f in report.findings]
     if report.remedies:
         out.append("fixes, most bytes saved per device first (? = cannot be computed here):")
-        out += _remedy_lines(report.remedies, width)
+        rows = [(r.action, f"saves {_saves(r):>9}", r.why) for r in report.remedies]
+        out += _action_lines(rows, width, longest=48)
     return "\n".join(out)
 
 
 def _saves(r: Any) -> str:
     return "?" if r.saves is None else fmt_bytes(r.saves)
-
-
-def _remedy_lines(remedies: Any, width: int) -> list[str]:
-    """``  action  saves 8.0 MiB  why``, aligned; an action or line too long wraps."""
-    short = [len(r.action) for r in remedies if len(r.action) <= 48]
-    w = max(short, default=0)
-    out = []
-    for r in remedies:
-        head = f"  {r.action.ljust(w)}  saves {_saves(r):>9}"
-        if len(head) + 2 + len(r.why) <= width:
-            out.append(f"{head}  {r.why}")
-        else:
-            out += [head, T.wrap(r.why, width=width, indent="      ")]
-    return out
 
 
 def oom_html(report: Any) -> str:
