@@ -5,11 +5,11 @@ IPython). A view gets ``start`` once, ``update`` at most ``max_rate`` times per 
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, TextIO
 
 from jaxmagic._kernel import choose_view
+from jaxmagic._terminal import StatusLine
 from jaxmagic.progress.state import LoopRun, ProgressReport
 
 
@@ -26,7 +26,7 @@ class LoopView:
         """The loop ended; ``report`` is final."""
 
 
-class TerminalLoopView(LoopView):
+class TerminalLoopView(StatusLine, LoopView):
     """One line redrawn in place on a terminal; on a stream that is not one (logs, CI), a line
     every ``log_every`` seconds; the full text report when the loop ends.
 
@@ -47,35 +47,20 @@ class TerminalLoopView(LoopView):
         self._logged = -float("inf")
         self._drawn = False
 
-    def _out(self) -> TextIO:
-        return self.stream if self.stream is not None else sys.stdout
-
-    def _tty(self) -> bool:
-        try:
-            return bool(self._out().isatty())
-        except Exception:
-            return False
-
     def update(self, report: ProgressReport) -> None:
         from jaxmagic.render.loops import loop_line
 
-        out = self._out()
-        if self._tty():
-            out.write("\r" + loop_line(report, self.width).ljust(self.width)[: self.width])
-            self._drawn = True
-        elif time.perf_counter() - self._logged >= self.log_every:
+        if not self._tty():  # a log gets a line every log_every seconds
+            if time.perf_counter() - self._logged < self.log_every:
+                return
             self._logged = time.perf_counter()
-            out.write(loop_line(report, self.width) + "\n")
-        else:
-            return
-        out.flush()
+        self._write_line(loop_line(report, self.width))
 
     def finish(self, report: ProgressReport) -> None:
         from jaxmagic.render.loops import loop_line
 
+        self._clear_line()
         out = self._out()
-        if self._drawn:
-            out.write("\r" + " " * self.width + "\r")
         out.write((report.to_text(self.width) if self.summary else loop_line(report, self.width)) + "\n")
         out.flush()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Any, TextIO
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from jaxmagic._format import fmt_count, fmt_percent, fmt_seconds
 from jaxmagic._kernel import choose_view
+from jaxmagic._terminal import StatusLine
 from jaxmagic.train.callbacks import Callback
 
 
@@ -128,7 +128,7 @@ def progress_line(p: Progress, width: int = 120) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-class TerminalProgress(Callback):
+class TerminalProgress(StatusLine, Callback):
     """A single updating line while training, then the run's summary table.
 
     On a terminal the line is redrawn in place (``\\r``) at most ``max_rate`` times per second;
@@ -158,29 +158,13 @@ class TerminalProgress(Callback):
         self._last = 0.0
         self._drawn = False
 
-    def _out(self) -> TextIO:
-        return self.stream if self.stream is not None else sys.stdout
-
-    def _tty(self) -> bool:
-        try:
-            return bool(self._out().isatty())
-        except Exception:
-            return False
-
     def _draw(self, trainer: Any, force: bool = False) -> None:
         now = time.perf_counter()
         gap = 1.0 / self.max_rate if self._tty() else self.log_every
         if not force and now - self._last < gap:
             return
         self._last = now
-        line = progress_line(trainer.progress, self.width)
-        out = self._out()
-        if self._tty():
-            out.write("\r" + line.ljust(self.width)[: self.width])
-            self._drawn = True
-        else:
-            out.write(line + "\n")
-        out.flush()
+        self._write_line(progress_line(trainer.progress, self.width))
 
     def on_train_begin(self, trainer: Any, info: dict[str, Any]) -> None:
         self._last, self._drawn = 0.0, False
@@ -192,9 +176,8 @@ class TerminalProgress(Callback):
         self._draw(trainer)
 
     def on_train_end(self, trainer: Any, history: Any) -> None:
+        self._clear_line()
         out = self._out()
-        if self._drawn:
-            out.write("\r" + " " * self.width + "\r")
         p = trainer.progress
         out.write(progress_line(p, self.width) + "\n")
         if p.message:
