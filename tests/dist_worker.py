@@ -26,7 +26,19 @@ model = TinyMLP(rngs=nnx.Rngs(0))
 trainer = Trainer(model, optax.adam(1e-2), loss_fn, checkpoint_dir=ckpt, save_every_epoch=False, save_every=4)
 print(f"process {pid}: devices {jax.device_count()}, start {trainer.step}", flush=True)
 trainer.fit((X, y), steps=steps, batch_size=16, steps_per_call=4, progress=None)
+# evaluation and prediction: on arrays every process holds all the data; on an iterable each
+# holds its own half of every 32-row batch (rows pid*16 to pid*16+16), as a sharded loader gives
+local = [
+    (X[i + 16 * pid : i + 16 * pid + 16], y[i + 16 * pid : i + 16 * pid + 16]) for i in range(0, 128, 32)
+]
+results = {
+    "eval_arrays": trainer.evaluate((X, y), batch_size=32)["eval_loss"],
+    "eval_local": trainer.evaluate(local)["eval_loss"],
+    "predict_arrays": trainer.predict(X, batch_size=48),
+    "predict_local": trainer.predict(local),
+}
 if pid == 0:
-    np.savez(out, *[np.asarray(jax.device_get(x)) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
+    params = [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    np.savez(out, *params, **results)
 print(f"process {pid}: done at {trainer.step}", flush=True)
 jax.distributed.shutdown()

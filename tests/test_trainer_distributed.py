@@ -115,3 +115,13 @@ def test_two_processes_train_checkpoint_and_resume_together(tmp_path):
     got = np.load(tmp_path / "final.npz")
     for i, a in enumerate(params_of(ref)):
         np.testing.assert_allclose(got[f"arr_{i}"], a, rtol=1e-5, atol=1e-6)
+    # evaluate / predict across the two processes: arrays each holds whole, and batches each
+    # holds half of (put together row by row, they are the same 128 examples in order)
+    ref_trainer = Trainer(ref, optax.adam(1e-2), loss_fn, devices=jax.devices()[:1])
+    want_loss = ref_trainer.evaluate((X, y), batch_size=32)["eval_loss"]
+    want_out = ref_trainer.predict(X)
+    for key in ("eval_arrays", "eval_local"):
+        np.testing.assert_allclose(got[key], want_loss, rtol=1e-5, err_msg=key)
+    for key in ("predict_arrays", "predict_local"):
+        assert got[key].shape == want_out.shape, key
+        np.testing.assert_allclose(got[key], want_out, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -118,6 +118,46 @@ def check_same(expected: BatchSpec, got: BatchSpec, *, what: str, batch_too: boo
         raise ValueError(f"{what} does not match the training batches:\n" + "\n".join(diffs))
 
 
+def host_batches(data: Any, batch_size: int | None, what: str) -> tuple[list[Any], bool]:
+    """``(batches, local)``: evaluation/prediction data as host batches in order (arrays cut
+    into ``batch_size`` rows, the last batch short; an iterable taken as it is); ``local`` if
+    each process holds its own share (an iterable), not the whole data (arrays)."""
+    if is_array_data(data):
+        data = _to_numpy_tree(data)
+        n = {int(x.shape[0]) for x in jax.tree.leaves(data)}
+        if len(n) != 1:
+            raise ValueError(f"{what} leaves have different lengths: {sorted(n)}")
+        n_ = n.pop()
+        if n_ == 0:
+            raise ValueError(f"{what} is empty (0 examples)")
+        bs = int(batch_size or n_)
+        return [jax.tree.map(lambda x, i=i: x[i : i + bs], data) for i in range(0, n_, bs)], False
+    if data is None:
+        raise ValueError(f"{what} is None")
+    try:
+        batches = list(data)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be arrays or an iterable of batches, got {type(data).__name__}"
+        ) from None
+    if not batches:
+        raise ValueError(f"{what} is empty: no batches")
+    return batches, True
+
+
+def device_batch(batch: Any, local: bool, mesh: jax.sharding.Mesh) -> Any:
+    """One host batch as a global device array: split over the data-parallel devices where
+    its rows divide evenly, replicated otherwise (a short last batch)."""
+    rows = spec_of(batch).batch_size * (jax.process_count() if local else 1)
+    dp = dist.data_parallel_size(mesh)
+    sharding = dist.batch_sharding(mesh, stacked=False) if rows % dp == 0 else dist.replicated(mesh)
+    if local and jax.process_count() > 1:
+        if rows % dp:
+            raise ValueError(f"a batch of {rows} rows cannot be split over {dp} data-parallel devices")
+        return jax.tree.map(lambda x: dist.global_from_local(x, sharding, (rows, *np.shape(x)[1:])), batch)
+    return jax.tree.map(lambda x: dist.global_from_full(np.asarray(x), sharding), batch)
+
+
 def _to_numpy_tree(data: Any) -> Any:
     return jax.tree.map(np.asarray, data)
 

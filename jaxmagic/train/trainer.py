@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import signal
 import sys
@@ -44,7 +45,17 @@ from jaxmagic.train import divergence as dv
 from jaxmagic.train import flight, recorder
 from jaxmagic.train.callbacks import Callback, CallbackList
 from jaxmagic.train.checkpoint import Checkpointer
-from jaxmagic.train.data import ArrayFeed, Chunk, IterFeed, Prefetcher, check_same, is_array_data, spec_of
+from jaxmagic.train.data import (
+    ArrayFeed,
+    Chunk,
+    IterFeed,
+    Prefetcher,
+    check_same,
+    device_batch,
+    host_batches,
+    is_array_data,
+    spec_of,
+)
 from jaxmagic.train.history import History, RunRecord
 from jaxmagic.train.history_log import HistoryLog
 from jaxmagic.train.plan import (
@@ -543,8 +554,8 @@ class Trainer:
         )
         evaluation = None
         if eval_data is not None:
-            batches, local = self._host_batches(eval_data, eval_batch_size or feed.batch_size, "eval_data")
-            self._check_against_train(batches, "eval_data", spec)
+            batches, local = host_batches(eval_data, eval_batch_size or feed.batch_size, "eval_data")
+            check_same(spec, spec_of(batches[0], what="eval_data"), what="eval_data", batch_too=False)
             evaluation = EvalPlan(batches, local, eval_every)
         # calls end at epoch ends only when something happens there (eval, checkpoint)
         epoch_bound = bool(feed.steps_per_epoch) and (
@@ -1156,67 +1167,29 @@ class Trainer:
         return readable(call, "Trainer.train_steps")
 
     # -- eval / predict plumbing --------------------------------------------------------------
-    def _host_batches(self, data: Any, batch_size: int | None, what: str) -> tuple[list[Any], bool]:
-        """``(batches, local)``: host batches in order; ``local`` if each process holds its share."""
-        if is_array_data(data):
-            data = jax.tree.map(np.asarray, data)
-            n = {int(x.shape[0]) for x in jax.tree.leaves(data)}
-            if len(n) != 1:
-                raise ValueError(f"{what} leaves have different lengths: {sorted(n)}")
-            n_ = n.pop()
-            if n_ == 0:
-                raise ValueError(f"{what} is empty (0 examples)")
-            bs = int(batch_size or n_)
-            return [jax.tree.map(lambda x, i=i: x[i : i + bs], data) for i in range(0, n_, bs)], False
-        if data is None:
-            raise ValueError(f"{what} is None")
-        try:
-            batches = list(data)
-        except TypeError:
-            raise TypeError(
-                f"{what} must be arrays or an iterable of batches, got {type(data).__name__}"
-            ) from None
-        if not batches:
-            raise ValueError(f"{what} is empty: no batches")
-        return batches, True
-
-    def _device_batch(self, batch: Any, local: bool) -> Any:
-        rows = spec_of(batch).batch_size * (jax.process_count() if local else 1)
-        dp = dist.data_parallel_size(self.mesh)
-        sharding = (
-            dist.batch_sharding(self.mesh, stacked=False) if rows % dp == 0 else dist.replicated(self.mesh)
-        )
-        if local and jax.process_count() > 1:
-            if rows % dp:
-                raise ValueError(f"a batch of {rows} rows cannot be split over {dp} data-parallel devices")
-            return jax.tree.map(
-                lambda x: dist.global_from_local(x, sharding, (rows, *np.shape(x)[1:])), batch
-            )
-        return jax.tree.map(lambda x: dist.global_from_full(np.asarray(x), sharding), batch)
-
-    def _check_against_train(self, batches: list[Any], what: str, spec: Any) -> None:
-        for b in batches[:1]:
-            check_same(spec, spec_of(b, what=what), what=what, batch_too=False)
-
-    def _evaluate_batches(self, fns: StepFns, batches: list[Any], local: bool) -> dict[str, float]:
+    def _per_batch(self, kind: str, fn: Callable, batches: list[Any], local: bool) -> list[Any]:
+        """``fn(params, rest, batch)`` on each batch, compiled once per batch signature;
+        the outputs (on device, replicated), in order."""
         params, rest = self._state["params"], self._state["rest"]
-        outs, weights = [], []
+        outs = []
         for b in batches:
-            db = self._device_batch(b, local)
-            sig = ("eval", tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
-            fn = self._compile(
+            db = device_batch(b, local, self.mesh)
+            sig = (kind, tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
+            compiled = self._compile(
                 sig,
-                f"eval ({spec_of(b).batch_size} rows)",
-                fns.eval_batch,
+                f"{kind} ({spec_of(b).batch_size} rows)",
+                fn,
                 params,
                 rest,
                 db,
                 out_shardings=dist.replicated(self.mesh),
             )
-            outs.append(fn(params, rest, db))
-            weights.append(spec_of(b).batch_size)
-        host = jax.device_get(outs)
-        w = np.asarray(weights, np.float64)
+            outs.append(compiled(params, rest, db))
+        return outs
+
+    def _evaluate_batches(self, fns: StepFns, batches: list[Any], local: bool) -> dict[str, float]:
+        host = jax.device_get(self._per_batch("eval", fns.eval_batch, batches, local))
+        w = np.asarray([spec_of(b).batch_size for b in batches], np.float64)
         return {
             f"eval_{k}": float(np.sum(w * np.asarray([o[k] for o in host], np.float64)) / w.sum())
             for k in host[0]
@@ -1239,7 +1212,7 @@ class Trainer:
         if self._running:
             raise RuntimeError("evaluate() cannot run while fit() is running")
         self._sync_from_model()
-        batches, local = self._host_batches(data, batch_size, "evaluation data")
+        batches, local = host_batches(data, batch_size, "evaluation data")
         fns = self._fns(gather=False)
         abstract_outputs(
             fns,
@@ -1268,23 +1241,11 @@ class Trainer:
         if self._running:
             raise RuntimeError("predict() cannot run while fit() is running")
         self._sync_from_model()
-        batches, local = self._host_batches(data, batch_size, "prediction data")
-        params, rest = self._state["params"], self._state["rest"]
-        outs = []
-        for b in batches:
-            db = self._device_batch(b, local)
-            sig = ("predict", tuple((x.shape, str(x.dtype), x.sharding) for x in jax.tree.leaves(db)))
-            fn = self._compile(
-                sig,
-                f"predict ({spec_of(b).batch_size} rows)",
-                lambda p, r, bb: StepFns.predict_batch(self.graphdef, self.predict_fn, p, r, bb),
-                params,
-                rest,
-                db,
-                out_shardings=dist.replicated(self.mesh),
-            )
-            outs.append(fn(params, rest, db))
-        host = jax.device_get(outs)
+        batches, local = host_batches(data, batch_size, "prediction data")
+        predict = readable(
+            functools.partial(StepFns.predict_batch, self.graphdef, self.predict_fn), "Trainer.predict"
+        )
+        host = jax.device_get(self._per_batch("predict", predict, batches, local))
         return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *host)
 
     # -- interrupts ---------------------------------------------------------------------------
