@@ -249,6 +249,10 @@ def memory(args, X, y, fresh, jit_scan, x_chunks, y_chunks) -> None:
     )
 
 
+# what a run spends starting up, as jax.monitoring reports it (trace, lowering, XLA compile)
+_STARTUP = ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_compile_duration")
+
+
 def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.ndarray, step) -> None:
     """Fresh model, compile included, the same N batches (``idx``) for every loop; medians."""
     N, B, K = args.steps, args.batch, args.scan
@@ -339,11 +343,18 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
         loops["keras 3 fit, steps_per_execution=1"] = keras_fit(1)
         loops[f"keras 3 fit, steps_per_execution={K}"] = keras_fit(K)
     times: dict[str, list[float]] = {k: [] for k in loops}
+    startup: dict[str, list[float]] = {k: [] for k in loops}  # trace + lower + XLA compile, s
     names = list(loops)
     repeats = max(3, args.repeats // 2)
+    spent = [0.0]
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **_: spent.__setitem__(0, spent[0] + secs) if event.endswith(_STARTUP) else None
+    )
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            spent[0] = 0.0
             times[name].append(loops[name]())
+            startup[name].append(spent[0])
     rate = {k: N / statistics.median(v) for k, v in times.items()}
     cols = [f"hand lax.scan x{K}, list of batches"]
     if keras is not None:
@@ -354,11 +365,16 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
     )
     short = {c: c.replace("keras 3 fit, steps_per_execution=", "vs keras spe=").split(",")[0] for c in cols}
     short[cols[-1]] = "vs hand scan"
-    print(f"{'loop':40s} {'steps/s':>8s} " + " ".join(f"{short[c]:>15s}" for c in cols) + "   all runs")
+    head = " ".join(f"{short[c]:>15s}" for c in cols)
+    print(f"{'loop':40s} {'steps/s':>8s} {head} {'compile s':>10s} {'rest s':>7s}   all runs")
     for k, v in rate.items():
         ratios = " ".join(f"{v / rate[c]:14.2f}x" for c in cols)
         runs = ", ".join(f"{N / t:.0f}" for t in times[k])
-        print(f"{k:40s} {v:8.0f} {ratios}   {runs}")
+        comp = statistics.median(startup[k])
+        rest = statistics.median(t - c for t, c in zip(times[k], startup[k]))
+        print(f"{k:40s} {v:8.0f} {ratios} {comp:10.3f} {rest:7.3f}   {runs}")
+    print("compile s: jax.monitoring's trace, lowering and XLA compile durations of the run (median);")
+    print("rest s: the run's wall time less those (training, dispatch, Python)")
 
 
 if __name__ == "__main__":
