@@ -194,6 +194,15 @@ def run_all(page, *, timeout: float = 300_000) -> None:
     )
 
 
+def run_notebook(page, lab: Lab, name: str, *, timeout: float = 300_000) -> None:
+    """Open ``notebooks/<name>``, run every cell, close any dialog, and fail on an error output."""
+    open_notebook(page, lab, name)
+    run_all(page, timeout=timeout)
+    dismiss_dialogs(page)
+    errors = error_outputs(page)
+    assert errors == [], f"{name}: error outputs {errors}"
+
+
 def error_outputs(page) -> list[str]:
     """``ename: evalue`` of every error output in the open notebook (read from the model)."""
     return page.evaluate(

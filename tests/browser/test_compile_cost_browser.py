@@ -7,14 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import (
-    assert_visible,
-    dismiss_dialogs,
-    error_outputs,
-    open_notebook,
-    painted_text,
-    run_all,
-)
+from tests.browser.conftest import assert_visible, error_outputs, painted_text, run_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -26,10 +19,7 @@ def _report(page, text: str):
 
 
 def test_compile_and_cost_reports_in_jupyterlab(lab, page, artifacts_dir):
-    open_notebook(page, lab, NB)
-    run_all(page, timeout=600_000)
-    dismiss_dialogs(page)
-    assert error_outputs(page) == []
+    run_notebook(page, lab, NB, timeout=600_000)
 
     ledger = _report(page, "normalize compiled 8×")
     assert_visible(ledger)

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests import helpers
-from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, run_all
+from tests.browser.conftest import dismiss_dialogs, error_outputs, run_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -73,10 +73,7 @@ def _show(page, locator) -> None:
 
 @pytest.mark.parametrize("name", COURSE)
 def test_course_notebook_in_jupyterlab(name, lab, page, artifacts_dir):
-    open_notebook(page, lab, name)
-    run_all(page)
-    dismiss_dialogs(page)
-    assert error_outputs(page) == []
+    run_notebook(page, lab, name)
 
     expected = _expected_outputs(page)
     reports = page.locator(".jp-OutputArea-output > .jm, .jp-OutputArea-output .jp-RenderedHTMLCommon > .jm")

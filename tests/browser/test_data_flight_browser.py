@@ -6,14 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import (
-    assert_visible,
-    dismiss_dialogs,
-    error_outputs,
-    open_notebook,
-    painted_text,
-    run_all,
-)
+from tests.browser.conftest import assert_visible, error_outputs, painted_text, run_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -21,10 +14,7 @@ NB = "15_data_and_flight_recorder.ipynb"
 
 
 def test_data_and_flight_recorder_in_jupyterlab(lab, page, artifacts_dir):
-    open_notebook(page, lab, NB)
-    run_all(page, timeout=600_000)
-    dismiss_dialogs(page)
-    assert error_outputs(page) == []
+    run_notebook(page, lab, NB, timeout=600_000)
 
     history = page.locator(".jp-OutputArea-output .jm", has_text="Gradient norm per layer").first
     assert_visible(history)

@@ -9,14 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import (
-    assert_visible,
-    dismiss_dialogs,
-    error_outputs,
-    open_notebook,
-    painted_text,
-    run_all,
-)
+from tests.browser.conftest import assert_visible, error_outputs, painted_text, run_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -24,10 +17,7 @@ NB = "13_memory.ipynb"
 
 
 def test_memory_reports_in_jupyterlab(lab, page, artifacts_dir):
-    open_notebook(page, lab, NB)
-    run_all(page)
-    dismiss_dialogs(page)
-    assert error_outputs(page) == []
+    run_notebook(page, lab, NB)
 
     leak = page.locator(".jp-OutputArea-output .jm", has_text="Device memory").first
     assert_visible(leak)

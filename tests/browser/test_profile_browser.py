@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import error_outputs, open_notebook, run_all
+from tests.browser.conftest import run_notebook
 
 pytestmark = pytest.mark.browser
 
 
 def test_profile_notebook_in_jupyterlab(lab, page, artifacts_dir):
-    open_notebook(page, lab, "01_profile.ipynb")
-    run_all(page)
-    assert error_outputs(page) == []
+    run_notebook(page, lab, "01_profile.ipynb")
 
     reports = page.locator(".jp-OutputArea-output .jm")
     assert reports.count() >= 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import dismiss_dialogs, error_outputs, open_notebook, run_all
+from tests.browser.conftest import error_outputs, run_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -20,10 +20,7 @@ def set_theme(page, theme: str) -> None:
 
 
 def test_sharding_explorer_in_jupyterlab(lab, page, artifacts_dir):
-    open_notebook(page, lab, NB)
-    run_all(page)
-    dismiss_dialogs(page)
-    assert error_outputs(page) == []
+    run_notebook(page, lab, NB)
 
     ex = page.locator(".jm-explorer").first
     ex.wait_for(timeout=60_000)
