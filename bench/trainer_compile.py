@@ -42,25 +42,53 @@ class _Unchecked(StepFns):
         return self._scan(self._plain_step, carry, feed, data)
 
 
-def main() -> None:
+TX = optax.adam(1e-3)
+
+
+def call_args(repeats: int) -> argparse.Namespace:
+    """The command line shared with xla_cpu_options.py: model width, steps per call, batch."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--steps", type=int, default=200, help="steps per call")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=9)
-    args = ap.parse_args()
-    W, K, B = args.width, args.steps, args.batch
+    ap.add_argument("--repeats", type=int, default=repeats)
+    return ap.parse_args()
+
+
+def call_inputs(steps: int, batch: int) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """``(data, idx)``: sklearn digits on device and one call's ``[steps, batch]`` row indices."""
     X, y = load_digits(return_X_y=True)
     data = (jnp.asarray((X / 16).astype(np.float32)), jnp.asarray(y.astype(np.int32)))
-    idx = jnp.asarray(np.random.default_rng(0).integers(0, len(X), (K, B)).astype(np.int32))
-    tx = optax.adam(1e-3)
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, len(X), (steps, batch)).astype(np.int32))
+    return data, idx
+
+
+def lower_trainer_call(width: int, data: tuple, idx: jax.Array, cls: type = StepFns, guard: str = "call"):
+    """``(lowered, state)``: the trainer's train call (on-device gather) over a fresh model's
+    state, lowered afresh (nothing cached), and that state."""
+    g, params, rest = nnx.split(MLP(width, nnx.Rngs(0)), nnx.Param, ...)
+    state = {
+        "params": params,
+        "rest": rest,
+        "opt": TX.init(params),
+        "step": jnp.int32(0),
+        "bad": jnp.int32(-1),
+    }
+    fns = cls(g, loss_fn, TX, {}, gather=True, layers=Layers.of(params), guard=guard)
+    return jax.jit(fns.train_call, donate_argnums=0).lower(state, idx, data), state
+
+
+def main() -> None:
+    args = call_args(repeats=9)
+    W, K, B = args.width, args.steps, args.batch
+    data, idx = call_inputs(K, B)
 
     def hand(scan: bool):
         g, params = nnx.split(MLP(W, nnx.Rngs(0)), nnx.Param)
 
         def step(p, o, x, yb):
             loss, grads = jax.value_and_grad(lambda pp: loss_fn(nnx.merge(g, pp, copy=True), (x, yb)))(p)
-            upd, o = tx.update(grads, o, p)
+            upd, o = TX.update(grads, o, p)
             return optax.apply_updates(p, upd), o, loss
 
         def call(p, o, xc, yc):
@@ -73,19 +101,10 @@ def main() -> None:
 
         lead = (K,) if scan else ()
         x0, y0 = jnp.zeros((*lead, B, 64)), jnp.zeros((*lead, B), jnp.int32)
-        return jax.jit(call if scan else step, donate_argnums=(0, 1)).lower(params, tx.init(params), x0, y0)
+        return jax.jit(call if scan else step, donate_argnums=(0, 1)).lower(params, TX.init(params), x0, y0)
 
     def trainer(cls: type, guard: str):
-        g, params, rest = nnx.split(MLP(W, nnx.Rngs(0)), nnx.Param, ...)
-        state = {
-            "params": params,
-            "rest": rest,
-            "opt": tx.init(params),
-            "step": jnp.int32(0),
-            "bad": jnp.int32(-1),
-        }
-        fns = cls(g, loss_fn, tx, {}, gather=True, layers=Layers.of(params), guard=guard)
-        return jax.jit(fns.train_call, donate_argnums=0).lower(state, idx, data)
+        return lower_trainer_call(W, data, idx, cls, guard)[0]
 
     rows = {
         "hand single step": lambda: hand(False),

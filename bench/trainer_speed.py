@@ -346,10 +346,13 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
     startup: dict[str, list[float]] = {k: [] for k in loops}  # trace + lower + XLA compile, s
     names = list(loops)
     repeats = max(3, args.repeats // 2)
-    spent = [0.0]
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda event, secs, **_: spent.__setitem__(0, spent[0] + secs) if event.endswith(_STARTUP) else None
-    )
+    spent = [0.0]  # this run's start-up so far
+
+    def on_duration(event: str, secs: float, **_: object) -> None:
+        if event.endswith(_STARTUP):
+            spent[0] += secs
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             spent[0] = 0.0
@@ -374,7 +377,8 @@ def end_to_end(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, idx: np.n
         rest = statistics.median(t - c for t, c in zip(times[k], startup[k]))
         print(f"{k:40s} {v:8.0f} {ratios} {comp:10.3f} {rest:7.3f}   {runs}")
     print("compile s: jax.monitoring's trace, lowering and XLA compile durations of the run (median);")
-    print("rest s: the run's wall time less those (training, dispatch, Python)")
+    print("rest s: the run's wall time less those (training, dispatch, Python); a compile on another")
+    print("thread (the recorder's probe) overlaps the run, so that row's rest is too small, even < 0")
 
 
 if __name__ == "__main__":

@@ -13,20 +13,11 @@ without costing steady-state speed.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import nnx
-from sklearn.datasets import load_digits
-from trainer_speed import MLP, loss_fn  # noqa: I001 - bench/ is on sys.path when run as a script
-
-from jaxmagic.train.recorder import Layers
-from jaxmagic.train.step import StepFns
+from trainer_compile import call_args, call_inputs, lower_trainer_call  # noqa: I001 - bench/ is on sys.path
 
 OPTIONS: dict[str, dict[str, object]] = {
     "defaults": {},
@@ -41,29 +32,12 @@ OPTIONS: dict[str, dict[str, object]] = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=200, help="steps per call")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
+    args = call_args(repeats=5)
     W, K, B = args.width, args.steps, args.batch
-    X, y = load_digits(return_X_y=True)
-    data = (jnp.asarray((X / 16).astype(np.float32)), jnp.asarray(y.astype(np.int32)))
-    idx = jnp.asarray(np.random.default_rng(0).integers(0, len(X), (K, B)).astype(np.int32))
-    tx = optax.adam(1e-3)
+    data, idx = call_inputs(K, B)
 
     def lower():
-        g, params, rest = nnx.split(MLP(W, nnx.Rngs(0)), nnx.Param, ...)
-        state = {
-            "params": params,
-            "rest": rest,
-            "opt": tx.init(params),
-            "step": jnp.int32(0),
-            "bad": jnp.int32(-1),
-        }
-        fns = StepFns(g, loss_fn, tx, {}, gather=True, layers=Layers.of(params), guard="call")
-        return jax.jit(fns.train_call, donate_argnums=0).lower(state, idx, data), state
+        return lower_trainer_call(W, data, idx)
 
     names = list(OPTIONS)
     cpu: dict[str, list[float]] = {n: [] for n in names}
